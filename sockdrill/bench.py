@@ -1,0 +1,248 @@
+"""``sockdrill bench``: the figures in the README, measured on this machine.
+
+- ``runtime``: cold ``up`` to all-ready (every datastore included), and the mesh proxy's cost per hop.
+- ``shop``: catalogue browsing through the front-end at fixed concurrency, next to a bare one-hop ASGI
+  relay measured in the same run with the same load generator.
+
+The load generator runs in its own process (aiohttp, fixed concurrency, fixed duration) so it does not
+share an event loop with what it measures; on a 2-core machine it still shares the CPU, equally for
+both sides of every comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sockdrill.cluster.ports import free_port
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores, {mem:.0f} GiB, {cpu}, Python {platform.python_version()}"
+
+
+# ---- load generator (runs in a child process) --------------------------------------------------
+async def _loadgen(urls: list[str], concurrency: int, duration: float) -> dict[str, Any]:
+    import aiohttp
+
+    lat: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + duration
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def worker(i: int) -> None:
+            nonlocal errors
+            n = i
+            while time.perf_counter() < stop_at:
+                url = urls[n % len(urls)]
+                n += 1
+                t0 = time.perf_counter()
+                try:
+                    async with session.get(url) as resp:
+                        await resp.read()
+                        if resp.status >= 400:
+                            errors += 1
+                            continue
+                except Exception:
+                    errors += 1
+                    continue
+                lat.append(time.perf_counter() - t0)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    lat.sort()
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
+
+    return {"requests": len(lat), "errors": errors, "rps": len(lat) / elapsed, "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99), "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan")}
+
+
+def load(urls: list[str], concurrency: int, duration: float) -> dict[str, Any]:
+    """Run the load generator in a child process and return its figures."""
+    out = subprocess.run(
+        [sys.executable, "-m", "sockdrill.bench", "loadgen", json.dumps(urls), str(concurrency), str(duration)],
+        capture_output=True, text=True, timeout=duration + 60,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed: {out.stderr[-500:]}")
+    return json.loads(out.stdout)
+
+
+# ---- runtime ------------------------------------------------------------------------------------
+def bench_runtime(duration: float) -> dict[str, Any]:
+    from sockdrill.cluster import client
+    from sockdrill.cluster.bench_mesh import run_mesh_bench
+    from sockdrill.shop.manifest import shop_deployments
+
+    results: dict[str, Any] = {}
+    times = []
+    for _ in range(2):
+        data_dir = Path(tempfile.mkdtemp(prefix="sockdrill-bench-"))
+        os.chmod(data_dir, 0o711)
+        try:
+            t0 = time.perf_counter()
+            client.up(shop_deployments(front_end_port=free_port()), data_dir=data_dir, timeout=120)
+            times.append(time.perf_counter() - t0)
+        finally:
+            client.down(data_dir)
+            shutil.rmtree(data_dir, ignore_errors=True)
+    results["cold_up_s"] = {"runs": [round(t, 2) for t in times], "best": round(min(times), 2),
+                            "deployments": len(shop_deployments()), "goal": "<= 5 s"}
+    results["mesh_hop"] = run_mesh_bench(duration_s=duration, concurrency=32)
+    return results
+
+
+# ---- shop ---------------------------------------------------------------------------------------
+RELAY_APP = """
+import aiohttp, os
+BACKEND = os.environ["RELAY_BACKEND"]
+session = None
+async def app(scope, receive, send):
+    global session
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await session.close(); await send({"type": "lifespan.shutdown.complete"}); return
+    async with session.get(BACKEND + scope["path"]) as r:
+        body = await r.read()
+    await send({"type": "http.response.start", "status": r.status,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def _wait_http(url: str, timeout: float = 20) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def bench_shop(duration: float, concurrency: int = 32) -> dict[str, Any]:
+    from sockdrill.cluster import client
+    from sockdrill.shop.manifest import shop_deployments
+
+    data_dir = Path(tempfile.mkdtemp(prefix="sockdrill-bench-"))
+    os.chmod(data_dir, 0o711)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        rc, _ = client.up(shop_deployments(front_end_port=free_port()), data_dir=data_dir, timeout=120)
+        url = rc.record["front_end_url"]
+        ids = [s["id"] for s in json.loads(_fetch(url + "/catalogue"))]
+        urls = [url + "/catalogue"] + [f"{url}/catalogue/{i}" for i in ids]
+        shop = load(urls, concurrency, duration)
+        # The reference: a trivial backend answering the same catalogue JSON, behind a bare ASGI relay.
+        body = _fetch(url + "/catalogue")
+        backend_port, relay_port = free_port(), free_port()
+        tmp = Path(data_dir) / "relay"
+        tmp.mkdir()
+        (tmp / "backend.py").write_text(
+            "from aiohttp import web\nimport sys\nBODY=open(sys.argv[2],'rb').read()\n"
+            "async def h(r):\n    return web.Response(body=BODY, content_type='application/json')\n"
+            "app=web.Application(); app.router.add_get('/{p:.*}', h)\n"
+            "web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None, access_log=None)\n")
+        (tmp / "body.json").write_bytes(body)
+        (tmp / "relay_app.py").write_text(RELAY_APP)
+        procs.append(subprocess.Popen([sys.executable, str(tmp / "backend.py"), str(backend_port),
+                                       str(tmp / "body.json")]))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "relay_app:app", "--host", "127.0.0.1", "--port", str(relay_port),
+             "--log-level", "warning", "--no-access-log", "--loop", "uvloop"],
+            cwd=tmp, env={**os.environ, "RELAY_BACKEND": f"http://127.0.0.1:{backend_port}"}))
+        _wait_http(f"http://127.0.0.1:{relay_port}/catalogue")
+        relay = load([f"http://127.0.0.1:{relay_port}/catalogue"], concurrency, duration)
+        ratio = shop["rps"] / relay["rps"] if relay["rps"] else 0.0
+        return {"concurrency": concurrency, "duration_s": duration, "front_end": shop, "asgi_relay": relay,
+                "throughput_vs_relay": round(ratio, 3), "goal": ">= 0.35 of the relay at p99 <= 50 ms"}
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+        client.down(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _fetch(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.read()
+
+
+BENCHES: dict[str, Callable[[float], dict[str, Any]]] = {"runtime": bench_runtime, "shop": bench_shop}
+
+
+def run_benches(names: list[str], duration: float, console: Console | None) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine()}
+    for name in names:
+        if console:
+            with console.status(f"benchmark {name}…"):
+                results[name] = BENCHES[name](duration)
+            _print(console, name, results[name])
+        else:
+            results[name] = BENCHES[name](duration)
+    if console:
+        console.print(f"machine: {results['machine']}")
+    return results
+
+
+def _print(console: Console, name: str, data: dict[str, Any]) -> None:
+    table = Table(title=f"bench {name}")
+    table.add_column("figure")
+    table.add_column("value")
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            table.add_row(prefix, f"{value:.3f}" if isinstance(value, float) else str(value))
+
+    walk("", data)
+    console.print(table)
+
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "loadgen":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    print(json.dumps(asyncio.run(_loadgen(json.loads(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))))

@@ -1,0 +1,382 @@
+"""The ``sockdrill`` command: thin verbs over the library; errors are one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sockdrill.errors import SockdrillError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="sockdrill: a proving ground for SRE agents on a local Sock Shop.")
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="where the runtime keeps its state and data "
+                                              "(default: $SOCKDRILL_DATA_DIR, /var/lib/sockdrill as root)")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise fail(f"{what} must look like NAME=VALUE, got {item!r}", 2)
+        out[key.strip()] = value.strip()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- up/down
+@app.command()
+def up(
+    replicas: Annotated[list[str], typer.Option("--replicas", help="SVC=N, repeatable")] = [],  # noqa: B006
+    port: Annotated[int, typer.Option(help="front-end port on 127.0.0.1", min=1, max=65535)] = 8079,
+    data_dir: DataDir = None,
+    fresh: Annotated[bool, typer.Option(help="wipe stored data first")] = False,
+    users: Annotated[int, typer.Option(help="generated users to add to user-db", min=0, max=2_000_000)] = 0,
+    products: Annotated[int, typer.Option(help="generated products to add", min=0, max=200_000)] = 0,
+    seed: Annotated[int, typer.Option(help="seed for generated data and mesh randomness")] = 1,
+    amqp_url: Annotated[str | None, typer.Option(help="use this RabbitMQ for the shipping queue")] = None,
+    store_url: Annotated[list[str], typer.Option("--store-url", help="STORE=URL: an external store "
+                                                 "replaces the embedded one")] = [],  # noqa: B006
+    timeout: Annotated[float, typer.Option(help="seconds to wait for readiness", min=1)] = 120.0,
+    json_out: Annotated[bool, typer.Option("--json", help="print the status as JSON")] = False,
+) -> None:
+    """Bring the whole shop up and return once every pod is ready."""
+    from sockdrill.cluster import client
+    from sockdrill.shop.manifest import SERVICE_MODULES, shop_deployments
+
+    reps = {k: _int(v, f"--replicas {k}") for k, v in _pairs(replicas, "--replicas").items()}
+    known = set(SERVICE_MODULES)
+    for name in reps:
+        if name not in known:
+            from sockdrill.errors import did_you_mean
+
+            raise fail(f"--replicas: unknown service '{name}'" + did_you_mean(name, known), 2)
+    externals = _pairs(store_url, "--store-url")
+    if amqp_url is not None and not amqp_url.startswith(("amqp://", "amqps://")):
+        raise fail(f"--amqp-url must start with amqp://, got {amqp_url!r}", 2)
+    env = {"SOCKDRILL_DATA_USERS": str(users), "SOCKDRILL_DATA_PRODUCTS": str(products)}
+    try:
+        specs = shop_deployments(replicas=reps, front_end_port=port, amqp_url=amqp_url, external=externals)
+        stores = {s.name for s in specs if s.kind != "service"}
+        for name in externals:
+            if name not in stores:
+                from sockdrill.errors import did_you_mean
+
+                raise fail(f"--store-url: '{name}' is not a store" + did_you_mean(name, stores), 2)
+        started = time.monotonic()
+        with console.status("starting the shop…") as spinner:
+            def progress(status: dict[str, Any]) -> None:
+                deps = status["deployments"]
+                ready = sum(1 for d in deps if d["ready_replicas"] >= d["replicas"] or d["external"])
+                spinner.update(f"starting the shop… {ready}/{len(deps)} deployments ready")
+
+            rc, already = client.up(specs, data_dir=data_dir, seed=seed, fresh=fresh, timeout=timeout,
+                                    pod_env=env, progress=progress)
+    except SockdrillError as exc:
+        raise fail(str(exc)) from None
+    url = rc.record.get("front_end_url")
+    if json_out:
+        console.print_json(json.dumps({"already_up": already, "front_end_url": url,
+                                       "addresses": rc.record.get("addresses", {})}))
+        return
+    if already:
+        console.print(f"The shop is already up at {url} (data dir {rc.data_dir}).")
+        return
+    console.print(f"[green]The shop is up[/green] at {url}  ({time.monotonic() - started:.1f}s, "
+                  f"data dir {rc.data_dir})")
+
+
+def _int(value: str, what: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise fail(f"{what} must be an integer, got {value!r}", 2) from None
+
+
+@app.command()
+def down(data_dir: DataDir = None) -> None:
+    """Stop everything and leave no process, listener, cgroup or fault behind."""
+    from sockdrill.cluster import client
+
+    try:
+        done = client.down(data_dir)
+    except SockdrillError as exc:
+        raise fail(str(exc)) from None
+    console.print("The shop is down." if done else "Nothing was running.")
+
+
+# ---------------------------------------------------------------------------------------------- views
+def _connect(data_dir: Path | None) -> Any:
+    from sockdrill.cluster.client import RuntimeClient
+
+    try:
+        return RuntimeClient.connect(data_dir)
+    except SockdrillError as exc:
+        raise fail(str(exc)) from None
+
+
+def _call(data_dir: Path | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    rc = _connect(data_dir)
+    try:
+        return rc.call(method, path, body)
+    except SockdrillError as exc:
+        raise fail(str(exc)) from None
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "Ki", "Mi", "Gi"):
+        if n < 1024:
+            return f"{n:.0f}{unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return f"{n:.1f}Ti"
+
+
+@app.command()
+def status(data_dir: DataDir = None,
+           json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Deployments, their pods (pid, ready, restarts, limits) and host addresses."""
+    data = _call(data_dir, "GET", "/v1/status")
+    if json_out:
+        console.print_json(json.dumps(data, default=str))
+        return
+    table = Table(title=f"sockdrill — {'ready' if data['ready'] else 'NOT ready'}")
+    for col in ("deployment", "pod", "status", "ready", "pid", "restarts", "cpu limit", "mem limit", "address"):
+        table.add_column(col)
+    for dep in data["deployments"]:
+        lim = dep["limits"]
+        cpu = f"{lim['cpu_millicores']}m" if lim["cpu_millicores"] else "-"
+        mem = _fmt_bytes(lim["memory_bytes"]) if lim["memory_bytes"] else "-"
+        if dep["external"]:
+            table.add_row(dep["name"], "(external)", "-", "-", "-", "-", "-", "-", dep["address"] or "")
+        for i, pod in enumerate(dep["pods"]):
+            table.add_row(dep["name"] if i == 0 else "", pod["name"], pod["status"], "yes" if pod["ready"] else "no",
+                          str(pod["pid"] or "-"), str(pod["restarts"]), cpu, mem, dep["address"] if i == 0 else "")
+    console.print(table)
+
+
+@app.command()
+def describe(service: str, data_dir: DataDir = None) -> None:
+    """Everything about one deployment: pods, readiness, restarts, limits, knobs, env."""
+    console.print_json(json.dumps(_call(data_dir, "GET", f"/v1/describe/{service}"), default=str))
+
+
+# ---------------------------------------------------------------------------------------------- actions
+@app.command()
+def restart(target: Annotated[str, typer.Argument(help="SVC or SVC/POD")], data_dir: DataDir = None) -> None:
+    """Replace a pod, or roll every pod of a deployment."""
+    dep, _, pod = target.partition("/")
+    body: dict[str, Any] = {"deployment": dep}
+    if pod:
+        body["pod"] = pod
+    out = _call(data_dir, "POST", "/v1/restart", body)
+    console.print(f"restarted {', '.join(out['restarted'])}")
+
+
+@app.command()
+def scale(service: str, replicas: Annotated[int, typer.Argument(min=0, max=16)], data_dir: DataDir = None) -> None:
+    """Set the number of pods of a service."""
+    out = _call(data_dir, "POST", "/v1/scale", {"deployment": service, "replicas": replicas})
+    console.print(f"{service}: {out['before']} → {out['replicas']} replicas")
+
+
+@app.command()
+def limits(
+    service: str,
+    cpu: Annotated[str | None, typer.Option(help="CPU limit, e.g. 100m or 0.5")] = None,
+    memory: Annotated[str | None, typer.Option(help="memory limit, e.g. 256Mi")] = None,
+    clear: Annotated[bool, typer.Option(help="remove both limits")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Set or clear CPU/memory limits of every pod of a deployment (cgroups)."""
+    if cpu is None and memory is None and not clear:
+        raise fail("give --cpu and/or --memory, or --clear", 2)
+    out = _call(data_dir, "POST", "/v1/limits", {"deployment": service, "cpu": cpu, "memory": memory,
+                                                 "clear": clear})
+    lim = out["limits"]
+    cpu_text = f"{lim['cpu_millicores']}m" if lim["cpu_millicores"] else "unlimited"
+    mem_text = _fmt_bytes(lim["memory_bytes"]) if lim["memory_bytes"] else "unlimited"
+    console.print(f"{service}: cpu {cpu_text}, memory {mem_text}")
+
+
+config_app = typer.Typer(help="Service knobs: show, set (live) and roll back.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(service: str, data_dir: DataDir = None) -> None:
+    """The knobs a deployment has been given (defaults are not listed)."""
+    console.print_json(json.dumps(_call(data_dir, "GET", f"/v1/describe/{service}")["knobs"]))
+
+
+@config_app.command("set")
+def config_set(service: str, knobs: Annotated[list[str], typer.Argument(help="KNOB=VALUE ...")],
+               data_dir: DataDir = None) -> None:
+    """Change knobs on every pod now; new pods inherit them."""
+    values: dict[str, Any] = {}
+    for k, v in _pairs(knobs, "knob").items():
+        try:
+            values[k] = json.loads(v)
+        except ValueError:
+            values[k] = v
+    out = _call(data_dir, "POST", "/v1/config", {"deployment": service, "knobs": values})
+    console.print(f"{service}: {json.dumps(out['knobs'])}")
+
+
+@config_app.command("rollback")
+def config_rollback(service: str, data_dir: DataDir = None) -> None:
+    """Undo the last knob change."""
+    out = _call(data_dir, "POST", "/v1/config/rollback", {"deployment": service})
+    console.print(f"{service}: restored {json.dumps(out['restored'])}")
+
+
+# ---------------------------------------------------------------------------------------------- logs
+@app.command()
+def logs(
+    service: str,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="keep printing new lines")] = False,
+    grep: Annotated[str | None, typer.Option(help="only lines containing this text")] = None,
+    level: Annotated[str | None, typer.Option(help="only this level or worse (info, warning, error)")] = None,
+    since: Annotated[str | None, typer.Option(help="only the last DURATION, e.g. 5m, 30s")] = None,
+    tail: Annotated[int, typer.Option(help="lines to show before following", min=0)] = 200,
+    data_dir: DataDir = None,
+) -> None:
+    """Print a deployment's pod logs (JSON lines for services, raw text for stores)."""
+    from sockdrill.cluster.client import default_data_dir
+    from sockdrill.cluster.logfiles import LogFilter, follow_files, pod_log_files, read_lines
+
+    root = data_dir or default_data_dir()
+    files = pod_log_files(root, service)
+    if not files:
+        from sockdrill.shop.manifest import shop_deployments
+
+        names = {d.name for d in shop_deployments()}
+        if service not in names:
+            from sockdrill.errors import did_you_mean
+
+            raise fail(f"unknown service '{service}'" + did_you_mean(service, names))
+        raise fail(f"no logs for '{service}' under {root / 'logs'}")
+    try:
+        filt = LogFilter.build(grep=grep, level=level, since=since)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    for line in read_lines(files, filt, tail):
+        sys.stdout.write(line + "\n")
+    if follow:
+        try:
+            for line in follow_files(files, filt):
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass
+
+
+def parse_duration(text: str) -> float:
+    """'30s' → 30, '5m' → 300, '2h' → 7200, '1.5' → 1.5 seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not m:
+        raise ValueError(f"duration {text!r} is not like 30s, 5m or 1h")
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+# ---------------------------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option(help="leave the shop running afterwards")] = False,
+    users: Annotated[int, typer.Option(help="generated users to load", min=0)] = 1000,
+) -> None:
+    """Bring a fresh shop up, walk one shopper through a purchase, print the steps, tear down."""
+    import asyncio
+    import shutil
+    import tempfile
+
+    from sockdrill.cluster import client
+    from sockdrill.cluster.ports import free_port, port_in_use
+    from sockdrill.shop.journey import run_journey
+    from sockdrill.shop.manifest import FRONT_END_PORT, shop_deployments
+
+    data_dir = Path(tempfile.mkdtemp(prefix="sockdrill-demo-"))
+    port = FRONT_END_PORT if not port_in_use(FRONT_END_PORT) else free_port()
+    started = time.monotonic()
+    try:
+        with console.status("starting the shop…"):
+            rc, _ = client.up(shop_deployments(front_end_port=port), data_dir=data_dir,
+                              pod_env={"SOCKDRILL_DATA_USERS": str(users)})
+        url = rc.record["front_end_url"]
+        console.print(f"[green]shop up[/green] at {url} in {time.monotonic() - started:.1f}s")
+        result = asyncio.run(run_journey(url))
+        table = Table(title="one shopper's journey")
+        for col in ("step", "request", "status", "ms"):
+            table.add_column(col)
+        for step in result.steps:
+            colour = "green" if step.ok else "red"
+            table.add_row(step.name, f"{step.method} {step.path}", f"[{colour}]{step.status}[/{colour}]",
+                          f"{step.ms:.1f}")
+        console.print(table)
+        if result.order:
+            console.print(f"order placed: total {result.order.get('total')} for customer "
+                          f"{result.order.get('customerId')}")
+        if keep:
+            console.print(f"left running; stop it with: sockdrill down --data-dir {data_dir}")
+        if not result.ok:
+            raise fail("the journey failed: " + "; ".join(f"{s.name}: {s.status} {s.detail}"
+                                                           for s in result.steps if not s.ok))
+    except SockdrillError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        if not keep:
+            client.down(data_dir)
+            shutil.rmtree(data_dir, ignore_errors=True)
+            console.print("shop down, nothing left behind")
+
+
+# ---------------------------------------------------------------------------------------------- bench
+@app.command()
+def bench(
+    what: Annotated[str, typer.Argument(help="runtime | shop | all")] = "all",
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    duration: Annotated[float, typer.Option(help="seconds per measurement", min=1, max=600)] = 5.0,
+) -> None:
+    """Measure the figures in the README on this machine."""
+    from sockdrill.bench import BENCHES, run_benches
+
+    names = list(BENCHES) if what == "all" else [what]
+    for name in names:
+        if name not in BENCHES:
+            from sockdrill.errors import did_you_mean
+
+            raise fail(f"unknown benchmark '{name}'" + did_you_mean(name, BENCHES), 2)
+    try:
+        results = run_benches(names, duration=duration, console=None if json_out else console)
+    except SockdrillError as exc:
+        raise fail(str(exc)) from None
+    if json_out:
+        console.print_json(json.dumps(results, default=str))
+
+
+def main() -> None:
+    try:
+        app()
+    except SockdrillError as exc:  # anything a command did not catch itself
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

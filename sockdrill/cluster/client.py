@@ -1,0 +1,185 @@
+"""The CLI's side of the runtime: start the supervisor, talk to its control API, clean up after crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sockdrill.cluster.ports import port_in_use
+from sockdrill.cluster.spec import DeploymentSpec
+from sockdrill.cluster.state import read_json, same_process, state_dir, sweep, wait_gone, write_json
+from sockdrill.errors import ClusterError
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("SOCKDRILL_DATA_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    if os.geteuid() == 0:
+        return Path("/var/lib/sockdrill")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "sockdrill"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("SOCKDRILL_CACHE_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    if os.geteuid() == 0:
+        return Path("/var/cache/sockdrill")
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sockdrill"
+
+
+class RuntimeClient:
+    """A handle on a running supervisor, found through ``DATA_DIR/state/runtime.json``."""
+
+    def __init__(self, data_dir: Path, record: dict[str, Any]) -> None:
+        self.data_dir = data_dir
+        self.record = record
+        self.base = record["control_url"]
+        self.token = record["token"]
+
+    @classmethod
+    def find(cls, data_dir: Path | None = None) -> RuntimeClient | None:
+        data_dir = data_dir or default_data_dir()
+        record = read_json(state_dir(data_dir) / "runtime.json")
+        if not isinstance(record, dict) or "control_url" not in record:
+            return None
+        sup = record.get("supervisor", {})
+        if not same_process(int(sup.get("pid", 0) or 0), sup.get("started")):
+            return None
+        return cls(data_dir, record)
+
+    @classmethod
+    def connect(cls, data_dir: Path | None = None) -> RuntimeClient:
+        client = cls.find(data_dir)
+        if client is None:
+            raise ClusterError("the shop is not up (run 'sockdrill up' first)")
+        return client
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 120) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"X-Sockdrill-Token": self.token, "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error", exc.reason)
+            except (ValueError, AttributeError):
+                message = exc.reason
+            raise ClusterError(str(message)) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ClusterError(f"the runtime does not answer at {self.base}: {exc}") from None
+
+    def get(self, path: str) -> Any:
+        return self.call("GET", path)
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        return self.call("POST", path, body)
+
+
+def up(
+    deployments: list[DeploymentSpec],
+    *,
+    data_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    seed: int = 1,
+    fresh: bool = False,
+    timeout: float = 120.0,
+    pod_env: dict[str, str] | None = None,
+    probe: dict[str, Any] | None = None,
+    restart_policy: dict[str, Any] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[RuntimeClient, bool]:
+    """Start the supervisor and wait until every pod is ready. Returns (client, already_up)."""
+    data_dir = data_dir or default_data_dir()
+    cache_dir = cache_dir or default_cache_dir()
+    existing = RuntimeClient.find(data_dir)
+    if existing is not None:
+        return existing, True
+    sweep(data_dir)  # a crashed earlier run may have left processes or cgroups
+    for spec in deployments:
+        if spec.host_port and port_in_use(spec.host_port):
+            raise ClusterError(f"port {spec.host_port} (for {spec.name}) is already in use; pick another with --port")
+    if fresh:
+        import shutil
+
+        for sub in ("stores", "logs", "runs"):
+            shutil.rmtree(data_dir / sub, ignore_errors=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "deployments": [d.model_dump() for d in deployments], "seed": seed, "cache_dir": str(cache_dir),
+        "pod_env": pod_env or {}, "probe": probe or {}, "restart_policy": restart_policy or {},
+    }
+    sdir = state_dir(data_dir)
+    write_json(sdir / "config.json", config)
+    log = open(data_dir / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sockdrill.cluster.supervisor", str(data_dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+        )
+    finally:
+        log.close()
+    deadline = time.monotonic() + timeout
+    client: RuntimeClient | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ClusterError(f"the runtime exited during start-up (code {proc.returncode}); "
+                               f"see {data_dir / 'supervisor.log'}: {_tail(data_dir / 'supervisor.log')}")
+        record = read_json(sdir / "runtime.json")
+        if isinstance(record, dict) and record.get("state") == "failed":
+            down(data_dir)
+            raise ClusterError(f"the runtime failed to start: {record.get('error')}")
+        if client is None and isinstance(record, dict) and record.get("supervisor", {}).get("pid") == proc.pid:
+            client = RuntimeClient(data_dir, record)
+        if client is not None and (record or {}).get("state") == "running":
+            try:
+                status = client.get("/v1/status")
+            except ClusterError:
+                status = None
+            if status is not None:
+                if progress:
+                    progress(status)
+                if status.get("ready"):
+                    client.record = read_json(sdir / "runtime.json") or client.record
+                    return client, False
+        time.sleep(0.1)
+    down(data_dir)
+    raise ClusterError(f"the shop was not ready within {timeout:.0f}s; see {data_dir / 'logs'}")
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def down(data_dir: Path | None = None, timeout: float = 30.0) -> list[str]:
+    """Stop everything; works whether the supervisor is alive, hung or already killed."""
+    data_dir = data_dir or default_data_dir()
+    done: list[str] = []
+    client = RuntimeClient.find(data_dir)
+    if client is not None:
+        sup = client.record["supervisor"]
+        try:
+            client.post("/v1/shutdown", {})
+            if wait_gone(int(sup["pid"]), sup.get("started"), timeout):
+                done.append("runtime stopped")
+        except ClusterError:
+            pass
+    done.extend(sweep(data_dir))
+    (state_dir(data_dir) / "config.json").unlink(missing_ok=True)
+    return done

@@ -1,0 +1,405 @@
+"""The runtime: deployments of pods, the mesh between them, operator actions, and on-disk records.
+
+It lives inside the supervisor process (``sockdrill.cluster.supervisor``) and is driven through its
+control API; nothing here knows about the shop beyond the specs it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from sockdrill.cluster.cgroups import CgroupManager
+from sockdrill.cluster.mesh import Backend, Edge, Mesh
+from sockdrill.cluster.pods import Pod, ProbeSettings, RestartPolicy
+from sockdrill.cluster.ports import free_port
+from sockdrill.cluster.spec import DeploymentSpec
+from sockdrill.cluster.state import state_dir, write_json
+from sockdrill.errors import ClusterError, UnsupportedError, did_you_mean
+
+MAX_REPLICAS = 16
+HOST = "host"  # the source name of edges that carry traffic from outside (clients, tests, Locust)
+
+
+class Deployment:
+    def __init__(self, runtime: Runtime, spec: DeploymentSpec) -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.pods: dict[str, Pod] = {}
+        self.next_index = 0
+        self.ingress: Edge | None = None
+        self.knob_history: list[dict[str, Any]] = []
+        self.env_history: list[dict[str, str]] = []
+        self._slot_ports: dict[str, int] = {}
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def external(self) -> bool:
+        return self.spec.external_url is not None
+
+    def new_pod(self) -> Pod:
+        name = f"{self.name}-{self.next_index}"
+        self.next_index += 1
+        port = self._slot_ports.setdefault(name, free_port())
+        pod = Pod(self.runtime, self, name, port)
+        self.pods[name] = pod
+        return pod
+
+    def apply_limits_to(self, pod: Pod) -> None:
+        if pod.cgroup is None:
+            return
+        if self.spec.cpu_millicores is not None:
+            pod.cgroup.set_cpu(self.spec.cpu_millicores)
+        if self.spec.memory_bytes is not None:
+            pod.cgroup.set_memory(self.spec.memory_bytes)
+
+    def ready_pods(self) -> list[Pod]:
+        return [p for p in self.pods.values() if p.ready and not p.stopping]
+
+    def backends(self) -> list[Backend]:
+        if self.spec.external_url:
+            parts = urlsplit(self.spec.external_url)
+            return [Backend("external", parts.hostname or "127.0.0.1", parts.port or _default_port(parts.scheme))]
+        return [Backend(p.name, "127.0.0.1", p.port) for p in self.ready_pods()]
+
+    def is_ready(self) -> bool:
+        if self.external:
+            return True
+        live = [p for p in self.pods.values() if not p.stopping]
+        return len(live) == self.spec.replicas and all(p.ready for p in live)
+
+
+def _default_port(scheme: str) -> int:
+    return {"postgresql": 5432, "postgres": 5432, "redis": 6379, "amqp": 5672, "http": 80}.get(scheme, 80)
+
+
+class Runtime:
+    def __init__(
+        self,
+        specs: list[DeploymentSpec],
+        data_dir: Path,
+        cache_dir: Path,
+        *,
+        seed: int = 1,
+        restart_policy: RestartPolicy | None = None,
+        probe: ProbeSettings | None = None,
+        pod_env: dict[str, str] | None = None,
+        run_id: str = "default",
+    ) -> None:
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ClusterError("deployment names must be unique")
+        self.data_dir = data_dir
+        self.cache_dir = cache_dir
+        self.seed = seed
+        self.restart_policy = restart_policy or RestartPolicy()
+        self.probe = probe or ProbeSettings()
+        self.extra_env = dict(pod_env or {})
+        self.deployments = {s.name: Deployment(self, s) for s in specs}
+        for spec in specs:
+            for dest in spec.calls:
+                if dest not in self.deployments:
+                    raise ClusterError(f"deployment '{spec.name}' calls unknown '{dest}'")
+        self.mesh = Mesh(seed=seed)
+        self.edges: dict[tuple[str, str], Edge] = {}
+        self.cgroups = CgroupManager(run_id)
+        self.log = logging.getLogger("sockdrill.runtime")
+        self.http: aiohttp.ClientSession = None  # type: ignore[assignment]  # made in start()
+        self.started_at = time.time()
+        self._record_pending = False
+        self.events: list[dict[str, Any]] = []
+
+    # ---- lookup -------------------------------------------------------------------------
+    def deployment(self, name: str) -> Deployment:
+        dep = self.deployments.get(name)
+        if dep is None:
+            raise ClusterError(f"unknown service '{name}'" + did_you_mean(name, self.deployments))
+        return dep
+
+    def pod(self, deployment: str, pod: str) -> Pod:
+        dep = self.deployment(deployment)
+        if pod not in dep.pods:
+            raise ClusterError(f"'{deployment}' has no pod '{pod}'" + did_you_mean(pod, dep.pods))
+        return dep.pods[pod]
+
+    def event(self, kind: str, **fields: Any) -> None:
+        rec = {"time": time.time(), "kind": kind, **fields}
+        self.events.append(rec)
+        self.log.info("%s %s", kind, json.dumps(fields, default=str))
+        del self.events[:-1000]
+
+    # ---- start / stop -------------------------------------------------------------------
+    async def start(self, host_ports: dict[str, int] | None = None) -> None:
+        host_ports = host_ports or {}
+        self.http = aiohttp.ClientSession()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Edges first: pods get their addresses in their environment.
+        for dep in self.deployments.values():
+            for dest in dep.spec.calls:
+                target = self.deployments[dest]
+                protocol = "http" if target.spec.kind == "service" and not target.external else "tcp"
+                self.edges[(dep.name, dest)] = await self.mesh.add_edge(dep.name, dest, protocol=protocol)
+        for dep in self.deployments.values():
+            port = host_ports.get(dep.name, dep.spec.host_port or 0)
+            protocol = "http" if dep.spec.kind == "service" else "tcp"
+            try:
+                dep.ingress = await self.mesh.add_edge(HOST, dep.name, port=port, protocol=protocol)
+            except OSError as exc:
+                raise ClusterError(f"cannot listen on 127.0.0.1:{port} for {dep.name}: {exc.strerror}") from exc
+            self.edges[(HOST, dep.name)] = dep.ingress
+            self.mesh.set_backends(dep.name, dep.backends())
+        for dep in self.deployments.values():
+            if dep.external:
+                continue
+            for _ in range(dep.spec.replicas):
+                dep.new_pod().launch()
+        self.pods_changed()
+
+    async def stop(self) -> None:
+        pods = [p for d in self.deployments.values() for p in d.pods.values()]
+        # Services first so they do not log a storm of database errors, then the stores.
+        services = [p for p in pods if p.kind == "service"]
+        await asyncio.gather(*(p.stop() for p in services), return_exceptions=True)
+        await asyncio.gather(*(p.stop() for p in pods if p.kind != "service"), return_exceptions=True)
+        await self.mesh.close()
+        self.cgroups.remove_all()
+        if self.http is not None:
+            await self.http.close()
+        self._write_records()
+
+    def is_ready(self) -> bool:
+        return all(d.is_ready() for d in self.deployments.values())
+
+    async def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_ready():
+                return True
+            await asyncio.sleep(0.1)
+        return self.is_ready()
+
+    # ---- callbacks from pods ----------------------------------------------------------------
+    def readiness_changed(self, dep: Deployment) -> None:
+        self.mesh.set_backends(dep.name, dep.backends())
+
+    def pods_changed(self) -> None:
+        if not self._record_pending:
+            self._record_pending = True
+            asyncio.get_running_loop().call_soon(self._write_records)
+
+    def _write_records(self) -> None:
+        self._record_pending = False
+        pods = {p.name: p.record() for d in self.deployments.values() for p in d.pods.values() if p.pid}
+        write_json(state_dir(self.data_dir) / "pods.json", pods)
+
+    # ---- the environment a pod gets --------------------------------------------------------
+    def pod_env(self, dep: Deployment, pod: Pod) -> dict[str, str]:
+        from sockdrill.shop.common.env import url_env_name
+
+        env = dict(self.extra_env)
+        env.update(dep.spec.env)
+        env.update({
+            "PORT": str(pod.port), "SOCKDRILL_SERVICE": dep.name, "SOCKDRILL_POD": pod.name,
+            "SOCKDRILL_SEED": str(self.seed), "PYTHONUNBUFFERED": "1",
+            "SOCKDRILL_KNOBS": json.dumps(dep.spec.knobs),
+        })
+        for dest in dep.spec.calls:
+            env[url_env_name(dest)] = self.edge_url(dep.name, dest)
+        return env
+
+    def edge_url(self, source: str, dest: str) -> str:
+        edge = self.edges[(source, dest)]
+        target = self.deployments[dest]
+        if target.spec.external_url:
+            parts = urlsplit(target.spec.external_url)
+            auth = ""
+            if parts.username:
+                auth = parts.username + (f":{parts.password}" if parts.password else "") + "@"
+            return urlunsplit((parts.scheme, f"{auth}127.0.0.1:{edge.port}", parts.path, parts.query, ""))
+        return target.spec.url_for("127.0.0.1", edge.port)
+
+    def host_url(self, name: str) -> str:
+        dep = self.deployment(name)
+        assert dep.ingress is not None
+        if dep.spec.external_url:
+            return self.edge_url(HOST, name)
+        return dep.spec.url_for("127.0.0.1", dep.ingress.port)
+
+    # ---- operator actions --------------------------------------------------------------------
+    async def scale(self, name: str, replicas: int) -> dict[str, Any]:
+        dep = self.deployment(name)
+        if dep.spec.is_store or dep.external:
+            raise ClusterError(f"'{name}' is a datastore and runs exactly one pod; it cannot be scaled")
+        if not 0 <= replicas <= MAX_REPLICAS:
+            raise ClusterError(f"replicas must be between 0 and {MAX_REPLICAS}, got {replicas}")
+        before = dep.spec.replicas
+        dep.spec.replicas = replicas
+        live = [p for p in dep.pods.values() if not p.stopping]
+        if replicas > len(live):
+            for _ in range(replicas - len(live)):
+                dep.new_pod().launch()
+        elif replicas < len(live):
+            # Remove the newest pods first, like a ReplicaSet scaling down.
+            doomed = sorted(live, key=lambda p: int(p.name.rsplit("-", 1)[1]))[replicas:]
+            await asyncio.gather(*(p.stop() for p in doomed))
+            for p in doomed:
+                dep.pods.pop(p.name, None)
+        self.event("scale", deployment=name, before=before, after=replicas)
+        return {"deployment": name, "replicas": replicas, "before": before}
+
+    async def restart(self, name: str, pod_name: str | None = None) -> dict[str, Any]:
+        """Replace one pod, or every pod of a deployment one at a time (rolling)."""
+        dep = self.deployment(name)
+        if dep.external:
+            raise ClusterError(f"'{name}' is external ({dep.spec.external_url}); it has no pods to restart")
+        targets = [self.pod(name, pod_name)] if pod_name else [p for p in dep.pods.values() if not p.stopping]
+        replaced = []
+        for old in targets:
+            await old.stop()
+            dep.pods.pop(old.name, None)
+            # The replacement keeps the name and port (like a StatefulSet); its restart count carries on.
+            new = Pod(self, dep, old.name, old.port, restarts=old.restarts + 1)
+            dep.pods[new.name] = new
+            new.launch()
+            replaced.append(old.name)
+            if len(targets) > 1:
+                await self._wait_pod_ready(new, 30)
+        self.event("restart", deployment=name, pods=replaced)
+        return {"deployment": name, "restarted": replaced}
+
+    async def _wait_pod_ready(self, pod: Pod, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pod.ready:
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    def set_limits(self, name: str, cpu_millicores: int | None, memory_bytes: int | None,
+                   clear: bool = False) -> dict[str, Any]:
+        dep = self.deployment(name)
+        if dep.external:
+            raise ClusterError(f"'{name}' is external; its resources are not ours to limit")
+        if not self.cgroups.available:
+            raise UnsupportedError(f"resource limits are unsupported on this host: {self.cgroups.reason}")
+        before = {"cpu_millicores": dep.spec.cpu_millicores, "memory_bytes": dep.spec.memory_bytes}
+        if clear:
+            dep.spec.cpu_millicores = None
+            dep.spec.memory_bytes = None
+        if cpu_millicores is not None:
+            dep.spec.cpu_millicores = cpu_millicores
+        if memory_bytes is not None:
+            dep.spec.memory_bytes = memory_bytes
+        for pod in dep.pods.values():
+            if pod.cgroup is not None:
+                pod.cgroup.set_cpu(dep.spec.cpu_millicores)
+                pod.cgroup.set_memory(dep.spec.memory_bytes)
+        after = {"cpu_millicores": dep.spec.cpu_millicores, "memory_bytes": dep.spec.memory_bytes}
+        self.event("limits", deployment=name, before=before, after=after)
+        return {"deployment": name, "before": before, "limits": after}
+
+    async def set_knobs(self, name: str, knobs: dict[str, Any], record: bool = True) -> dict[str, Any]:
+        """Live config change on every pod (validated by the pods), remembered for new pods."""
+        dep = self.deployment(name)
+        if dep.spec.kind != "service":
+            raise ClusterError(f"'{name}' is a datastore; it has no service knobs")
+        if not isinstance(knobs, dict) or not knobs:
+            raise ClusterError("give at least one knob as name=value")
+        pods = [p for p in dep.pods.values() if p.ready]
+        if not pods:
+            raise ClusterError(f"'{name}' has no ready pod to configure")
+        # Validate on one pod first so a bad value changes nothing anywhere.
+        results = []
+        for pod in pods:
+            async with self.http.put(f"http://127.0.0.1:{pod.port}/admin/config", json=knobs,
+                                     timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status >= 400:
+                    raise ClusterError(f"{pod.name} refused the config: {body.get('error', body)}")
+                results.append(body)
+        if record:
+            dep.knob_history.append(dict(dep.spec.knobs))
+        previous = dict(dep.spec.knobs)
+        dep.spec.knobs.update(knobs)
+        self.event("set_config", deployment=name, knobs=knobs)
+        return {"deployment": name, "previous": previous, "knobs": dict(dep.spec.knobs),
+                "pods": [r.get("pod") for r in results]}
+
+    async def rollback_knobs(self, name: str) -> dict[str, Any]:
+        dep = self.deployment(name)
+        if not dep.knob_history:
+            raise ClusterError(f"'{name}' has no earlier config to roll back to")
+        previous = dep.knob_history.pop()
+        # Knobs set since then go back to their old values (or defaults, read from a pod).
+        current = dict(dep.spec.knobs)
+        pod = next((p for p in dep.pods.values() if p.ready), None)
+        defaults: dict[str, Any] = {}
+        if pod is not None:
+            async with self.http.get(f"http://127.0.0.1:{pod.port}/admin/config") as resp:
+                described = (await resp.json(content_type=None)).get("knobs", {})
+                defaults = {k: v.get("default") for k, v in described.items()}
+        target = {k: previous.get(k, defaults.get(k)) for k in current if current.get(k) != previous.get(k)}
+        target = {k: v for k, v in target.items() if v is not None}
+        if target:
+            await self.set_knobs(name, target, record=False)
+        dep.spec.knobs = dict(previous)
+        self.event("rollback_config", deployment=name, restored=target)
+        return {"deployment": name, "restored": target, "knobs": dict(dep.spec.knobs)}
+
+    async def set_env(self, name: str, env: dict[str, str]) -> dict[str, Any]:
+        """Change the pods' environment and roll it out (pods restarted one at a time)."""
+        dep = self.deployment(name)
+        if dep.spec.kind != "service":
+            raise ClusterError(f"'{name}' is a datastore; set its settings through its own tools")
+        dep.env_history.append(dict(dep.spec.env))
+        dep.spec.env.update({str(k): str(v) for k, v in env.items()})
+        self.event("set_env", deployment=name, env=env)
+        await self.restart(name)
+        return {"deployment": name, "env": dict(dep.spec.env)}
+
+    async def rollback_env(self, name: str) -> dict[str, Any]:
+        dep = self.deployment(name)
+        if not dep.env_history:
+            raise ClusterError(f"'{name}' has no earlier environment to roll back to")
+        dep.spec.env = dep.env_history.pop()
+        self.event("rollback_env", deployment=name)
+        await self.restart(name)
+        return {"deployment": name, "env": dict(dep.spec.env)}
+
+    # ---- views --------------------------------------------------------------------------
+    def describe(self, name: str) -> dict[str, Any]:
+        dep = self.deployment(name)
+        return {
+            "name": dep.name, "kind": dep.spec.kind, "role": dep.spec.role, "replicas": dep.spec.replicas,
+            "ready_replicas": len(dep.ready_pods()), "external": dep.spec.external_url is not None,
+            "address": self.host_url(dep.name) if dep.ingress else None,
+            "calls": list(dep.spec.calls),
+            "limits": {"cpu_millicores": dep.spec.cpu_millicores, "memory_bytes": dep.spec.memory_bytes},
+            "knobs": dict(dep.spec.knobs), "env": dict(dep.spec.env),
+            "pods": [p.describe() for p in dep.pods.values()],
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "ready": self.is_ready(),
+            "started_at": self.started_at,
+            "cgroups": {"version": self.cgroups.version, "reason": self.cgroups.reason},
+            "deployments": [self.describe(n) for n in self.deployments],
+        }
+
+    def topology(self) -> dict[str, Any]:
+        return {
+            "deployments": [{"name": d.name, "kind": d.spec.kind, "role": d.spec.role,
+                             "replicas": d.spec.replicas, "pods": list(d.pods)} for d in self.deployments.values()],
+            "edges": [{"source": s, "destination": t} for (s, t) in self.edges],
+        }

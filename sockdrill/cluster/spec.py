@@ -1,0 +1,77 @@
+"""What the runtime runs: deployments of pods, described as data.
+
+The runtime is generic; the shop describes itself with these specs (``sockdrill.shop.manifest``).
+A deployment's ``calls`` list is its outgoing edges: for each, the mesh opens one listener
+(this deployment → that one) and the pods get its address in ``SOCKDRILL_URL_<DEST>``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+
+Kind = Literal["service", "postgres", "redis"]
+
+
+class DeploymentSpec(BaseModel):
+    name: str
+    kind: Kind = "service"
+    module: str | None = None  # service pods: ``python -m sockdrill.shop <module>``
+    replicas: int = Field(1, ge=0, le=16)
+    calls: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    knobs: dict[str, Any] = Field(default_factory=dict)
+    external_url: str | None = None  # replaces an embedded store (the mesh still carries its traffic)
+    host_port: int | None = None  # fixed host-facing port (front-end: 8079); others get a free one
+    cpu_millicores: int | None = Field(None, ge=1)
+    memory_bytes: int | None = Field(None, ge=1 << 20)
+    role: str = ""  # short description shown in topology
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError(f"deployment name {v!r} must be lower-case letters, digits and '-'")
+        return v
+
+    @property
+    def is_store(self) -> bool:
+        return self.kind != "service"
+
+    def url_for(self, host: str, port: int) -> str:
+        """The URL a client uses to reach this deployment at host:port."""
+        if self.kind == "postgres":
+            return f"postgresql://sockdrill@{host}:{port}/sockdrill"
+        if self.kind == "redis":
+            return f"redis://{host}:{port}/0"
+        return f"http://{host}:{port}"
+
+
+def parse_quantity_cpu(text: str) -> int:
+    """'100m' → 100, '0.5' → 500, '2' → 2000 millicores."""
+    t = text.strip()
+    try:
+        value = int(t[:-1]) if t.endswith("m") else round(float(t) * 1000)
+    except ValueError:
+        raise ValueError(f"CPU quantity {text!r} is not like '100m' or '0.5'") from None
+    if value <= 0:
+        raise ValueError(f"CPU quantity {text!r} must be > 0")
+    return value
+
+
+_MEM_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "ki": 1024, "mi": 1024**2, "gi": 1024**3}
+
+
+def parse_quantity_memory(text: str) -> int:
+    """'256Mi' → 268435456, '1G' → 10**9, '1048576' → bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]i?)?\s*", text)
+    if not m:
+        raise ValueError(f"memory quantity {text!r} is not like '256Mi' or '1G'")
+    value = int(float(m.group(1)) * _MEM_UNITS[(m.group(2) or "").lower()])
+    if value < (1 << 20):
+        raise ValueError(f"memory quantity {text!r} is below 1Mi")
+    return value

@@ -1,0 +1,572 @@
+"""front-end: the shop's web pages and the API gateway in front of catalogue, carts, orders and user.
+
+Routes, statuses, bodies and cookies follow upstream Sock Shop's Node front-end (reference §2, §4):
+``md.sid`` session cookie, ``logged_in`` cookie = session id (Max-Age 3600), ``GET /login`` with HTTP
+Basic, ``GET /orders`` → 201, GET proxies of ``/catalogue*``, ``/customers*``, ``/addresses``, ``/cards*``
+always 200 with the backend body verbatim, cart merge on login/register, the checkout chain of §4.2,
+trailing-slash 301. Sessions live in Redis (``session-db``), see ``session.py``.
+
+Deliberate choices (where we differ from upstream, or pick one of its behaviours):
+- Bad input gets a 4xx JSON error instead of upstream's 500: a body that is not JSON / not an object
+  (400), a missing or non-string ``id`` on ``POST /cart`` and ``/cart/update`` (400), a ``quantity``
+  that is not a whole number >= 0 (400), ``POST /register`` without ``username``/``password`` strings
+  (400), an unknown catalogue id on ``POST /cart`` and ``/cart/update`` (404).
+- Routes that need a logged-in customer answer 401 JSON ``"User not logged in."`` where upstream threw
+  a 500: ``GET /orders``, ``POST /orders``, ``POST /addresses``, ``POST /cards``. "Logged in" means the
+  ``logged_in`` cookie is present AND the session holds a customer id; a stale ``logged_in`` cookie whose
+  session expired falls back to the anonymous cart (upstream would call ``/carts/undefined``).
+- ``GET /customers/{id}`` without a customer in the session answers 200 with an error-shaped body
+  (``status_code`` 401) without calling user (upstream asked user for ``/customers/undefined``).
+  ``GET /card`` and ``GET /address`` likewise answer ``{"status_code":500}`` at once.
+- Error bodies are ``{"message","error","status_code","status_text"}``: upstream's ``message`` plus
+  the project's common error fields.
+- Proxied JSON bodies that upstream wrote without a Content-Type are sent as
+  ``text/plain; charset=utf-8`` (what upstream showed behind its edge router): never JSON-typed.
+- ``GET /login``: any answer from user other than 200 (wrong password 401, unknown user 500) → 401, as
+  upstream. But when user cannot be reached at all (timeout, refused) the answer is a 504/502 JSON,
+  not 401, so an outage is not disguised as bad credentials. The same holds for every route: a
+  backend timeout → 504, unreachable → 502, session-db failure → 500, each with a JSON body.
+- ``POST /login`` (JSON or form body ``{"username","password"}``) is ours: same effect as ``GET /login``;
+  a body without both strings → 400. ``POST /logout`` is ours: drops the customer from the session and
+  expires ``logged_in``.
+- Cart merge failures on login/register are logged and ignored (upstream ignored them on login).
+  ``POST /register``: user's 4xx answers are passed on; other failures → 500 with a JSON message
+  (upstream: 500 with an empty body).
+- ``POST /customers``, ``/addresses``, ``/cards`` pass a backend's non-2xx status and body through
+  instead of always answering 200.
+- ``GET /orders`` rewrites each order's ``_links`` hrefs ``http://<host>/orders/...`` → ``/orders/...``.
+- ``POST /orders`` waits up to ``checkout_timeout_s`` for orders (which itself makes several calls);
+  upstream had no timeout.
+- Path ids are URL-encoded before they are put in backend URLs. Static files and /health, /metrics
+  never create sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from aiohttp import web
+
+from sockdrill.errors import ShopError
+from sockdrill.shop.common.env import optional_upstream_url
+from sockdrill.shop.common.http import UpstreamError, UpstreamResponse
+from sockdrill.shop.common.knobs import Knob
+from sockdrill.shop.common.service import Service, json_response, run_service
+from sockdrill.shop.frontend.session import (
+    COOKIE,
+    LOGGED_IN,
+    LOGGED_IN_MAX_AGE,
+    Session,
+    SessionStore,
+    SessionStoreError,
+    cookie_value,
+)
+
+KNOBS = [
+    Knob("session_ttl_s", 86400, "session lifetime in session-db, refreshed on every request (seconds)",
+         minimum=1, maximum=30 * 86400),
+    Knob("session_db_timeout_s", 2.0, "timeout of session-db (Redis) calls (seconds)",
+         minimum=0.01, maximum=60),
+    Knob("checkout_timeout_s", 15.0, "how long POST /orders waits for the orders service (seconds)",
+         minimum=0.01, maximum=300),
+]
+
+STATIC = Path(__file__).parent / "static"
+UNTYPED = "text/plain; charset=utf-8"  # upstream wrote these bodies without a Content-Type
+JSON_TYPE = "application/json; charset=utf-8"  # what Express' res.json sends
+SHIPPING_ITEMS = "http://carts/carts/{cid}/items"  # the items URL orders is given (upstream's form)
+ORDERS_LINK = re.compile(r"^https?://[^/]+(/orders(?:/.*)?)$")
+NOT_LOGGED_IN = "User not logged in."
+EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
+
+Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """A failure the client gets as ``status`` + JSON ``{"message", "error", ...}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(status: int, message: str) -> web.Response:
+    reason = web.Response(status=status).reason
+    return json_response({"message": message, "error": message, "status_code": status, "status_text": reason},
+                         status=status, content_type=JSON_TYPE)
+
+
+def untyped(body: bytes, status: int = 200) -> web.Response:
+    resp = web.Response(body=body, status=status)
+    if body:
+        resp.headers["Content-Type"] = UNTYPED
+    return resp
+
+
+def empty(status: int) -> web.Response:
+    return web.Response(status=status)
+
+
+def seg(value: str) -> str:
+    """One URL path segment, encoded so an id can never change the backend path."""
+    return quote(value, safe="")
+
+
+def href_path(href: str) -> str:
+    """``http://user/customers/1/cards`` → ``/customers/1/cards``: call it through our own edge."""
+    parts = urlsplit(href)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def http_date(seconds_from_now: float) -> str:
+    return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
+
+
+class FrontEnd:
+    def __init__(self, svc: Service, session_url: str) -> None:
+        self.svc = svc
+        self.http = svc.http
+        self.store = SessionStore(session_url, svc.knobs["session_ttl_s"], svc.knobs["session_db_timeout_s"])
+
+    # ---- plumbing -------------------------------------------------------------------------------
+    def api(self, fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """Wrap an API handler: load/create the session, set ``md.sid`` on new ones, map errors."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            try:
+                session = await self.store.load(request.cookies.get(COOKIE))
+            except SessionStoreError as exc:
+                self.svc.log.warning("session store failed: %s", exc)
+                return error_response(500, f"session store unavailable: {exc}")
+            try:
+                resp: web.StreamResponse = await fn(request, session)
+            except ApiError as exc:
+                resp = error_response(exc.status, exc.message)
+            except SessionStoreError as exc:
+                self.svc.log.warning("session store failed: %s", exc)
+                resp = error_response(500, f"session store unavailable: {exc}")
+            except UpstreamError as exc:
+                self.svc.log.warning("upstream call failed: %s", exc,
+                                     extra={"fields": {"destination": exc.destination, "kind": exc.kind}})
+                resp = error_response(504 if exc.kind == "timeout" else 502, str(exc))
+            except web.HTTPException as exc:
+                self._session_cookie(exc, session)
+                raise
+            self._session_cookie(resp, session)
+            return resp
+
+        handler.__name__ = fn.__name__
+        return handler
+
+    @staticmethod
+    def _session_cookie(resp: web.StreamResponse, session: Session) -> None:
+        if session.is_new:
+            resp.headers.add("Set-Cookie", f"{COOKIE}={cookie_value(session.sid)}; Path=/; HttpOnly")
+
+    @staticmethod
+    def customer_id(request: web.Request, session: Session) -> str:
+        """Upstream's getCustomerId: the logged-in customer, else the session id (anonymous cart)."""
+        if LOGGED_IN in request.cookies and session.customer_id:
+            return session.customer_id
+        return session.sid
+
+    @staticmethod
+    def logged_in(request: web.Request, session: Session) -> str:
+        if LOGGED_IN in request.cookies and session.customer_id:
+            return session.customer_id
+        raise ApiError(401, NOT_LOGGED_IN)
+
+    @staticmethod
+    async def body_object(request: web.Request) -> dict[str, Any]:
+        raw = await request.read()
+        if not raw.strip():
+            raise ApiError(400, "request body is empty; expected a JSON object")
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        return data
+
+    @staticmethod
+    def string_field(body: dict[str, Any], name: str, what: str) -> str:
+        value = body.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise ApiError(400, f'body needs "{name}": {what} (a non-empty string), got {value!r}')
+        return value
+
+    async def catalogue_item(self, item_id: str) -> dict[str, Any]:
+        up = await self.http.request("catalogue", "GET", f"/catalogue/{seg(item_id)}")
+        if up.status == 404:
+            raise ApiError(404, f"no catalogue item with id {item_id!r}")
+        sock = up.json()
+        if up.status != 200 or not isinstance(sock, dict) or "id" not in sock or "price" not in sock:
+            raise ApiError(500, f"Unable to get item from catalogue. Status code: {up.status}")
+        return sock
+
+    async def merge_cart(self, customer: str, sid: str) -> None:
+        """Move the anonymous cart into the customer's (failures only logged, like upstream's login)."""
+        try:
+            up = await self.http.request("carts", "GET", f"/carts/{seg(customer)}/merge",
+                                         params={"sessionId": sid})
+            if up.status >= 300:
+                self.svc.log.warning("cart merge answered %d", up.status)
+        except UpstreamError as exc:
+            self.svc.log.warning("cart merge failed: %s", exc)
+
+    @staticmethod
+    def set_logged_in(resp: web.StreamResponse, sid: str) -> None:
+        resp.headers.add("Set-Cookie", f"{LOGGED_IN}={sid}; Max-Age={LOGGED_IN_MAX_AGE}; Path=/; "
+                                       f"Expires={http_date(LOGGED_IN_MAX_AGE)}")
+
+    # ---- catalogue ------------------------------------------------------------------------------
+    async def catalogue_image(self, request: web.Request, _s: Session) -> web.StreamResponse:
+        up = await self.http.request("catalogue", "GET", request.raw_path)
+        resp = web.Response(body=up.body, status=up.status)
+        for name in ("Content-Type", "Cache-Control", "ETag", "Last-Modified"):
+            if name in up.headers:
+                resp.headers[name] = up.headers[name]
+        return resp
+
+    async def catalogue(self, request: web.Request, _s: Session) -> web.StreamResponse:
+        up = await self.http.request("catalogue", "GET", request.raw_path)
+        return untyped(up.body, 200)  # upstream: always 200, whatever catalogue said
+
+    async def tags(self, request: web.Request, _s: Session) -> web.StreamResponse:
+        up = await self.http.request("catalogue", "GET", "/tags")
+        return untyped(up.body, 200)
+
+    # ---- cart -----------------------------------------------------------------------------------
+    async def get_cart(self, request: web.Request, session: Session) -> web.StreamResponse:
+        cid = self.customer_id(request, session)
+        up = await self.http.request("carts", "GET", f"/carts/{seg(cid)}/items")
+        return untyped(up.body, up.status)
+
+    async def delete_cart(self, request: web.Request, session: Session) -> web.StreamResponse:
+        cid = self.customer_id(request, session)
+        up = await self.http.request("carts", "DELETE", f"/carts/{seg(cid)}")
+        return empty(up.status)
+
+    async def delete_cart_item(self, request: web.Request, session: Session) -> web.StreamResponse:
+        cid = self.customer_id(request, session)
+        item = request.match_info["id"]
+        up = await self.http.request("carts", "DELETE", f"/carts/{seg(cid)}/items/{seg(item)}")
+        return empty(up.status)
+
+    async def add_to_cart(self, request: web.Request, session: Session) -> web.StreamResponse:
+        body = await self.body_object(request)
+        item_id = self.string_field(body, "id", "the catalogue id of the item")
+        cid = self.customer_id(request, session)
+        sock = await self.catalogue_item(item_id)
+        up = await self.http.request("carts", "POST", f"/carts/{seg(cid)}/items",
+                                     json_body={"itemId": sock["id"], "unitPrice": sock["price"]})
+        if up.status == 201:
+            return empty(201)
+        raise ApiError(500, f"Unable to add to cart. Status code: {up.status}")
+
+    async def update_cart(self, request: web.Request, session: Session) -> web.StreamResponse:
+        body = await self.body_object(request)
+        item_id = self.string_field(body, "id", "the catalogue id of the item")
+        raw = body.get("quantity")
+        quantity: int | None = None
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            quantity = raw
+        elif isinstance(raw, float) and raw.is_integer():
+            quantity = int(raw)
+        elif isinstance(raw, str) and raw.strip().isdigit():
+            quantity = int(raw.strip())
+        if quantity is None or quantity < 0:
+            raise ApiError(400, f'body needs "quantity": a whole number >= 0, got {raw!r}')
+        cid = self.customer_id(request, session)
+        sock = await self.catalogue_item(item_id)
+        up = await self.http.request("carts", "PATCH", f"/carts/{seg(cid)}/items",
+                                     json_body={"itemId": sock["id"], "quantity": quantity,
+                                                "unitPrice": sock["price"]})
+        if up.status == 202:
+            return empty(202)
+        raise ApiError(500, f"Unable to update cart. Status code: {up.status}")
+
+    # ---- orders ---------------------------------------------------------------------------------
+    async def list_orders(self, request: web.Request, session: Session) -> web.StreamResponse:
+        cid = self.logged_in(request, session)
+        up = await self.http.request("orders", "GET", "/orders/search/customerId",
+                                     params={"sort": "date", "custId": cid})
+        if up.status == 404:
+            return untyped(b"[]", 201)
+        data = up.json()
+        if up.status != 200 or not isinstance(data, dict):
+            raise ApiError(500, f"Unable to get orders. Status code: {up.status}")
+        orders = (data.get("_embedded") or {}).get("customerOrders") or []
+        if not isinstance(orders, list):
+            raise ApiError(500, "Unable to get orders: unexpected answer from orders")
+        for order in orders:
+            links = order.get("_links") if isinstance(order, dict) else None
+            if isinstance(links, dict):
+                for link in links.values():
+                    if isinstance(link, dict) and isinstance(link.get("href"), str):
+                        link["href"] = ORDERS_LINK.sub(r"\1", link["href"])
+        return untyped(json.dumps(orders).encode(), 201)  # sic: upstream answers 201
+
+    async def get_order(self, request: web.Request, _s: Session) -> web.StreamResponse:
+        up = await self.http.request("orders", "GET", request.raw_path)
+        resp = web.Response(body=up.body, status=up.status)
+        if up.body and "Content-Type" in up.headers:
+            resp.headers["Content-Type"] = up.headers["Content-Type"]
+        return resp
+
+    async def create_order(self, request: web.Request, session: Session) -> web.StreamResponse:
+        cid = self.logged_in(request, session)
+        up = await self.http.request("user", "GET", f"/customers/{seg(cid)}")
+        customer = up.json()
+        try:
+            links = customer["_links"]
+            customer_href = links["customer"]["href"]
+            addresses_href = links["addresses"]["href"]
+            cards_href = links["cards"]["href"]
+        except (KeyError, TypeError):
+            raise ApiError(500, f"Unable to get customer {cid}. Status code: {up.status}") from None
+
+        async def first_link(href: str, rel: str) -> str | None:
+            listing = await self.http.request("user", "GET", href_path(href))
+            try:
+                return listing.json()["_embedded"][rel][0]["_links"]["self"]["href"]  # type: ignore[no-any-return]
+            except (KeyError, IndexError, TypeError):
+                return None  # upstream sends null and lets orders reject the order (406)
+
+        address, card = await asyncio.gather(first_link(addresses_href, "address"),
+                                             first_link(cards_href, "card"))
+        order = {"customer": customer_href, "address": address, "card": card,
+                 "items": SHIPPING_ITEMS.format(cid=cid)}
+        placed = await self.http.request("orders", "POST", "/orders", json_body=order,
+                                         headers={"Accept": "application/json"},
+                                         timeout=self.svc.knobs["checkout_timeout_s"])
+        return untyped(placed.body, placed.status)
+
+    # ---- customers, addresses, cards ------------------------------------------------------------
+    async def get_customer(self, request: web.Request, session: Session) -> web.StreamResponse:
+        cid = session.customer_id  # upstream ignores the id in the path
+        if cid is None:
+            body = {"error": NOT_LOGGED_IN, "status_code": 401, "status_text": "Unauthorized"}
+            return untyped(json.dumps(body).encode(), 200)
+        up = await self.http.request("user", "GET", f"/customers/{seg(cid)}")
+        return untyped(up.body, 200)
+
+    async def user_get(self, request: web.Request, _s: Session) -> web.StreamResponse:
+        up = await self.http.request("user", "GET", request.raw_path)
+        return untyped(up.body, 200)
+
+    async def user_delete(self, request: web.Request, _s: Session) -> web.StreamResponse:
+        kind = request.path.split("/")[1]
+        up = await self.http.request("user", "DELETE", f"/{kind}/{seg(request.match_info['id'])}")
+        # upstream res.json()'d the raw body string, so clients get a JSON string literal
+        return json_response(up.text, 200, content_type=JSON_TYPE)
+
+    def _created(self, up: UpstreamResponse) -> web.Response:
+        if up.status < 300:
+            data = up.json()
+            return json_response(data if data is not None else {}, 200, content_type=JSON_TYPE)
+        resp = web.Response(body=up.body, status=up.status)
+        if up.body:
+            resp.headers["Content-Type"] = up.headers.get("Content-Type", UNTYPED)
+        return resp
+
+    async def post_customer(self, request: web.Request, _s: Session) -> web.StreamResponse:
+        body = await self.body_object(request)
+        return self._created(await self.http.request("user", "POST", "/customers", json_body=body))
+
+    async def post_owned(self, request: web.Request, session: Session) -> web.StreamResponse:
+        """POST /addresses or /cards: the body plus the customer as ``userID``."""
+        cid = self.logged_in(request, session)
+        body = await self.body_object(request)
+        body["userID"] = cid
+        kind = request.path.split("/")[1]
+        return self._created(await self.http.request("user", "POST", f"/{kind}", json_body=body))
+
+    async def first_card(self, request: web.Request, session: Session) -> web.StreamResponse:
+        cid = self.customer_id(request, session)
+        if cid == session.sid:
+            return json_response({"status_code": 500}, content_type=JSON_TYPE)
+        up = await self.http.request("user", "GET", f"/customers/{seg(cid)}/cards")
+        try:
+            number = str(up.json()["_embedded"]["card"][0]["longNum"])
+        except (KeyError, IndexError, TypeError):
+            return json_response({"status_code": 500}, content_type=JSON_TYPE)
+        return json_response({"number": number[-4:]}, content_type=JSON_TYPE)
+
+    async def first_address(self, request: web.Request, session: Session) -> web.StreamResponse:
+        cid = self.customer_id(request, session)
+        if cid == session.sid:
+            return json_response({"status_code": 500}, content_type=JSON_TYPE)
+        up = await self.http.request("user", "GET", f"/customers/{seg(cid)}/addresses")
+        try:
+            address = up.json()["_embedded"]["address"][0]
+        except (KeyError, IndexError, TypeError):
+            return json_response({"status_code": 500}, content_type=JSON_TYPE)
+        return json_response(address, content_type=JSON_TYPE)
+
+    # ---- accounts -------------------------------------------------------------------------------
+    async def register(self, request: web.Request, session: Session) -> web.StreamResponse:
+        body = await self.body_object(request)
+        self.string_field(body, "username", "the new user's name")
+        self.string_field(body, "password", "the new user's password")
+        for name in ("email", "firstName", "lastName"):
+            if name in body and not isinstance(body[name], str):
+                raise ApiError(400, f'"{name}" must be a string, got {body[name]!r}')
+        up = await self.http.request("user", "POST", "/register", json_body=body)
+        data = up.json()
+        if up.status != 200 or not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            detail = data.get("error") if isinstance(data, dict) else None
+            status = up.status if 400 <= up.status < 500 else 500
+            raise ApiError(status, f"Unable to register: {detail or f'user answered {up.status}'}")
+        customer = data["id"]
+        session.customer_id = customer
+        await self.store.save(session)
+        await self.merge_cart(customer, session.sid)
+        resp = json_response({"id": customer}, 200, content_type=JSON_TYPE)
+        self.set_logged_in(resp, session.sid)
+        return resp
+
+    async def _login(self, session: Session, authorization: str) -> web.StreamResponse:
+        up = await self.http.request("user", "GET", "/login", headers={"Authorization": authorization})
+        data = up.json()
+        customer = None
+        if up.status == 200 and isinstance(data, dict) and isinstance(data.get("user"), dict):
+            customer = data["user"].get("id")
+        if not isinstance(customer, str) or not customer:
+            raise ApiError(401, "Unauthorized: wrong username or password")
+        session.customer_id = customer
+        await self.store.save(session)
+        await self.merge_cart(customer, session.sid)
+        resp = web.Response(text="Cookie is set", content_type="text/html", charset="utf-8")
+        self.set_logged_in(resp, session.sid)
+        return resp
+
+    async def login_get(self, request: web.Request, session: Session) -> web.StreamResponse:
+        authorization = request.headers.get("Authorization", "")
+        if not authorization:
+            raise ApiError(401, "Unauthorized: send HTTP Basic credentials")
+        return await self._login(session, authorization)
+
+    async def login_post(self, request: web.Request, session: Session) -> web.StreamResponse:
+        if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            form = await request.post()
+            body: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+        else:
+            body = await self.body_object(request)
+        username = self.string_field(body, "username", "the user name")
+        password = body.get("password")
+        if not isinstance(password, str):
+            raise ApiError(400, f'body needs "password" (a string), got {password!r}')
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        return await self._login(session, f"Basic {token}")
+
+    async def logout(self, request: web.Request, session: Session) -> web.StreamResponse:
+        if session.customer_id is not None:
+            session.customer_id = None
+            await self.store.save(session)
+        resp = json_response({"status": True}, content_type=JSON_TYPE)
+        resp.headers.add("Set-Cookie", f"{LOGGED_IN}=; Max-Age=0; Path=/; Expires={EPOCH}")
+        return resp
+
+
+# ---- no session: trailing slashes and static pages -----------------------------------------------
+@web.middleware
+async def trailing_slash(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                         ) -> web.StreamResponse:
+    path = request.raw_path.split("?", 1)[0]
+    if len(path) > 1 and path.endswith("/"):
+        target = path[:-1]
+        if "//" in target:
+            return error_response(400, "invalid URL to redirect to")
+        query = request.raw_path[len(path):]
+        raise web.HTTPMovedPermanently(target + query)
+    return await handler(request)
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    rel = request.match_info.get("path", "") or "index.html"
+    root = STATIC.resolve()
+    target = (root / rel).resolve()
+    if root not in target.parents or not target.is_file():
+        return error_response(404, f"no such page: /{rel}")
+    return web.FileResponse(target, headers={"Cache-Control": "no-cache"})
+
+
+def build(svc: Service) -> None:
+    url = optional_upstream_url("session-db")
+    if url is None:
+        raise ShopError("front-end needs session-db: SOCKDRILL_URL_SESSION_DB is not set")
+    fe = FrontEnd(svc, url)
+    svc.app["frontend"] = fe
+    svc.app.middlewares.append(trailing_slash)
+    svc.add_health("session-db", fe.store.ping)
+
+    pending: set[asyncio.Future[None]] = set()  # keep reconnect tasks referenced until done
+
+    def on_knobs(changes: dict[str, Any]) -> None:
+        if "session_ttl_s" in changes:
+            fe.store.ttl_s = changes["session_ttl_s"]
+        if "session_db_timeout_s" in changes:
+            task = asyncio.ensure_future(fe.store.reconnect(changes["session_db_timeout_s"]))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    svc.knobs.on_change(on_knobs)
+
+    async def close_store(_app: web.Application) -> None:
+        await fe.store.close()
+
+    svc.on_cleanup(close_store)
+
+    r = svc.app.router
+    api = fe.api
+    r.add_get("/catalogue/images/{file:.+}", api(fe.catalogue_image))
+    r.add_get("/catalogue", api(fe.catalogue))
+    r.add_get("/catalogue/{tail:.+}", api(fe.catalogue))
+    r.add_get("/tags", api(fe.tags))
+    r.add_get("/cart", api(fe.get_cart))
+    r.add_post("/cart", api(fe.add_to_cart))
+    r.add_delete("/cart", api(fe.delete_cart))
+    r.add_post("/cart/update", api(fe.update_cart))
+    r.add_delete("/cart/{id}", api(fe.delete_cart_item))
+    r.add_get("/orders", api(fe.list_orders))
+    r.add_post("/orders", api(fe.create_order))
+    r.add_get("/orders/{tail:.+}", api(fe.get_order))
+    r.add_get("/customers", api(fe.user_get))
+    r.add_post("/customers", api(fe.post_customer))
+    r.add_get("/customers/{id}", api(fe.get_customer))
+    r.add_delete("/customers/{id}", api(fe.user_delete))
+    r.add_get("/addresses", api(fe.user_get))
+    r.add_post("/addresses", api(fe.post_owned))
+    r.add_delete("/addresses/{id}", api(fe.user_delete))
+    r.add_get("/cards", api(fe.user_get))
+    r.add_get("/cards/{id}", api(fe.user_get))
+    r.add_post("/cards", api(fe.post_owned))
+    r.add_delete("/cards/{id}", api(fe.user_delete))
+    r.add_get("/card", api(fe.first_card))
+    r.add_get("/address", api(fe.first_address))
+    r.add_post("/register", api(fe.register))
+    r.add_get("/login", api(fe.login_get))
+    r.add_post("/login", api(fe.login_post))
+    r.add_post("/logout", api(fe.logout))
+    r.add_get("/", static_file)
+    r.add_get("/{path:.+}", static_file)  # last: anything no API route claimed
+
+
+def main() -> None:
+    run_service("front-end", build, KNOBS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The shop as deployments: who runs what, and who calls whom (the edges of the mesh).
+
+Names follow upstream Sock Shop's Kubernetes manifests. Stores: one PostgreSQL per upstream database
+(each its own failure domain), Redis for sessions (``session-db``) and for the shipping queue
+(``queue``: streams with a consumer group; replaced by RabbitMQ when an AMQP URL is given).
+"""
+
+from __future__ import annotations
+
+from sockdrill.cluster.spec import DeploymentSpec
+
+# service name → module whose ``main()`` runs it (``python -m sockdrill.shop NAME``).
+SERVICE_MODULES: dict[str, str] = {
+    "front-end": "sockdrill.shop.frontend.app",
+    "catalogue": "sockdrill.shop.catalogue",
+    "carts": "sockdrill.shop.carts",
+    "orders": "sockdrill.shop.orders",
+    "payment": "sockdrill.shop.payment",
+    "shipping": "sockdrill.shop.shipping",
+    "queue-master": "sockdrill.shop.queue_master",
+    "user": "sockdrill.shop.user",
+}
+
+FRONT_END_PORT = 8079
+
+
+def shop_deployments(
+    replicas: dict[str, int] | None = None,
+    front_end_port: int = FRONT_END_PORT,
+    amqp_url: str | None = None,
+    external: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+) -> list[DeploymentSpec]:
+    """The whole shop. ``external`` maps a store name to a URL that replaces the embedded server."""
+    replicas = replicas or {}
+    external = dict(external or {})
+    if amqp_url:
+        external["queue"] = amqp_url
+    common_env = dict(env or {})
+
+    def svc(name: str, calls: list[str], role: str, **kw: object) -> DeploymentSpec:
+        return DeploymentSpec(name=name, kind="service", module=name, replicas=replicas.get(name, 1),
+                              calls=calls, env=dict(common_env), role=role, **kw)  # type: ignore[arg-type]
+
+    def store(name: str, kind: str, role: str) -> DeploymentSpec:
+        return DeploymentSpec(name=name, kind=kind, replicas=1, role=role,  # type: ignore[arg-type]
+                              external_url=external.get(name))
+
+    return [
+        store("catalogue-db", "postgres", "catalogue database"),
+        store("carts-db", "postgres", "carts database"),
+        store("orders-db", "postgres", "orders database"),
+        store("user-db", "postgres", "user database"),
+        store("session-db", "redis", "front-end sessions"),
+        store("queue", "redis", "shipping queue (Redis streams, or RabbitMQ when an AMQP URL is given)"),
+        svc("catalogue", ["catalogue-db"], "product catalogue"),
+        svc("user", ["user-db"], "customers, addresses, cards, login"),
+        svc("carts", ["carts-db"], "shopping carts"),
+        svc("payment", [], "payment authorisation"),
+        svc("shipping", ["queue"], "publishes shipments to the queue"),
+        svc("queue-master", ["queue"], "consumes shipments"),
+        svc("orders", ["orders-db", "user", "carts", "payment", "shipping"], "checkout and orders"),
+        svc("front-end", ["catalogue", "carts", "orders", "user", "session-db"], "web UI and API gateway",
+            host_port=front_end_port),
+    ]

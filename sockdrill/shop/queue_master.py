@@ -1,0 +1,166 @@
+"""queue-master: consumes the shipping queue (``queue`` deployment) and processes shipments.
+
+For each shipment it logs ``Received shipment task: <name>`` like upstream, does the work (a knob-set
+delay stands in for upstream's worker container), then logs a structured ``shipment processed`` line
+carrying the shipment id and counts it in ``queue_master_shipments_processed_total``; the message is
+acked only after that, so a crash mid-way redelivers it. Later code (the order status lifecycle) can
+match the shipment id against orders without queue-master touching orders-db.
+
+Queue metrics use the RabbitMQ exporter's names with a ``queue`` label, read from the broker at each
+scrape (``/metrics``, and ``/prometheus`` where upstream's Spring actuator served them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from sockdrill.shop.common import Knob, Service, run_service
+from sockdrill.shop.common.env import upstream_url
+from sockdrill.shop.queue import Delivery, QueueError, QueueStats, ShippingQueue, open_queue
+
+KNOBS: list[Knob] = [
+    Knob("process_delay_s", 0.0, "time spent on each shipment before it is acked (seconds)",
+         minimum=0, maximum=600),
+    Knob("visibility_timeout_s", 30.0, "Redis queue: pending messages older than this are delivered again",
+         minimum=0.05, maximum=3600),
+    Knob("prefetch", 10, "messages fetched (Redis) or in flight unacked (RabbitMQ) at once",
+         minimum=1, maximum=1000),
+]
+
+
+class QueueCollector:
+    """Exporter-style queue series from the last stats read (refreshed before each scrape)."""
+
+    def __init__(self) -> None:
+        self.last: QueueStats | None = None
+        self.up = 0
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("rabbitmq_up", "Whether the last read of the queue broker worked.")
+        up.add_metric([], self.up)
+        yield up
+        s = self.last
+        if s is None:
+            return
+        gauges = (("rabbitmq_queue_messages_ready", "Messages ready to be delivered.", s.ready),
+                  ("rabbitmq_queue_messages_unacknowledged", "Messages delivered, not yet acked.", s.unacked),
+                  ("rabbitmq_queue_messages", "Ready plus unacknowledged messages.", s.ready + s.unacked),
+                  ("rabbitmq_queue_consumers", "Consumers on the queue.", s.consumers))
+        for name, doc, value in gauges:
+            g = GaugeMetricFamily(name, doc, labels=["queue"])
+            g.add_metric([s.queue], value)
+            yield g
+        counters = (("rabbitmq_queue_messages_published", "Messages published to the queue.", s.published),
+                    ("rabbitmq_queue_messages_delivered", "Messages delivered to consumers.", s.delivered),
+                    ("rabbitmq_queue_messages_acked", "Messages acknowledged by consumers.", s.acked))
+        for name, doc, value in counters:
+            c = CounterMetricFamily(name, doc, labels=["queue"])
+            c.add_metric([s.queue], value)
+            yield c
+
+
+class QueueMaster:
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+        self.queue: ShippingQueue | None = None
+        self._task: asyncio.Task[None] | None = None
+        reg = svc.metrics.registry
+        self.collector = QueueCollector()
+        reg.register(self.collector)  # type: ignore[arg-type]
+        self.processed = Counter("queue_master_shipments_processed_total", "Shipments processed and acked.",
+                                 ["service"], registry=reg)
+        self.invalid = Counter("queue_master_invalid_messages_total", "Messages dropped as unreadable.",
+                               ["service"], registry=reg)
+        svc.on_startup(self._start)
+        svc.on_cleanup(self._stop)
+        svc.add_health("queue-master-rabbitmq", self._healthy)
+        svc.knobs.on_change(self._knobs_changed)
+
+    def _knobs_changed(self, changes: dict[str, object]) -> None:
+        # Read by the consumer loop on its next round; no reconnect needed.
+        if self.queue is not None and "visibility_timeout_s" in changes:
+            self.queue.visibility_timeout_s = float(changes["visibility_timeout_s"])  # type: ignore[attr-defined,arg-type]
+
+    async def _start(self, _app: web.Application) -> None:
+        k = self.svc.knobs
+        self.queue = open_queue(upstream_url("queue"), consumer=self.svc.pod,
+                                visibility_timeout_s=k["visibility_timeout_s"], prefetch=k["prefetch"])
+        self._task = asyncio.create_task(self.queue.consume(self.handle))
+
+    async def _stop(self, _app: web.Application) -> None:
+        if self.queue is not None:
+            await self.queue.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _healthy(self) -> bool:
+        return self.queue is not None and await self.queue.healthy()
+
+    async def handle(self, delivery: Delivery) -> None:
+        body = delivery.body
+        if not isinstance(body, dict):
+            # Acked and dropped: redelivering an unreadable message would only repeat the failure.
+            self.invalid.labels(self.svc.name).inc()
+            self.svc.log.error("dropping unreadable shipment message %s", delivery.message_id,
+                               extra={"fields": {"raw": delivery.raw[:200].decode("utf-8", "replace")}})
+            return
+        name, shipment_id = body.get("name"), body.get("id")
+        # W3C traceparent = version-traceid-spanid-flags: log lines carry the publisher's trace id.
+        parts = delivery.headers.get("traceparent", "").split("-")
+        trace = {"trace_id": parts[1]} if len(parts) == 4 else {}
+        self.svc.log.info("Received shipment task: %s", name, extra={**trace, "fields": {
+            "shipment_id": shipment_id, "name": name, "redelivered": delivery.redelivered}})
+        delay = self.svc.knobs["process_delay_s"]
+        if delay:
+            await asyncio.sleep(delay)
+        self.processed.labels(self.svc.name).inc()
+        self.svc.log.info("shipment processed", extra={**trace, "fields": {
+            "event": "shipment_processed", "shipment_id": shipment_id, "name": name,
+            "message_id": delivery.message_id}})
+
+    async def refresh(self) -> None:
+        if self.queue is None:
+            return
+        try:
+            self.collector.last = await asyncio.wait_for(self.queue.stats(), timeout=1.0)
+            self.collector.up = 1
+        except (QueueError, TimeoutError) as exc:
+            self.collector.up = 0
+            self.svc.log.warning("queue stats unavailable: %s", exc or "timeout")
+
+    async def prometheus(self, _request: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest(self.svc.metrics.registry))
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+
+def build(svc: Service) -> None:
+    svc.health_time_field = "date"
+    master = QueueMaster(svc)
+
+    @web.middleware
+    async def fresh_queue_stats(request: web.Request,
+                                handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                                ) -> web.StreamResponse:
+        if request.path in ("/metrics", "/prometheus"):
+            await master.refresh()
+        return await handler(request)
+
+    svc.app.middlewares.append(fresh_queue_stats)
+    svc.app.router.add_get("/prometheus", master.prometheus)
+
+
+def main() -> None:
+    run_service("queue-master", build, KNOBS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""shipping: takes shipments from orders and puts them on the shipping queue (``queue`` deployment).
+
+Like upstream, POST /shipping answers 201 with the shipment even when publishing fails; the failure
+is logged and counted (``shipping_publish_failures_total``), so lost shipments show in metrics and
+logs rather than to the caller. The queue is Redis Streams, or RabbitMQ for an ``amqp://`` URL; the
+health entry keeps upstream's name ``shipping-rabbitmq`` either way and comes first, as upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import Counter
+
+from sockdrill.shop.common import Knob, Service, json_response, read_json, run_service
+from sockdrill.shop.common.env import upstream_url
+from sockdrill.shop.queue import QueueError, ShippingQueue, open_queue
+from sockdrill.shop.spring import JSON_UTF8
+
+KNOBS: list[Knob] = [
+    Knob("publish_timeout_s", 2.0, "timeout of one publish to the queue (seconds)",
+         minimum=0.001, maximum=60),
+]
+
+TEXT_UTF8 = "text/plain;charset=UTF-8"
+
+
+class Shipping:
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+        self.queue: ShippingQueue | None = None
+        reg = svc.metrics.registry
+        self.published = Counter("shipping_published_total", "Shipments put on the queue.", ["service"],
+                                 registry=reg)
+        self.failures = Counter("shipping_publish_failures_total",
+                                "Shipments answered 201 but not put on the queue.", ["service", "reason"],
+                                registry=reg)
+        svc.on_startup(self._start)
+        svc.on_cleanup(self._stop)
+        svc.add_health("shipping-rabbitmq", self._healthy)
+
+    async def _start(self, _app: web.Application) -> None:
+        # No broker round-trip here: shipping starts (and reports err) while the queue is down.
+        self.queue = open_queue(upstream_url("queue"))
+
+    async def _stop(self, _app: web.Application) -> None:
+        if self.queue is not None:
+            await self.queue.close()
+
+    async def _healthy(self) -> bool:
+        return self.queue is not None and await self.queue.healthy()
+
+    async def create(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        shipment_id = body.get("id")
+        name = body.get("name")
+        if shipment_id is None:
+            shipment_id = str(uuid.uuid4())
+        if not isinstance(shipment_id, str) or not (name is None or isinstance(name, str)):
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": "shipment 'id' and 'name' must be strings", "status_code": 400,
+                                 "status_text": "Bad Request"}), content_type="application/json")
+        shipment = {"id": shipment_id, "name": name}
+        headers = {}
+        if "traceparent" in request.headers:
+            headers["traceparent"] = request.headers["traceparent"]
+        assert self.queue is not None
+        try:
+            await asyncio.wait_for(self.queue.publish(shipment, headers),
+                                   timeout=self.svc.knobs["publish_timeout_s"])
+        except (QueueError, TimeoutError) as exc:
+            reason = "timeout" if isinstance(exc, TimeoutError) else "broker"
+            self.failures.labels(self.svc.name, reason).inc()
+            self.svc.log.error("shipment %s not published: %s", shipment_id, exc or "timeout",
+                               extra={"fields": {"shipment_id": shipment_id, "name": name, "reason": reason}})
+        else:
+            self.published.labels(self.svc.name).inc()
+            self.svc.log.info("shipment %s published", shipment_id,
+                              extra={"fields": {"event": "shipment_published", "shipment_id": shipment_id,
+                                                "name": name}})
+        return json_response(shipment, status=201, content_type=JSON_UTF8)
+
+    async def list_all(self, _request: web.Request) -> web.Response:
+        return web.Response(body=b"GET ALL Shipping Resource.", headers={"Content-Type": TEXT_UTF8})
+
+    async def get_one(self, request: web.Request) -> web.Response:
+        text = f"GET Shipping Resource with id: {request.match_info['id']}"
+        return web.Response(body=text.encode(), headers={"Content-Type": TEXT_UTF8})
+
+
+@web.middleware
+async def _queue_health_first(request: web.Request,
+                              handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                              ) -> web.StreamResponse:
+    """Upstream shipping lists ``shipping-rabbitmq`` before itself in /health."""
+    resp = await handler(request)
+    if request.path == "/health" and isinstance(resp, web.Response) and isinstance(resp.body, bytes):
+        data = json.loads(resp.body)
+        items = data.get("health", [])
+        data["health"] = items[1:] + items[:1]
+        return json_response(data, status=resp.status)
+    return resp
+
+
+def build(svc: Service) -> None:
+    svc.health_time_field = "date"
+    shipping = Shipping(svc)
+    svc.app.middlewares.append(_queue_health_first)
+    r = svc.app.router
+    r.add_post("/shipping", shipping.create)
+    r.add_get("/shipping", shipping.list_all)
+    r.add_get("/shipping/{id}", shipping.get_one)
+
+
+def main() -> None:
+    run_service("shipping", build, KNOBS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Shared fixtures: one real shop for the whole session (the suite reuses it to stay fast).
+
+Tests that change the shared shop (scale, limits, knobs, faults) put it back as they found it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sockdrill.cluster import client
+from sockdrill.cluster.client import RuntimeClient
+from sockdrill.cluster.ports import free_port
+from sockdrill.shop.manifest import shop_deployments
+
+TEST_USERS = 2000
+
+
+@dataclass
+class Shop:
+    url: str
+    data_dir: Path
+    client: RuntimeClient
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        return dict(self.client.record.get("addresses", {}))
+
+    def status(self) -> dict[str, Any]:
+        return self.client.get("/v1/status")
+
+    def describe(self, name: str) -> dict[str, Any]:
+        return self.client.get(f"/v1/describe/{name}")
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        return self.client.post(path, body)
+
+
+def make_data_dir(prefix: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o711)  # PostgreSQL runs as its own user when we are root
+    return path
+
+
+@pytest.fixture(scope="session")
+def shop() -> Iterator[Shop]:
+    data_dir = make_data_dir("sockdrill-test-")
+    specs = shop_deployments(front_end_port=free_port())
+    rc, _ = client.up(specs, data_dir=data_dir, timeout=180,
+                      pod_env={"SOCKDRILL_DATA_USERS": str(TEST_USERS)})
+    try:
+        yield Shop(url=rc.record["front_end_url"], data_dir=data_dir, client=rc)
+    finally:
+        client.down(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -1,0 +1,253 @@
+"""carts against upstream's contract: a real carts process on a scratch PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+PG = "postgresql://postgres@127.0.0.1:5432"
+JSON_UTF8 = "application/json;charset=UTF-8"
+
+
+# ---- small local service kit (start a service subprocess, wait until it answers /health) -----------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def psql(sql: str) -> None:
+    subprocess.run(["psql", f"{PG}/postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True,
+                   capture_output=True)
+
+
+class ServiceProc:
+    def __init__(self, name: str, env: dict[str, str]) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        # Kept open for the life of the process (its stdout); closed in stop().
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix=f"sockdrill-{name}-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [str(ROOT / ".venv/bin/python"), "-m", "sockdrill.shop", name], cwd=ROOT,
+            env={**os.environ, **env, "PORT": str(self.port)}, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.logs()}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not healthy after {timeout}s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+@pytest.fixture(scope="module")
+def db_name() -> Iterator[str]:
+    name = f"sdtest_carts_{uuid.uuid4().hex[:10]}"
+    psql(f"CREATE DATABASE {name}")
+    yield name
+    psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def carts(db_name: str) -> Iterator[str]:
+    svc = ServiceProc("carts", {"SOCKDRILL_URL_CARTS_DB": f"{PG}/{db_name}"})
+    try:
+        svc.wait_healthy()
+        yield svc.url
+    finally:
+        svc.stop()
+
+
+def cid() -> str:
+    return f"cust-{uuid.uuid4().hex[:8]}"
+
+
+def add(carts: str, customer: str, item: str, **extra: object) -> requests.Response:
+    return requests.post(f"{carts}/carts/{customer}/items", json={"itemId": item, **extra}, timeout=5)
+
+
+# ---- tests ----------------------------------------------------------------------------------------
+def test_health_lists_carts_and_db_with_date(carts: str) -> None:
+    r = requests.get(f"{carts}/health", timeout=5)
+    assert r.status_code == 200
+    items = r.json()["health"]
+    assert [(i["service"], i["status"]) for i in items] == [("carts", "OK"), ("carts-db", "OK")]
+    assert all("date" in i and "time" not in i for i in items)
+
+
+def test_get_cart_creates_and_returns_only_customer_id(carts: str) -> None:
+    c = cid()
+    r = requests.get(f"{carts}/carts/{c}", timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == JSON_UTF8
+    assert r.text == f'{{"customerId":"{c}"}}'
+    r = requests.get(f"{carts}/carts/{c}/items", timeout=5)
+    assert r.status_code == 200 and r.json() == []
+    assert r.headers["Content-Type"] == JSON_UTF8
+
+
+def test_post_new_item_then_same_item_adds_one(carts: str) -> None:
+    c = cid()
+    r = add(carts, c, "sock-a", quantity=20, unitPrice=99.0)
+    assert r.status_code == 201
+    assert r.headers["Content-Type"] == JSON_UTF8
+    item = r.json()
+    assert list(item) == ["id", "itemId", "quantity", "unitPrice"]
+    assert re.fullmatch(r"[0-9a-f]{24}", item["id"])
+    assert (item["itemId"], item["quantity"], item["unitPrice"]) == ("sock-a", 20, 99.0)
+    assert '"unitPrice":99.0' in r.text
+    # Existing itemId: +1, body quantity ignored, same line returned.
+    r = add(carts, c, "sock-a", quantity=5, unitPrice=1.0)
+    assert r.status_code == 201
+    again = r.json()
+    assert again["id"] == item["id"] and again["quantity"] == 21 and again["unitPrice"] == 99.0
+    # No quantity: defaults to 1; no unitPrice: 0.0.
+    r = add(carts, c, "sock-b")
+    assert r.status_code == 201 and r.json()["quantity"] == 1 and r.json()["unitPrice"] == 0.0
+    lines = requests.get(f"{carts}/carts/{c}/items", timeout=5).json()
+    assert [(i["itemId"], i["quantity"]) for i in lines] == [("sock-a", 21), ("sock-b", 1)]
+
+
+def test_get_single_item_and_missing_item_is_500(carts: str) -> None:
+    c = cid()
+    created = add(carts, c, "sock-a", unitPrice=7.99).json()
+    r = requests.get(f"{carts}/carts/{c}/items/sock-a", timeout=5)
+    assert r.status_code == 200 and r.json() == created
+    r = requests.get(f"{carts}/carts/{c}/items/not-there", timeout=5)
+    assert r.status_code == 500
+    body = r.json()
+    assert body["status"] == 500 and body["error"] == "Internal Server Error"
+    assert body["path"] == f"/carts/{c}/items/not-there" and "timestamp" in body and "message" in body
+
+
+def test_patch_sets_quantity_and_missing_line_is_500(carts: str) -> None:
+    c = cid()
+    add(carts, c, "sock-a", unitPrice=10.0)
+    r = requests.patch(f"{carts}/carts/{c}/items",
+                       json={"itemId": "sock-a", "quantity": 7, "unitPrice": 10.0}, timeout=5)
+    assert r.status_code == 202 and r.content == b""
+    assert requests.get(f"{carts}/carts/{c}/items/sock-a", timeout=5).json()["quantity"] == 7
+    r = requests.patch(f"{carts}/carts/{c}/items", json={"itemId": "nope", "quantity": 1, "unitPrice": 1.0},
+                       timeout=5)
+    assert r.status_code == 500 and r.json()["status"] == 500
+
+
+def test_delete_item_and_missing_line_is_500(carts: str) -> None:
+    c = cid()
+    add(carts, c, "sock-a")
+    add(carts, c, "sock-b")
+    r = requests.delete(f"{carts}/carts/{c}/items/sock-a", timeout=5)
+    assert r.status_code == 202 and r.content == b""
+    assert [i["itemId"] for i in requests.get(f"{carts}/carts/{c}/items", timeout=5).json()] == ["sock-b"]
+    r = requests.delete(f"{carts}/carts/{c}/items/sock-a", timeout=5)
+    assert r.status_code == 500 and r.json()["message"]
+
+
+def test_delete_cart_is_202_even_when_absent(carts: str) -> None:
+    c = cid()
+    add(carts, c, "sock-a")
+    assert requests.delete(f"{carts}/carts/{c}", timeout=5).status_code == 202
+    assert requests.get(f"{carts}/carts/{c}/items", timeout=5).json() == []
+    assert requests.delete(f"{carts}/carts/{cid()}", timeout=5).status_code == 202
+
+
+def test_merge_appends_lines_and_deletes_session_cart(carts: str) -> None:
+    customer, session = cid(), cid()
+    add(carts, customer, "sock-a", quantity=2, unitPrice=1.0)
+    add(carts, session, "sock-a", quantity=3, unitPrice=1.0)  # duplicate itemId: appended, not summed
+    add(carts, session, "sock-c", unitPrice=2.5)
+    r = requests.get(f"{carts}/carts/{customer}/merge", params={"sessionId": session}, timeout=5)
+    assert r.status_code == 202 and r.content == b""
+    lines = requests.get(f"{carts}/carts/{customer}/items", timeout=5).json()
+    assert [(i["itemId"], i["quantity"]) for i in lines] == [("sock-a", 2), ("sock-a", 3), ("sock-c", 1)]
+    assert requests.get(f"{carts}/carts/{session}/items", timeout=5).json() == []
+    # Merging into a cart that does not exist yet creates it.
+    fresh, session2 = cid(), cid()
+    add(carts, session2, "sock-z")
+    assert requests.get(f"{carts}/carts/{fresh}/merge?sessionId={session2}", timeout=5).status_code == 202
+    assert [i["itemId"] for i in requests.get(f"{carts}/carts/{fresh}/items", timeout=5).json()] == ["sock-z"]
+
+
+def test_merge_without_session_id_is_400(carts: str) -> None:
+    r = requests.get(f"{carts}/carts/{cid()}/merge", timeout=5)
+    assert r.status_code == 400 and r.json()["status"] == 400
+
+
+def test_post_requires_json_content_type(carts: str) -> None:
+    r = requests.post(f"{carts}/carts/{cid()}/items", data='{"itemId":"x"}',
+                      headers={"Content-Type": "text/plain"}, timeout=5)
+    assert r.status_code == 415 and r.json()["status"] == 415
+    # The front-end sends a charset parameter: still JSON.
+    r = requests.post(f"{carts}/carts/{cid()}/items", data='{"itemId":"x","unitPrice":1}',
+                      headers={"Content-Type": "application/json; charset=utf-8"}, timeout=5)
+    assert r.status_code == 201
+
+
+@pytest.mark.parametrize("body", [
+    "not json", "[]", '{"quantity": 1}', '{"itemId": 5}', '{"itemId": "x", "quantity": "3"}',
+    '{"itemId": "x", "quantity": 1.5}', '{"itemId": "x", "unitPrice": "cheap"}',
+    '{"itemId": "x", "quantity": true}', '{"itemId": "x", "quantity": 99999999999}',
+])
+def test_bad_bodies_are_400_json(carts: str, body: str) -> None:
+    r = requests.post(f"{carts}/carts/{cid()}/items", data=body, headers={"Content-Type": "application/json"},
+                      timeout=5)
+    assert r.status_code == 400
+    assert r.json()  # a JSON error body
+    r = requests.patch(f"{carts}/carts/{cid()}/items", data=body,
+                       headers={"Content-Type": "application/json"}, timeout=5)
+    assert r.status_code == 400
+
+
+def test_patch_without_quantity_is_400(carts: str) -> None:
+    c = cid()
+    add(carts, c, "sock-a")
+    r = requests.patch(f"{carts}/carts/{c}/items", json={"itemId": "sock-a"}, timeout=5)
+    assert r.status_code == 400
+
+
+def test_concurrent_adds_of_one_item_make_one_line(carts: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    c = cid()
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: add(carts, c, "sock-a", unitPrice=1.0).status_code, range(8)))
+    assert codes == [201] * 8
+    lines = requests.get(f"{carts}/carts/{c}/items", timeout=5).json()
+    assert len(lines) == 1 and lines[0]["quantity"] == 8
+
+
+def test_metrics_count_routes(carts: str) -> None:
+    text = requests.get(f"{carts}/metrics", timeout=5).text
+    assert ('request_duration_seconds_count{method="POST",route="/carts/{customerId}/items",service="carts",'
+            'status_code="201"}') in text

@@ -1,0 +1,112 @@
+"""Contract tests of the payment service (reference §3.4): a real subprocess, real requests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from servicekit import Response, ServiceProcess, request
+
+from sockdrill.shop.payment import authorise
+
+JSON_TYPE = "application/json; charset=utf-8"
+AUTHORISED = {"authorised": True, "message": "Payment authorised"}
+DECLINED_100 = {"authorised": False, "message": "Payment declined: amount exceeds 100.00"}
+
+
+@pytest.fixture(scope="module")
+def pay() -> Iterator[ServiceProcess]:
+    with ServiceProcess("payment") as svc:
+        yield svc
+
+
+def auth(svc: ServiceProcess, body: object = None, raw: str | None = None) -> Response:
+    if raw is not None:
+        return request("POST", svc.url + "/paymentAuth", body=raw,
+                       headers={"Content-Type": "application/json"})
+    return request("POST", svc.url + "/paymentAuth", json_body=body)
+
+
+@pytest.mark.parametrize(("amount", "expected"), [
+    (10.0, AUTHORISED),
+    (0.01, AUTHORISED),
+    (100, AUTHORISED),
+    (99.99 + 4.99 - 4.99, AUTHORISED),
+    (100.01, DECLINED_100),
+    (104.98, DECLINED_100),  # the Holy sock + shipping, declined upstream
+    (1e9, DECLINED_100),
+])
+def test_authorise_and_decline_are_200(pay: ServiceProcess, amount: float,
+                                       expected: dict[str, object]) -> None:
+    resp = auth(pay, {"amount": amount, "address": {}, "card": {}, "customer": {}})
+    assert resp.status == 200
+    assert resp.content_type == JSON_TYPE
+    assert resp.json() == expected
+    assert list(resp.json()) == ["authorised", "message"]
+
+
+def test_missing_or_zero_amount_is_upstream_500(pay: ServiceProcess) -> None:
+    for raw in ('{"card": {}}', '{"amount": 0}', "null", '{"amount": null}'):
+        resp = auth(pay, raw=raw)
+        assert resp.status == 500, raw
+        assert resp.json() == {"error": f'Cannot unmarshal object key "amount" from JSON: {raw}',
+                               "status_code": 500, "status_text": "Internal Server Error"}
+
+
+def test_negative_amount_is_upstream_500(pay: ServiceProcess) -> None:
+    resp = auth(pay, {"amount": -5})
+    assert resp.status == 500
+    assert resp.json() == {"error": "Invalid payment amount", "status_code": 500,
+                           "status_text": "Internal Server Error"}
+
+
+@pytest.mark.parametrize("raw", ["{nope", "", "[1,2]", '"x"', '{"amount": "10"}', '{"amount": true}',
+                                 '{"amount": 1e400}', '{"amount": NaN}', '{"amount": 1e39}'])
+def test_bad_bodies_are_upstream_500_with_json_error(pay: ServiceProcess, raw: str) -> None:
+    resp = auth(pay, raw=raw)
+    assert resp.status == 500
+    body = resp.json()
+    assert body["status_code"] == 500 and body["status_text"] == "Internal Server Error" and body["error"]
+
+
+def test_wrong_method_is_4xx_json(pay: ServiceProcess) -> None:
+    resp = request("GET", pay.url + "/paymentAuth")
+    assert resp.status == 405
+    assert json.loads(resp.body)["status_code"] == 405
+
+
+def test_health_lists_only_payment(pay: ServiceProcess) -> None:
+    resp = request("GET", pay.url + "/health")
+    items = resp.json()["health"]
+    assert [(i["service"], i["status"]) for i in items] == [("payment", "OK")]
+    assert items[0]["time"]
+    metrics = request("GET", pay.url + "/metrics")
+    assert b'route="/paymentAuth"' in metrics.body
+
+
+def test_decline_over_knob_live(pay: ServiceProcess) -> None:
+    try:
+        resp = request("PUT", pay.url + "/admin/config", json_body={"decline_over": 200})
+        assert resp.status == 200, resp.body
+        assert auth(pay, {"amount": 150}).json() == AUTHORISED
+        assert auth(pay, {"amount": 250}).json() == {
+            "authorised": False, "message": "Payment declined: amount exceeds 200.00"}
+        assert request("PUT", pay.url + "/admin/config", json_body={"decline_over": "lots"}).status == 400
+    finally:
+        request("PUT", pay.url + "/admin/config", json_body={"decline_over": 100.0})
+    assert auth(pay, {"amount": 150}).json() == DECLINED_100
+
+
+def test_decline_over_from_env() -> None:
+    with ServiceProcess("payment", {"SOCKDRILL_KNOBS": json.dumps({"decline_over": 999})}) as svc:
+        assert auth(svc, {"amount": 998.5}).json() == AUTHORISED
+        assert auth(svc, {"amount": 1000}).json() == {
+            "authorised": False, "message": "Payment declined: amount exceeds 999.00"}
+
+
+def test_float32_comparison_like_upstream() -> None:
+    # 100.000001 is 100.0 as a float32, so upstream authorised it.
+    assert authorise(b'{"amount": 100.000001}', 100.0) == (200, AUTHORISED)
+    assert authorise(b'{"amount": 100.00001}', 100.0) == (200, DECLINED_100)
+    assert authorise(b"", 100.0) == (500, "EOF")
