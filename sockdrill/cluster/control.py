@@ -30,7 +30,10 @@ class ControlAPI:
         self.runtime = runtime
         self.token = token or secrets.token_hex(16)
         self.shutdown = asyncio.Event()
-        self.extensions: list[Callable[[web.Application], None]] = []
+        # Filled by the supervisor: (module name, attach function) of each plugin, and hooks a plugin
+        # registers to run once the runtime has started (they may add fields to runtime.json's record).
+        self.plugins: list[tuple[str, Any]] = []
+        self.started_hooks: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
         self.app = web.Application(middlewares=[self._auth, self._errors], client_max_size=1 << 20)
         r = self.app.router
         r.add_get("/v1/status", self.status)
@@ -169,7 +172,7 @@ class ControlAPI:
         kind = self._str(data, "kind") or ""
         fields = {k: v for k, v in data.items() if k not in ("source", "destination", "kind")}
         ident = edge.add_toxic(kind, **fields)
-        self.runtime.event("toxic_added", edge=edge.name, id=ident, kind=kind)
+        self.runtime.event("toxic_added", edge=edge.name, id=ident)
         return _json({"edge": edge.name, "id": ident})
 
     async def remove_toxic(self, request: web.Request) -> web.Response:

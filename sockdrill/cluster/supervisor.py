@@ -8,6 +8,7 @@ itself in ``DIR/state/runtime.json``, and on SIGTERM or ``/v1/shutdown`` stops e
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import secrets
@@ -24,6 +25,13 @@ from sockdrill.cluster.pods import ProbeSettings, RestartPolicy
 from sockdrill.cluster.runtime import Runtime
 from sockdrill.cluster.spec import DeploymentSpec
 from sockdrill.cluster.state import process_start_time, read_json, state_dir, sweep, write_json
+
+# Rooms that extend the supervisor (telemetry, chaos): each module has
+# ``async def attach(runtime, api) -> Callable[[], Awaitable[None]] | None``, called before the runtime
+# starts its pods (so it may still add control routes to ``api.app.router``); work that needs running
+# pods goes in ``api.started_hooks`` (each gets runtime.json's record and may add fields to it). The
+# returned clean-up runs before the runtime stops. A missing module is skipped.
+PLUGINS = ("sockdrill.telemetry.plugin", "sockdrill.chaos.plugin")
 
 
 def build_runtime(config: dict[str, Any], data_dir: Path, run_id: str) -> Runtime:
@@ -46,7 +54,26 @@ async def serve(data_dir: Path) -> int:
     run_id = secrets.token_hex(4)
     runtime = build_runtime(config, data_dir, run_id)
     api = ControlAPI(runtime)
+    cleanups = []
+    for name in PLUGINS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        plugin_attach = getattr(module, "attach", None)
+        if plugin_attach is not None:
+            api.plugins.append((name, plugin_attach))
     runner = web.AppRunner(api.app, access_log=None, handle_signals=False)
+    for name, plugin_attach in api.plugins:
+        try:
+            cleanup = await plugin_attach(runtime, api)
+        except Exception:
+            log.exception("plugin %s failed to attach", name)
+            continue
+        if cleanup is not None:
+            cleanups.append(cleanup)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", int(config.get("control_port", 0)))
     await site.start()
@@ -63,8 +90,8 @@ async def serve(data_dir: Path) -> int:
         loop.add_signal_handler(sig, api.shutdown.set)
     try:
         await runtime.start(config.get("host_ports"))
-        for ext in api.extensions:
-            ext(api.app)
+        for hook in api.started_hooks:
+            await hook(record)
         record["state"] = "running"
         record["front_end_url"] = runtime.host_url("front-end") if "front-end" in runtime.deployments else None
         record["addresses"] = {n: runtime.host_url(n) for n in runtime.deployments}
@@ -79,6 +106,11 @@ async def serve(data_dir: Path) -> int:
         await asyncio.sleep(0.5)  # let the CLI read the error
     finally:
         log.info("stopping runtime")
+        for cleanup in reversed(cleanups):
+            try:
+                await cleanup()
+            except Exception:
+                log.exception("plugin clean-up failed")
         await runtime.stop()
         await runner.cleanup()
         (sdir / "runtime.json").unlink(missing_ok=True)

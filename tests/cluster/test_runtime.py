@@ -193,6 +193,32 @@ def test_cpu_limit_holds_a_busy_pod(shop: Shop) -> None:
     assert shop.describe("catalogue")["limits"]["cpu_millicores"] is None
 
 
+def test_mesh_delay_toxic_adds_the_delay(shop: Shop) -> None:
+    url = shop.addresses["payment"] + "/health"
+
+    async def p50(n: int = 15) -> float:
+        times = []
+        async with aiohttp.ClientSession() as s:
+            for _ in range(n):
+                t0 = time.perf_counter()
+                async with s.get(url) as r:
+                    await r.read()
+                times.append(time.perf_counter() - t0)
+        times.sort()
+        return times[len(times) // 2]
+
+    base = asyncio.run(p50())
+    added = shop.post("/v1/toxics", {"source": "host", "destination": "payment", "kind": "delay",
+                                     "latency_ms": 200})
+    try:
+        slow = asyncio.run(p50())
+    finally:
+        shop.post("/v1/toxics/remove", {"source": "host", "destination": "payment", "id": added["id"]})
+    after = asyncio.run(p50())
+    assert 0.19 <= slow - base <= 0.35, (base, slow)
+    assert after < base + 0.05, (base, after)
+
+
 def test_unknown_service_and_bad_values_are_clear_errors(shop: Shop) -> None:
     with pytest.raises(ClusterError, match="did you mean 'catalogue'"):
         shop.post("/v1/scale", {"deployment": "catalog", "replicas": 2})
