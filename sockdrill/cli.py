@@ -17,7 +17,8 @@ from sockdrill.errors import SockdrillError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="sockdrill: a proving ground for SRE agents on a local Sock Shop.")
-console = Console()
+# Piped output is not cut to 80 columns: tables stay whole for scripts and logs.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="where the runtime keeps its state and data "
@@ -157,8 +158,8 @@ def status(data_dir: DataDir = None,
         console.print_json(json.dumps(data, default=str))
         return
     table = Table(title=f"sockdrill — {'ready' if data['ready'] else 'NOT ready'}")
-    for col in ("deployment", "pod", "status", "ready", "pid", "restarts", "cpu limit", "mem limit", "address"):
-        table.add_column(col)
+    for col in ("deployment", "pod", "status", "ready", "pid", "restarts", "cpu", "mem", "address"):
+        table.add_column(col, overflow="fold")
     for dep in data["deployments"]:
         lim = dep["limits"]
         cpu = f"{lim['cpu_millicores']}m" if lim["cpu_millicores"] else "-"
