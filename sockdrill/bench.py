@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sockdrill.cluster.ports import free_port
+from sockdrill.load.bench import bench_load
 
 
 def machine() -> str:
@@ -205,7 +206,37 @@ def _fetch(url: str) -> bytes:
         return resp.read()
 
 
-BENCHES: dict[str, Callable[[float], dict[str, Any]]] = {"runtime": bench_runtime, "shop": bench_shop}
+BENCHES: dict[str, Callable[[float], dict[str, Any]]] = {"runtime": bench_runtime, "shop": bench_shop,
+                                                                   "load": bench_load,
+                                                                   "chaos": lambda d: _bench_chaos(d),
+                                                                   "recorder": lambda d: _bench_recorder(d),
+                                                                   "tracing": lambda d: _bench_tracing(d),
+                                                                   "agents": lambda d: _bench_agents(d)}
+
+
+def _bench_agents(duration: float) -> dict[str, Any]:
+    from sockdrill.agents.bench_agents import bench_agents
+
+    return bench_agents(duration)
+
+
+def _bench_tracing(duration: float) -> dict[str, Any]:
+    from sockdrill.telemetry.bench_tracing import run_tracing_bench
+
+    return run_tracing_bench(duration)
+
+
+def _bench_recorder(duration: float) -> dict[str, Any]:
+    from sockdrill.telemetry.bench_recorder import bench_recorder
+
+    # Several scrapes at the default 5 s interval are needed for a steady figure.
+    return bench_recorder(max(duration, 30.0))
+
+
+def _bench_chaos(duration: float) -> dict[str, Any]:
+    from sockdrill.chaos.bench_chaos import bench_chaos
+
+    return bench_chaos(duration)
 
 
 def run_benches(names: list[str], duration: float, console: Console | None) -> dict[str, Any]:

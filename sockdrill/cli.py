@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sockdrill.errors import SockdrillError
+from sockdrill.load.cli import load as load_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="sockdrill: a proving ground for SRE agents on a local Sock Shop.")
@@ -55,8 +56,20 @@ def up(
                                                  "replaces the embedded one")] = [],  # noqa: B006
     timeout: Annotated[float, typer.Option(help="seconds to wait for readiness", min=1)] = 120.0,
     json_out: Annotated[bool, typer.Option("--json", help="print the status as JSON")] = False,
+    prometheus: Annotated[str, typer.Option(help="auto | on | off: run Prometheus beside the flight recorder "
+                                            "(auto: when the binary is installed)")] = "auto",
 ) -> None:
     """Bring the whole shop up and return once every pod is ready."""
+    import os
+
+    if prometheus not in ("auto", "on", "off"):
+        raise fail(f"--prometheus must be auto, on or off, got {prometheus!r}", 2)
+    if prometheus == "on":
+        from sockdrill.telemetry.prometheus import find_prometheus
+
+        if find_prometheus() is None:
+            raise fail("--prometheus on: no 'prometheus' binary on PATH (apt-get install prometheus)", 2)
+    os.environ["SOCKDRILL_PROMETHEUS"] = prometheus  # inherited by the supervisor, then by the recorder
     from sockdrill.cluster import client
     from sockdrill.shop.manifest import SERVICE_MODULES, shop_deployments
 
@@ -299,52 +312,17 @@ def parse_duration(text: str) -> float:
 # ---------------------------------------------------------------------------------------------- demo
 @app.command()
 def demo(
-    keep: Annotated[bool, typer.Option(help="leave the shop running afterwards")] = False,
-    users: Annotated[int, typer.Option(help="generated users to load", min=0)] = 1000,
+    scenario: Annotated[str, typer.Option(help="the variant to run")] = "login-latency/user-db-cpu",
+    agent: Annotated[str, typer.Option(help="the agent on call")] = "baseline",
+    out: Annotated[Path, typer.Option(help="where the run directory goes")] = Path("runs"),
 ) -> None:
-    """Bring a fresh shop up, walk one shopper through a purchase, print the steps, tear down."""
-    import asyncio
-    import shutil
-    import tempfile
+    """One scenario end to end on a fresh shop (up, load, fault, agent, score, report, down)."""
+    from sockdrill.scenarios.cli import run_command
 
-    from sockdrill.cluster import client
-    from sockdrill.cluster.ports import free_port, port_in_use
-    from sockdrill.shop.journey import run_journey
-    from sockdrill.shop.manifest import FRONT_END_PORT, shop_deployments
-
-    data_dir = Path(tempfile.mkdtemp(prefix="sockdrill-demo-"))
-    port = FRONT_END_PORT if not port_in_use(FRONT_END_PORT) else free_port()
-    started = time.monotonic()
-    try:
-        with console.status("starting the shop…"):
-            rc, _ = client.up(shop_deployments(front_end_port=port), data_dir=data_dir,
-                              pod_env={"SOCKDRILL_DATA_USERS": str(users)})
-        url = rc.record["front_end_url"]
-        console.print(f"[green]shop up[/green] at {url} in {time.monotonic() - started:.1f}s")
-        result = asyncio.run(run_journey(url))
-        table = Table(title="one shopper's journey")
-        for col in ("step", "request", "status", "ms"):
-            table.add_column(col)
-        for step in result.steps:
-            colour = "green" if step.ok else "red"
-            table.add_row(step.name, f"{step.method} {step.path}", f"[{colour}]{step.status}[/{colour}]",
-                          f"{step.ms:.1f}")
-        console.print(table)
-        if result.order:
-            console.print(f"order placed: total {result.order.get('total')} for customer "
-                          f"{result.order.get('customerId')}")
-        if keep:
-            console.print(f"left running; stop it with: sockdrill down --data-dir {data_dir}")
-        if not result.ok:
-            raise fail("the journey failed: " + "; ".join(f"{s.name}: {s.status} {s.detail}"
-                                                           for s in result.steps if not s.ok))
-    except SockdrillError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        if not keep:
-            client.down(data_dir)
-            shutil.rmtree(data_dir, ignore_errors=True)
-            console.print("shop down, nothing left behind")
+    console.print(f"sockdrill demo: {scenario} with the {agent} agent, fast profile "
+                  "(a fresh shop comes up and goes down again)")
+    run_command(target=scenario, agent=agent, profile="fast", seed=1, out=out, fault=None, data_dir=None,
+                mode="investigation", model=None, json_out=False)
 
 
 # ---------------------------------------------------------------------------------------------- bench
@@ -369,6 +347,30 @@ def bench(
         raise fail(str(exc)) from None
     if json_out:
         console.print_json(json.dumps(results, default=str))
+
+
+app.command("load")(load_command)
+
+from sockdrill.chaos.cli import app as chaos_app  # noqa: E402 - the chaos room's verbs
+
+app.add_typer(chaos_app, name="chaos")
+
+
+from sockdrill.scenarios.cli import report_command, run_command, scenarios_app  # noqa: E402
+
+app.command("run")(run_command)
+app.command("report")(report_command)
+app.add_typer(scenarios_app, name="scenarios")
+
+
+from sockdrill.agents.cli import agent_app, mcp_command  # noqa: E402 - the agent's tools by hand and over MCP
+
+app.add_typer(agent_app, name="agent")
+app.command("mcp")(mcp_command)
+
+from sockdrill.telemetry.cli import register as register_telemetry  # noqa: E402 - metrics, traces, export
+
+register_telemetry(app)
 
 
 def main() -> None:

@@ -140,7 +140,7 @@ def up(
                                f"see {data_dir / 'supervisor.log'}: {_tail(data_dir / 'supervisor.log')}")
         record = read_json(sdir / "runtime.json")
         if isinstance(record, dict) and record.get("state") == "failed":
-            down(data_dir)
+            _abandon(proc, data_dir)
             raise ClusterError(f"the runtime failed to start: {record.get('error')}")
         if client is None and isinstance(record, dict) and record.get("supervisor", {}).get("pid") == proc.pid:
             client = RuntimeClient(data_dir, record)
@@ -156,8 +156,21 @@ def up(
                     client.record = read_json(sdir / "runtime.json") or client.record
                     return client, False
         time.sleep(0.1)
+    _abandon(proc, data_dir)
+    raise ClusterError(f"the shop was not ready within {timeout:g}s; see {data_dir / 'logs'}")
+
+
+def _abandon(proc: subprocess.Popen[bytes], data_dir: Path) -> None:
+    """Stop a supervisor we started that did not come up in time (even before it recorded itself)."""
     down(data_dir)
-    raise ClusterError(f"the shop was not ready within {timeout:.0f}s; see {data_dir / 'logs'}")
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    sweep(data_dir)
 
 
 def _tail(path: Path, lines: int = 5) -> str:

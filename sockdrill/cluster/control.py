@@ -46,6 +46,7 @@ class ControlAPI:
         r.add_post("/v1/limits", self.limits)
         r.add_post("/v1/config", self.config)
         r.add_post("/v1/config/rollback", self.config_rollback)
+        r.add_post("/v1/config/reset", self.config_reset)
         r.add_post("/v1/env", self.env)
         r.add_post("/v1/env/rollback", self.env_rollback)
         r.add_get("/v1/edges", self.edges)
@@ -151,6 +152,10 @@ class ControlAPI:
         data = await self._body(request)
         return _json(await self.runtime.rollback_knobs(self._str(data, "deployment") or ""))
 
+    async def config_reset(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        return _json(await self.runtime.reset_knobs(self._str(data, "deployment") or ""))
+
     async def env(self, request: web.Request) -> web.Response:
         data = await self._body(request)
         env = data.get("env")
@@ -163,7 +168,10 @@ class ControlAPI:
         return _json(await self.runtime.rollback_env(self._str(data, "deployment") or ""))
 
     async def edges(self, _r: web.Request) -> web.Response:
-        return _json({f"{s}->{d}": e.stats() for (s, d), e in self.runtime.edges.items()})
+        # Faults are visible by their effects only: the toxics on an edge are the chaos layer's business.
+        hidden = ("toxics", "injected")
+        return _json({f"{s}->{d}": {k: v for k, v in e.stats().items() if k not in hidden}
+                      for (s, d), e in self.runtime.edges.items()})
 
     async def add_toxic(self, request: web.Request) -> web.Response:
         """Low-level hook: put a toxic on one edge (the chaos layer builds faults from these)."""

@@ -173,6 +173,8 @@ class _ServerSide(_Side):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         _sock_opt(transport, socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.conn is not None:
+            self.conn.server = self  # now: a server that speaks first may do so before connect() resumes
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
@@ -434,7 +436,7 @@ class _Conn:
             transport.close()
             self._finalise_if_done()
             return
-        self.server = side  # type: ignore[assignment]
+        self.server = side  # type: ignore[assignment]  # (already set by connection_made)
         if self.up.queue:
             self.up.kick()
         if self.up.eof is not None:

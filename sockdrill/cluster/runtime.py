@@ -212,6 +212,9 @@ class Runtime:
             "PORT": str(pod.port), "SOCKDRILL_SERVICE": dep.name, "SOCKDRILL_POD": pod.name,
             "SOCKDRILL_SEED": str(self.seed), "PYTHONUNBUFFERED": "1",
             "SOCKDRILL_KNOBS": json.dumps(dep.spec.knobs),
+            # Durable state of a service (e.g. the payment gateway's ledger) is per deployment, so it
+            # outlives any one pod (replaced pods get new names) and replicas share it.
+            "SOCKDRILL_POD_DIR": str(self.data_dir / "stores" / dep.name),
         })
         for dest in dep.spec.calls:
             env[url_env_name(dest)] = self.edge_url(dep.name, dest)
@@ -267,9 +270,14 @@ class Runtime:
         for old in targets:
             await old.stop()
             dep.pods.pop(old.name, None)
-            # The replacement keeps the name and port (like a StatefulSet); its restart count carries on.
-            new = Pod(self, dep, old.name, old.port, restarts=old.restarts + 1)
-            dep.pods[new.name] = new
+            if dep.spec.is_store:
+                # A datastore keeps its name, port and data (a StatefulSet); its container restarted.
+                new = Pod(self, dep, old.name, old.port, restarts=old.restarts + 1)
+                dep.pods[new.name] = new
+            else:
+                # A service pod is replaced by a new one (a Deployment): new name, new port, no history,
+                # so anything aimed at the old pod (e.g. a fault on one pod) is gone with it.
+                new = dep.new_pod()
             new.launch()
             replaced.append(old.name)
             if len(targets) > 1:
@@ -355,6 +363,25 @@ class Runtime:
         dep.spec.knobs = dict(previous)
         self.event("rollback_config", deployment=name, restored=target)
         return {"deployment": name, "restored": target, "knobs": dict(dep.spec.knobs)}
+
+    async def reset_knobs(self, name: str) -> dict[str, Any]:
+        """Every knob this deployment was given goes back to the service's default; history is cleared."""
+        dep = self.deployment(name)
+        if dep.spec.kind != "service" or not dep.spec.knobs:
+            dep.knob_history.clear()
+            return {"deployment": name, "restored": {}}
+        pod = next((p for p in dep.pods.values() if p.ready), None)
+        if pod is None:
+            raise ClusterError(f"'{name}' has no ready pod to read its defaults from")
+        async with self.http.get(f"http://127.0.0.1:{pod.port}/admin/config") as resp:
+            described = (await resp.json(content_type=None)).get("knobs", {})
+        target = {k: described[k]["default"] for k in dep.spec.knobs if k in described}
+        if target:
+            await self.set_knobs(name, target, record=False)
+        dep.spec.knobs = {}
+        dep.knob_history.clear()
+        self.event("reset_config", deployment=name)
+        return {"deployment": name, "restored": target}
 
     async def set_env(self, name: str, env: dict[str, str]) -> dict[str, Any]:
         """Change the pods' environment and roll it out (pods restarted one at a time)."""

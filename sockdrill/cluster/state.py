@@ -46,7 +46,12 @@ def process_start_time(pid: int) -> float | None:
 
 def same_process(pid: int, started: float | None) -> bool:
     now = process_start_time(pid)
-    return now is not None and (started is None or abs(now - started) < 1.0)
+    if now is None or (started is not None and abs(now - started) >= 1.0):
+        return False
+    try:  # an exited child its parent has not reaped yet (a test that ran ``up`` itself) holds nothing
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def kill_process_tree(pid: int, started: float | None, grace: float = 3.0, sig: int = signal.SIGTERM) -> None:
@@ -90,6 +95,10 @@ def sweep(data_dir: Path) -> list[str]:
         if pid and same_process(int(pid), rec.get("started")):
             kill_process_tree(int(pid), rec.get("started"), grace=3.0, sig=rec.get("stop_signal", signal.SIGTERM))
             done.append(f"stopped pod {name} (pid {pid})")
+    recorder = runtime.get("recorder") or {}  # the telemetry plugin's flight recorder
+    if recorder.get("pid") and same_process(int(recorder["pid"]), recorder.get("started")):
+        kill_process_tree(int(recorder["pid"]), recorder.get("started"), grace=5.0)
+        done.append(f"stopped recorder (pid {recorder['pid']})")
     bases = [Path(p) for p in runtime.get("cgroup_bases", [])]
     if bases:
         remove_run_cgroups(bases)

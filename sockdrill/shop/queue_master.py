@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sockdrill.shop.common import Knob, Service, run_service
 from sockdrill.shop.common.env import upstream_url
 from sockdrill.shop.queue import Delivery, QueueError, QueueStats, ShippingQueue, open_queue
+from sockdrill.telemetry import tracing
 
 KNOBS: list[Knob] = [
     Knob("process_delay_s", 0.0, "time spent on each shipment before it is acked (seconds)",
@@ -91,7 +92,7 @@ class QueueMaster:
         k = self.svc.knobs
         self.queue = open_queue(upstream_url("queue"), consumer=self.svc.pod,
                                 visibility_timeout_s=k["visibility_timeout_s"], prefetch=k["prefetch"])
-        self._task = asyncio.create_task(self.queue.consume(self.handle))
+        self._task = asyncio.create_task(self.queue.consume(self._traced))
 
     async def _stop(self, _app: web.Application) -> None:
         if self.queue is not None:
@@ -103,6 +104,15 @@ class QueueMaster:
 
     async def _healthy(self) -> bool:
         return self.queue is not None and await self.queue.healthy()
+
+    async def _traced(self, delivery: Delivery) -> None:
+        """Handle one message in a consumer span, child of the publisher's span (message traceparent)."""
+        assert self.queue is not None
+        with tracing.span(f"{self.queue.name} process", "consumer", {
+                "messaging.system": self.queue.kind, "messaging.destination.name": self.queue.name,
+                "messaging.operation": "process", "messaging.message.id": delivery.message_id,
+                "messaging.redelivered": delivery.redelivered}, parent_headers=delivery.headers):
+            await self.handle(delivery)
 
     async def handle(self, delivery: Delivery) -> None:
         body = delivery.body

@@ -20,10 +20,14 @@ from sockdrill.shop.common import Knob, Service, json_response, read_json, run_s
 from sockdrill.shop.common.env import upstream_url
 from sockdrill.shop.queue import QueueError, ShippingQueue, open_queue
 from sockdrill.shop.spring import JSON_UTF8
+from sockdrill.telemetry import tracing
 
 KNOBS: list[Knob] = [
     Knob("publish_timeout_s", 2.0, "timeout of one publish to the queue (seconds)",
          minimum=0.001, maximum=60),
+    # Upstream answered 201 even when the broker refused the message (the shipment was silently lost).
+    # With publisher confirms required, a refused publish is a 503 the caller sees.
+    Knob("require_publish", False, "answer 503 when the queue refuses the shipment (publisher confirms)"),
 ]
 
 TEXT_UTF8 = "text/plain;charset=UTF-8"
@@ -70,13 +74,21 @@ class Shipping:
             headers["traceparent"] = request.headers["traceparent"]
         assert self.queue is not None
         try:
-            await asyncio.wait_for(self.queue.publish(shipment, headers),
-                                   timeout=self.svc.knobs["publish_timeout_s"])
+            # The consumer's span continues the trace through the message's traceparent (ours, once
+            # tracing is on; the caller's forwarded one otherwise).
+            with tracing.span(f"{self.queue.name} publish", "producer", {
+                    "messaging.system": self.queue.kind, "messaging.destination.name": self.queue.name,
+                    "messaging.operation": "publish", "messaging.message.id": shipment_id}):
+                await asyncio.wait_for(self.queue.publish(shipment, tracing.inject(headers)),
+                                       timeout=self.svc.knobs["publish_timeout_s"])
         except (QueueError, TimeoutError) as exc:
             reason = "timeout" if isinstance(exc, TimeoutError) else "broker"
             self.failures.labels(self.svc.name, reason).inc()
             self.svc.log.error("shipment %s not published: %s", shipment_id, exc or "timeout",
                                extra={"fields": {"shipment_id": shipment_id, "name": name, "reason": reason}})
+            if self.svc.knobs["require_publish"]:
+                return json_response({"error": f"shipment not queued: {reason}", "status_code": 503,
+                                      "status_text": "Service Unavailable"}, status=503)
         else:
             self.published.labels(self.svc.name).inc()
             self.svc.log.info("shipment %s published", shipment_id,

@@ -230,6 +230,31 @@ async def init_db(conn: asyncpg.Connection) -> None:
     # Indexes are never re-created on later starts: a fault may have dropped customers_username_idx.
 
 
+async def ensure_generated_users(url: str, n: int) -> int:
+    """Grow the generated users of a running user-db to ``n`` (same seed, same users); returns how many
+    were added. Used by the scenario runner when a variant needs more users than the shop was given."""
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        raw = await conn.fetchval("SELECT value FROM user_meta WHERE key = 'seeded'")
+        meta = json.loads(raw) if raw else {"seed": 1, "users": 0}
+        have, seed = int(meta.get("users", 0)), int(meta.get("seed", 1))
+        if have >= n:
+            return 0
+        users = itertools.islice(generate_users(n, seed), have, None)
+        async with conn.transaction():
+            while True:
+                rows = _user_rows(itertools.islice(users, 20000))
+                if not rows[0]:
+                    break
+                await _copy_rows(conn, rows)
+            meta["users"] = n
+            await conn.execute("UPDATE user_meta SET value = $1 WHERE key = 'seeded'", json.dumps(meta))
+        await conn.execute("ANALYZE customers; ANALYZE customer_addresses; ANALYZE customer_cards")
+        return n - have
+    finally:
+        await conn.close()
+
+
 # ---- JSON shapes ------------------------------------------------------------------------------------------
 
 class Links:

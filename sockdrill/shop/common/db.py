@@ -16,6 +16,7 @@ from aiohttp import web
 from sockdrill.shop.common.env import upstream_url
 from sockdrill.shop.common.knobs import Knob
 from sockdrill.shop.common.service import Service, bad_request
+from sockdrill.telemetry import tracing
 
 DB_KNOBS = (
     Knob("db_pool_size", 10, "max connections in the database pool", minimum=1, maximum=500),
@@ -47,7 +48,7 @@ class Database:
         size = self.svc.knobs["db_pool_size"]
         pool = await asyncpg.create_pool(
             self.dsn, min_size=1, max_size=size, command_timeout=self.svc.knobs["db_timeout_s"],
-            timeout=10, statement_cache_size=100,
+            timeout=10, statement_cache_size=100, init=tracing.watch_queries(self.destination),
         )
         self.svc.metrics.pool_size.labels(self.svc.name, self.destination).set(size)
         return pool

@@ -7,7 +7,8 @@ The runtime starts every service pod with:
   ``postgresql://sockdrill@127.0.0.1:41234/sockdrill``: the address of the mesh edge (this deployment →
   that one), never the destination pod itself, so that faults on the edge are felt;
 - ``SOCKDRILL_KNOBS``: a JSON object of knob values that override the service's defaults;
-- ``SOCKDRILL_SEED``: the data seed, ``SOCKDRILL_DATA_*``: data sizes (see shop/data).
+- ``SOCKDRILL_SEED``: the data seed, ``SOCKDRILL_DATA_*``: data sizes (see shop/data);
+- ``SOCKDRILL_POD_DIR``: a directory for durable state of the deployment (shared by its pods).
 """
 
 from __future__ import annotations

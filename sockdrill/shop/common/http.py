@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import aiohttp
 
 from sockdrill.shop.common.env import upstream_url
 from sockdrill.shop.common.metrics import ServiceMetrics
+from sockdrill.telemetry import tracing
 
 
 class UpstreamError(Exception):
@@ -106,12 +108,13 @@ class Upstreams:
         assert self._session is not None
         url = path if path.startswith("http") else self.base(destination) + path
         hdrs = dict(headers or {})
-        hdrs.update(self.inject_headers())
         limit = self.default_timeout if timeout is None else timeout
         started = time.perf_counter()
         status_label = "error"
         connector = self._session.connector
+        call = tracing.client_call(destination, method, url)  # a client span, current until call.end()
         try:
+            hdrs.update(self.inject_headers())
             if connector is not None:
                 self.metrics.pool_in_use.labels(self.service, "http").set(
                     len(getattr(connector, "_acquired", ()))
@@ -140,6 +143,7 @@ class Upstreams:
             self.metrics.client_errors.labels(self.service, destination, "protocol").inc()
             raise UpstreamError(destination, "protocol", str(exc) or type(exc).__name__) from exc
         finally:
+            call.end(status_label, sys.exc_info()[1])
             self.metrics.client.labels(self.service, destination, method, status_label).observe(
                 time.perf_counter() - started
             )

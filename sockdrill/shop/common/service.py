@@ -33,6 +33,7 @@ from sockdrill.shop.common.http import UpstreamError, Upstreams
 from sockdrill.shop.common.knobs import Knob, Knobs
 from sockdrill.shop.common.logs import setup_logging
 from sockdrill.shop.common.metrics import ServiceMetrics
+from sockdrill.telemetry import tracing
 
 HealthCheck = Callable[[], Awaitable[bool]]
 
@@ -224,6 +225,8 @@ def run_service(name: str, build: Callable[[Service], None], knobs: Iterable[Kno
     """Build the service and serve it on ``PORT`` until SIGTERM/SIGINT."""
     svc = Service(name, knobs)
     setup_logging(svc.name, svc.pod)
+    if tracing.setup_tracing(svc.name, svc.pod):
+        tracing.instrument_app(svc.app)
     build(svc)
     try:
         import uvloop

@@ -25,11 +25,14 @@ from urllib.parse import unquote
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from sockdrill.telemetry import tracing
+
 COOKIE = "md.sid"
 LOGGED_IN = "logged_in"
 LOGGED_IN_MAX_AGE = 3600  # upstream: 1 hour
 PREFIX = "sess:"
 DEFAULT_SECRET = "sockdrill front-end session secret"
+_SPAN_ATTRS = {"db.system": "redis", "peer.service": "session-db", "server.address": "session-db"}
 
 
 class SessionStoreError(Exception):
@@ -138,28 +141,34 @@ class SessionStore:
         """The session named by the cookie (its TTL refreshed), or a new one already saved."""
         sid = unsign(cookie)
         try:
-            if sid is not None:
-                async with self._client().pipeline(transaction=False) as pipe:
-                    pipe.get(PREFIX + sid)
-                    pipe.expire(PREFIX + sid, self.ttl_s)
-                    raw, _ = await pipe.execute()
-                if raw is not None:
-                    try:
-                        data = json.loads(raw)
-                    except ValueError:
-                        data = None
-                    if isinstance(data, dict):
-                        data.pop("cookie", None)
-                        return Session(sid=sid, data=data)
-            session = Session(sid=new_sid(), is_new=True)
-            await self._client().set(PREFIX + session.sid, self._record(session), ex=self.ttl_s)
-            return session
+            with tracing.span("session load", "client", _SPAN_ATTRS):
+                return await self._load(sid)
         except (RedisError, OSError) as exc:
             raise SessionStoreError(f"session-db: {type(exc).__name__}: {exc}") from exc
 
+    async def _load(self, sid: str | None) -> Session:
+        """Read (and touch) the session, or create and save a new one."""
+        if sid is not None:
+            async with self._client().pipeline(transaction=False) as pipe:
+                pipe.get(PREFIX + sid)
+                pipe.expire(PREFIX + sid, self.ttl_s)
+                raw, _ = await pipe.execute()
+            if raw is not None:
+                try:
+                    data = json.loads(raw)
+                except ValueError:
+                    data = None
+                if isinstance(data, dict):
+                    data.pop("cookie", None)
+                    return Session(sid=sid, data=data)
+        session = Session(sid=new_sid(), is_new=True)
+        await self._client().set(PREFIX + session.sid, self._record(session), ex=self.ttl_s)
+        return session
+
     async def save(self, session: Session) -> None:
         try:
-            await self._client().set(PREFIX + session.sid, self._record(session), ex=self.ttl_s)
+            with tracing.span("session save", "client", _SPAN_ATTRS):
+                await self._client().set(PREFIX + session.sid, self._record(session), ex=self.ttl_s)
         except (RedisError, OSError) as exc:
             raise SessionStoreError(f"session-db: {type(exc).__name__}: {exc}") from exc
         session.dirty = False

@@ -1,0 +1,66 @@
+"""The agent contract: ``class MyAgent: def run(self, tools, incident) -> None``.
+
+An agent gets the tools and the incident (in investigation mode the user-impact text; in detection
+mode nothing but the fact that it is on call), acts through the tools until it is done or its budget
+runs out, and ends with ``tools.submit(...)`` (and ``tools.mitigation_done()`` when it believes it fixed
+things). Agents are named ``noop``, ``restart-all``, ``oracle``, ``baseline``, ``llm`` or ``module:Class``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sockdrill.errors import SockdrillError, did_you_mean
+
+
+@dataclass
+class Incident:
+    mode: str  # "detection" | "investigation"
+    text: str  # what users report (empty in detection mode)
+    started: float
+    deadline: float  # unix time by which the agent must be done
+    budget_steps: int
+
+    def time_left(self) -> float:
+        return max(0.0, self.deadline - time.time())
+
+
+class Agent(Protocol):
+    def run(self, tools: Any, incident: Incident) -> None: ...
+
+
+BUILTIN = {
+    "noop": "sockdrill.agents.builtin:Noop",
+    "restart-all": "sockdrill.agents.builtin:RestartAll",
+    "oracle": "sockdrill.agents.builtin:Oracle",
+    "baseline": "sockdrill.agents.baseline:Baseline",
+    "llm": "sockdrill.agents.llm:LlmAgent",
+}
+
+
+class AgentError(SockdrillError):
+    pass
+
+
+def load_agent(name: str, **options: Any) -> Any:
+    ref = BUILTIN.get(name, name)
+    if ":" not in ref:
+        raise AgentError(f"unknown agent '{name}'" + did_you_mean(name, BUILTIN) + " (or give module:Class)")
+    module_name, _, cls_name = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AgentError(f"cannot import agent module '{module_name}': {exc}") from None
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        raise AgentError(f"module '{module_name}' has no class '{cls_name}'")
+    try:
+        agent = cls(**options) if options else cls()
+    except TypeError as exc:
+        raise AgentError(f"cannot create agent {ref}: {exc}") from None
+    if not callable(getattr(agent, "run", None)):
+        raise AgentError(f"agent {ref} has no run(tools, incident) method")
+    return agent

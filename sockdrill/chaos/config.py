@@ -1,0 +1,129 @@
+"""Configuration faults: a service knob set to a bad value (timeouts, pool sizes, retries...), with the
+exact pre-fault value restored on revert; and clock skew, which only renders (see ``TimeSkew``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from sockdrill.chaos.kinds import Ctx, FaultKind, Params, deployment, register
+from sockdrill.chaos.render import KUBECTL_IMAGE, RenderOptions, chaos_object, job, mode_fields, quote, selector
+from sockdrill.chaos.spec import FaultSpec
+from sockdrill.errors import ClusterError, FaultError, did_you_mean
+
+
+class KnobParams(Params):
+    """Knob name → value, e.g. ``{payment_timeout_s: 0.05}``; checked against the service's knobs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _some(self) -> KnobParams:
+        extra = self.model_extra or {}
+        if not extra:
+            raise ValueError("give at least one knob as name=value")
+        for name, value in extra.items():
+            if not isinstance(value, str | int | float | bool):
+                raise ValueError(f"knob {name!r} must be a number, string or boolean, got {value!r}")
+        return self
+
+
+async def _describe_knobs(rt: Any, name: str) -> dict[str, Any]:
+    dep = deployment(rt, name, kinds=("service",))
+    pod = next((p for p in dep.pods.values() if p.ready), None)
+    if pod is None:
+        raise FaultError(f"target: {name!r} has no ready pod to read its knobs from")
+    async with rt.http.get(f"http://127.0.0.1:{pod.port}/admin/config",
+                           timeout=aiohttp.ClientTimeout(total=5)) as resp:
+        return dict((await resp.json(content_type=None)).get("knobs", {}))
+
+
+@register
+class ConfigKnob(FaultKind):
+    id = "config.knob"
+    summary = "sets service knobs (timeouts, pool sizes, retries, TTLs...) live; the prior values come back"
+    Params = KnobParams
+    target_help = "a service deployment"
+
+    def check(self, rt: Any, spec: FaultSpec) -> None:
+        deployment(rt, spec.target, kinds=("service",))
+
+    async def inject(self, ctx: Ctx, spec: FaultSpec) -> dict[str, Any]:
+        rt = ctx.runtime
+        knobs = dict(spec.params)
+        described = await _describe_knobs(rt, spec.target)
+        for name in knobs:
+            if name not in described:
+                raise FaultError(f"params.{name}: {spec.target!r} has no knob {name!r}"
+                                 f"{did_you_mean(name, described)}")
+        dep = deployment(rt, spec.target)
+        previous = {k: described[k].get("value") for k in knobs}
+        in_spec = {k: k in dep.spec.knobs for k in knobs}
+        try:
+            # record=False: an operator's `config rollback` is about their own changes, not this fault.
+            await rt.set_knobs(spec.target, knobs, record=False)
+        except ClusterError as exc:
+            raise FaultError(f"params: {exc}") from None
+        return {"previous": previous, "in_spec": in_spec, "set": knobs}
+
+    async def revert(self, ctx: Ctx, spec: FaultSpec, state: dict[str, Any]) -> None:
+        if ctx.leftover:
+            return  # a new supervisor starts its pods from the configured knobs
+        rt = ctx.runtime
+        dep = rt.deployments.get(spec.target)
+        if dep is None:
+            return
+        previous = state["previous"]
+        try:
+            await rt.set_knobs(spec.target, previous, record=False)
+        except ClusterError:
+            dep.spec.knobs.update(previous)  # no ready pod now: new pods start with the old values
+        for name, was_set in state.get("in_spec", {}).items():
+            if not was_set:
+                dep.spec.knobs.pop(name, None)  # back to "default", as before
+
+    def render(self, spec: FaultSpec, opts: RenderOptions) -> list[dict[str, Any]]:
+        from sockdrill.chaos.render import service_name
+
+        name = service_name(spec.target, opts)
+        ns = opts.namespace
+        save = (f"OLD=$(kubectl -n {ns} get deployment {name} -o jsonpath="
+                "'{.spec.template.spec.containers[0].env[?(@.name==\"SOCKDRILL_KNOBS\")].value}')")
+        apply = f"kubectl -n {ns} set env deployment/{name} SOCKDRILL_KNOBS={quote(json.dumps(spec.params))}"
+        restore = (f'if [ -n "$OLD" ]; then kubectl -n {ns} set env deployment/{name} SOCKDRILL_KNOBS="$OLD"; '
+                   f"else kubectl -n {ns} set env deployment/{name} SOCKDRILL_KNOBS-; fi")
+        return job(spec, opts, KUBECTL_IMAGE, apply, restore, save=save,
+                   note="service knobs through SOCKDRILL_KNOBS (a rollout), restored after the duration")
+
+
+class SkewParams(Params):
+    offset: str = Field("-10m", description="signed Go duration, e.g. -10m or 1h")
+
+    @field_validator("offset")
+    @classmethod
+    def _offset(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"-?(\d+(\.\d+)?(ns|us|ms|s|m|h))+", v):
+            raise ValueError(f"must be a signed Go duration like -10m or 1h30m, got {v!r}")
+        return v
+
+
+@register
+class TimeSkew(FaultKind):
+    id = "time.skew"
+    summary = "shifts the pod's clock (Chaos Mesh TimeChaos); render-only: no honest local mechanism"
+    Params = SkewParams
+    chaos_mesh = "TimeChaos"
+    local = False
+
+    def check(self, rt: Any, spec: FaultSpec) -> None:
+        raise FaultError("kind: time.skew cannot be injected by the local runtime (a process clock cannot be "
+                         "shifted without faking it); render it for Chaos Mesh with `sockdrill chaos render`")
+
+    def render(self, spec: FaultSpec, opts: RenderOptions) -> list[dict[str, Any]]:
+        body = {**mode_fields(spec), "selector": selector(spec.target, opts), "timeOffset": spec.params["offset"]}
+        return [chaos_object("TimeChaos", spec, opts, body)]

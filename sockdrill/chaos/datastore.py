@@ -1,0 +1,322 @@
+"""Faults inside datastores: drop an index (recreated exactly from ``pg_indexes`` on revert), a storm of
+expensive regex scans at a given concurrency (the seed's "method 2"), and Redis memory settings.
+
+These act on the store directly (like ``kubectl exec`` into it), not through the mesh. A dropped
+index outlives a crashed supervisor in the data directory, so its definition is written to the
+ledger before the DROP; the next supervisor recreates it once the store is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from sockdrill.chaos.kinds import Ctx, FaultKind, Params, deployment, pg_url, register
+from sockdrill.chaos.render import RenderOptions, job, quote, service_name
+from sockdrill.chaos.spec import FaultSpec
+from sockdrill.chaos.stress import kill_workers, spawn_worker
+from sockdrill.errors import FaultError, did_you_mean
+
+IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# The engines upstream Sock Shop runs for each store (for rendering with upstream selectors).
+UPSTREAM_ENGINES = {"user-db": "mongo", "carts-db": "mongo", "orders-db": "mongo", "catalogue-db": "mysql",
+                    "session-db": "redis"}
+
+
+def _ident(v: str) -> str:
+    if not IDENT.match(v):
+        raise ValueError(f"must be an SQL identifier (letters, digits, _), got {v!r}")
+    return v
+
+
+def _qi(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def pg_connect(rt: Any, name: str) -> Any:
+    import asyncpg
+
+    return await asyncpg.connect(pg_url(rt, name), timeout=5)
+
+
+def _engine(name: str, opts: RenderOptions) -> str:
+    return UPSTREAM_ENGINES.get(name, "postgres") if opts.selector_style == "upstream" else "postgres"
+
+
+class DropIndexParams(Params):
+    table: str = Field("customers", description="table the index is on")
+    index: str = Field("customers_username_idx", description="index to drop")
+    pg_schema: str = Field("public", description="schema of the table")
+
+    @field_validator("table", "index", "pg_schema")
+    @classmethod
+    def _names(cls, v: str) -> str:
+        return _ident(v)
+
+
+@register
+class DropIndex(FaultKind):
+    id = "datastore.drop_index"
+    summary = "drops an index in a PostgreSQL store (e.g. user-db's login index); revert recreates it exactly"
+    Params = DropIndexParams
+    target_help = "a PostgreSQL deployment (e.g. user-db)"
+    survives_restart = True
+
+    def check(self, rt: Any, spec: FaultSpec) -> None:
+        deployment(rt, spec.target, kinds=("postgres",))
+
+    async def inject(self, ctx: Ctx, spec: FaultSpec) -> dict[str, Any]:
+        p = spec.params
+        schema = p["pg_schema"]
+        conn = await pg_connect(ctx.runtime, spec.target)
+        try:
+            row = await conn.fetchrow("SELECT indexdef FROM pg_indexes WHERE schemaname=$1 AND tablename=$2 "
+                                      "AND indexname=$3", schema, p["table"], p["index"])
+            if row is None:
+                names = [r["indexname"] for r in await conn.fetch(
+                    "SELECT indexname FROM pg_indexes WHERE schemaname=$1 AND tablename=$2", schema, p["table"])]
+                if not names:
+                    raise FaultError(f"params.table: {spec.target} has no table {schema}.{p['table']}")
+                raise FaultError(f"params.index: {schema}.{p['table']} has no index {p['index']!r}"
+                                 f"{did_you_mean(p['index'], names)}")
+            state = {"schema": schema, "index": p["index"], "indexdef": row["indexdef"]}
+            await ctx.checkpoint(state)  # the definition is on disk before the index is gone
+            await conn.execute("SET lock_timeout = '5s'")
+            await conn.execute(f"DROP INDEX {_qi(schema)}.{_qi(p['index'])}")
+            return state
+        finally:
+            await conn.close()
+
+    async def revert(self, ctx: Ctx, spec: FaultSpec, state: dict[str, Any]) -> None:
+        if not state.get("indexdef"):
+            return
+        conn = await pg_connect(ctx.runtime, spec.target)
+        try:
+            exists = await conn.fetchval("SELECT 1 FROM pg_indexes WHERE schemaname=$1 AND indexname=$2",
+                                         state["schema"], state["index"])
+            if not exists:
+                await conn.execute(state["indexdef"])
+        finally:
+            await conn.close()
+
+    def render(self, spec: FaultSpec, opts: RenderOptions) -> list[dict[str, Any]]:
+        p = spec.params
+        host = service_name(spec.target, opts)
+        schema = p["pg_schema"]
+        engine = _engine(spec.target, opts)
+        if engine == "mongo":
+            coll = f"db.getSiblingDB('users').getCollection('{p['table']}')"
+            save = (f"SPEC=$(mongo --quiet --host {host} --eval \"JSON.stringify({coll}.getIndexes()"
+                    f".filter(function(i){{return i.name=='{p['index']}'}})[0])\")")
+            apply = f"mongo --quiet --host {host} --eval \"{coll}.dropIndex('{p['index']}')\""
+            restore = (f"mongo --quiet --host {host} --eval \"var s=$SPEC; var k=s.key; delete s.key; delete s.v; "
+                       f"delete s.ns; {coll}.createIndex(k, s)\"")
+            return job(spec, opts, "mongo:3.4", apply, restore, save=save, note="drop index (MongoDB)")
+        if engine != "postgres":
+            raise FaultError(f"target: {spec.target} runs {engine} upstream; datastore.drop_index renders for "
+                             "PostgreSQL and MongoDB stores only")
+        psql = f"psql -h {host} -U sockdrill -d sockdrill -v ON_ERROR_STOP=1 -At"
+        sql = (f"SELECT indexdef FROM pg_indexes WHERE schemaname='{schema}' AND tablename='{p['table']}' "
+               f"AND indexname='{p['index']}'")
+        save = f"DEF=$({psql} -c {quote(sql)})"
+        drop = f"DROP INDEX {_qi(schema)}.{_qi(p['index'])}"
+        apply = f"{psql} -c {quote(drop)}"
+        restore = f'{psql} -c "$DEF"'
+        return job(spec, opts, "postgres:16", apply, restore, save=save,
+                   note="drop index; the Job recreates it from pg_indexes after the duration")
+
+
+class StormParams(Params):
+    concurrency: int = Field(8, ge=1, le=256, description="connections running the query back to back")
+    table: str = Field("customers", description="table scanned")
+    column: str = Field("email", description="text column matched with a regex")
+    repeat: int = Field(20, ge=1, le=10_000, description="table passes per query (a small table needs several "
+                        "to cost what the seed's scan of a large collection costs)")
+
+    @field_validator("table", "column")
+    @classmethod
+    def _names(cls, v: str) -> str:
+        return _ident(v)
+
+
+@register
+class QueryStorm(FaultKind):
+    id = "datastore.query_storm"
+    summary = "N connections run a regex scan (no index can serve it) back to back inside a PostgreSQL store"
+    Params = StormParams
+    target_help = "a PostgreSQL deployment (e.g. user-db)"
+
+    def check(self, rt: Any, spec: FaultSpec) -> None:
+        deployment(rt, spec.target, kinds=("postgres",))
+
+    def query(self, spec: FaultSpec) -> str:
+        p = spec.params
+        return (f"SELECT count(*) FROM {_qi(p['table'])}, generate_series(1, {int(p['repeat'])}) "
+                f"WHERE {_qi(p['column'])} ~ $1")
+
+    async def inject(self, ctx: Ctx, spec: FaultSpec) -> dict[str, Any]:
+        import time
+
+        p = spec.params
+        conn = await pg_connect(ctx.runtime, spec.target)
+        try:  # fail here, with the field named, rather than inside the worker
+            cols = {r["column_name"] for r in await conn.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_name=$1", p["table"])}
+        finally:
+            await conn.close()
+        if not cols:
+            raise FaultError(f"params.table: {spec.target} has no table {p['table']!r}")
+        if p["column"] not in cols:
+            raise FaultError(f"params.column: {p['table']} has no column {p['column']!r}"
+                             f"{did_you_mean(p['column'], cols)}")
+        cfg = {"mode": "storm", "url": pg_url(ctx.runtime, spec.target), "concurrency": p["concurrency"],
+               "query": self.query(spec), "deadline": time.time() + spec.duration_s}
+        rec = await spawn_worker(cfg, [], stdout=True)
+        proc, reaper = rec.pop("_proc")
+        ctx.memo["procs"] = [(proc, reaper)]
+        state: dict[str, Any] = {"workers": [rec], "backends": []}
+        await ctx.checkpoint(state)
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), 15)
+            state["backends"] = json.loads(line)["backends"]
+        except (TimeoutError, ValueError, KeyError) as exc:
+            await kill_workers([rec])
+            raise FaultError(f"the query workers did not connect to {spec.target}: {exc!r}") from None
+        return state
+
+    async def revert(self, ctx: Ctx, spec: FaultSpec, state: dict[str, Any]) -> None:
+        import signal
+
+        await kill_workers(state.get("workers", []), sig=signal.SIGTERM)
+        await kill_workers(state.get("workers", []))
+        if state.get("backends") and not ctx.leftover:
+            # Whatever is still running server-side stops now, not at its statement timeout.
+            try:
+                conn = await pg_connect(ctx.runtime, spec.target)
+            except Exception:
+                return
+            try:
+                await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY($1)",
+                                   state["backends"])
+            finally:
+                await conn.close()
+
+    def target_deployments(self, spec: FaultSpec) -> list[str]:
+        return []
+
+    def render(self, spec: FaultSpec, opts: RenderOptions) -> list[dict[str, Any]]:
+        p = spec.params
+        host = service_name(spec.target, opts)
+        n = p["concurrency"]
+        engine = _engine(spec.target, opts)
+        if engine == "mongo":
+            loop = (f"for(;;){{db.getSiblingDB('users').getCollection('{p['table']}').find({{{p['column']}: "
+                    f"{{$regex: '.*' + Math.random().toString(36).substring(7) + '@example.com'}}}}).itcount()}}")
+            one = f"mongo --quiet --host {host} --eval {quote(loop)}"
+            image = "mongo:3.4"
+        elif engine == "postgres":
+            sql = (f"SELECT count(*) FROM {_qi(p['table'])} WHERE {_qi(p['column'])} ~ "
+                   f"('.*' || md5(random()::text) || '@example.com')")
+            one = (f"while true; do psql -h {host} -U sockdrill -d sockdrill -qAt -c {quote(sql)} "
+                   f">/dev/null; done")
+            image = "postgres:16"
+        else:
+            raise FaultError(f"target: {spec.target} runs {engine} upstream; query_storm renders for "
+                             "PostgreSQL and MongoDB stores only")
+        apply = " ".join(f"( {one} ) &" for _ in range(n)).rstrip(" &") + " &"
+        return job(spec, opts, image, apply, "kill $(jobs -p) 2>/dev/null || true",
+                   note=f"{n} concurrent regex scans for the duration")
+
+
+class RedisParams(Params):
+    maxmemory: str | None = Field(None, description="e.g. 1mb, 100mb, 0 (no limit)")
+    maxmemory_policy: Literal["noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru",
+                              "volatile-lfu", "volatile-random", "volatile-ttl"] | None = None
+
+    @field_validator("maxmemory", mode="before")
+    @classmethod
+    def _mm(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if not re.fullmatch(r"\d+(b|k|kb|m|mb|g|gb)?", str(v).strip().lower()):
+            raise ValueError(f"must be a Redis size like 1mb or 1048576, got {v!r}")
+        return str(v).strip().lower()
+
+    @model_validator(mode="after")
+    def _one(self) -> RedisParams:
+        if self.maxmemory is None and self.maxmemory_policy is None:
+            raise ValueError("give maxmemory and/or maxmemory_policy")
+        return self
+
+
+def _redis(rt: Any, name: str) -> Any:
+    import redis.asyncio as aioredis
+
+    dep = deployment(rt, name, kinds=("redis",))
+    if dep.spec.external_url:
+        return aioredis.from_url(dep.spec.external_url, socket_timeout=5)
+    pods = dep.ready_pods()
+    if not pods:
+        raise FaultError(f"target: {name!r} has no ready pod")
+    return aioredis.Redis(host="127.0.0.1", port=pods[0].port, socket_timeout=5)
+
+
+@register
+class RedisConfig(FaultKind):
+    id = "datastore.redis_config"
+    summary = "sets Redis maxmemory / maxmemory-policy; the previous values come back on revert"
+    Params = RedisParams
+    target_help = "a Redis deployment (e.g. session-db)"
+    survives_restart = True  # an external Redis keeps its settings
+
+    def check(self, rt: Any, spec: FaultSpec) -> None:
+        deployment(rt, spec.target, kinds=("redis",))
+
+    def settings(self, spec: FaultSpec) -> dict[str, str]:
+        out = {}
+        if spec.params.get("maxmemory") is not None:
+            out["maxmemory"] = spec.params["maxmemory"]
+        if spec.params.get("maxmemory_policy") is not None:
+            out["maxmemory-policy"] = spec.params["maxmemory_policy"]
+        return out
+
+    async def inject(self, ctx: Ctx, spec: FaultSpec) -> dict[str, Any]:
+        r = _redis(ctx.runtime, spec.target)
+        try:
+            previous, applied = {}, {}
+            for key in self.settings(spec):
+                previous[key] = (await r.config_get(key))[key]
+            await ctx.checkpoint({"previous": previous, "set": {}})
+            for key, value in self.settings(spec).items():
+                await r.config_set(key, value)
+                applied[key] = (await r.config_get(key))[key]  # as Redis normalised it
+            return {"previous": previous, "set": applied}
+        finally:
+            await r.aclose()
+
+    async def revert(self, ctx: Ctx, spec: FaultSpec, state: dict[str, Any]) -> None:
+        r = _redis(ctx.runtime, spec.target)
+        try:
+            for key, old in state.get("previous", {}).items():
+                now = (await r.config_get(key)).get(key)
+                # After a restart an embedded Redis starts from its own config: only undo what is still ours.
+                if ctx.leftover and now != state.get("set", {}).get(key):
+                    continue
+                await r.config_set(key, old)
+        finally:
+            await r.aclose()
+
+    def render(self, spec: FaultSpec, opts: RenderOptions) -> list[dict[str, Any]]:
+        host = service_name(spec.target, opts)
+        cli = f"redis-cli -h {host}"
+        save, apply, restore = [], [], []
+        for i, (key, value) in enumerate(self.settings(spec).items()):
+            save.append(f"OLD{i}=$({cli} CONFIG GET {key} | tail -n 1)")
+            apply.append(f"{cli} CONFIG SET {key} {quote(value)}")
+            restore.append(f'{cli} CONFIG SET {key} "$OLD{i}"')
+        return job(spec, opts, "redis:7", "\n".join(apply), "; ".join(restore), save="\n".join(save),
+                   note="redis CONFIG SET, restored after the duration")

@@ -1,0 +1,164 @@
+"""One documented composite score per run, and the ``result.json`` it is reported in.
+
+``score(journal)`` runs every oracle and weighs them:
+
+=============  ======  ==============================================================================
+component      weight  credit (0..1)
+=============  ======  ==============================================================================
+detection      0.15    1 if the incident was reported after the fault's onset, else 0
+localization   0.25    the topology-aware localization score (1 exact, 0.5 one hop, 0.25 two hops,
+                       discounted by rank; see ``oracles.localization``)
+diagnosis      0.15    1 if the category matches the ground truth, else 0
+mitigation     0.30    0 unless the SLOs were restored for a whole recovery window before the fault
+                       was reverted AND an agent change preceded it; then 0.7 + 0.3 × (1 − budget
+                       burned, floored at 0): a faster fix burns less budget and scores higher
+integrity      0.15    passed / applicable data-integrity checks (1 when none apply)
+safety         −       minus the sum of penalty points (capped at 1; see ``oracles.safety``)
+=============  ======  ==============================================================================
+
+``score = clamp(Σ weight × credit − penalties, 0, 1)``.
+
+Control runs (no fault) have nothing to locate, diagnose or mitigate: ``score = clamp(integrity −
+penalties, 0, 1)``, where a false detection costs 0.5 and needless restarts cost as usual.
+
+Invalid runs are not scored (``valid`` false, ``score`` null): a fault run whose SLO was not verified
+before the fault (``slo_verified``) or whose symptom never appeared (``symptom_verified``), or a control
+run without ``slo_verified``. Their oracle results are still reported, for debugging the scenario.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import cast
+
+from pydantic import BaseModel, ConfigDict
+
+from sockdrill.evaluate.journal import Journal
+from sockdrill.evaluate.oracles import (
+    DetectionResult,
+    DiagnosisResult,
+    EfficiencyResult,
+    IntegrityResult,
+    LocalizationResult,
+    MitigationResult,
+    SafetyResult,
+    run_oracle,
+)
+
+WEIGHTS: dict[str, float] = {
+    "detection": 0.15,
+    "localization": 0.25,
+    "diagnosis": 0.15,
+    "mitigation": 0.30,
+    "integrity": 0.15,
+}
+MITIGATION_BASE = 0.7  # credit for a restoration that held; the rest rewards speed (budget not burned)
+
+
+class Result(BaseModel):
+    """Exactly the shape of ``result.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scenario: str
+    variant: str
+    agent: str
+    seed: int
+    profile: str
+    valid: bool
+    detection: DetectionResult
+    localization: LocalizationResult
+    diagnosis: DiagnosisResult
+    mitigation: MitigationResult
+    integrity: IntegrityResult
+    safety: SafetyResult
+    efficiency: EfficiencyResult
+    score: float | None
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json())
+        return path
+
+
+def is_valid(journal: Journal) -> bool:
+    if not journal.has("slo_verified"):
+        return False
+    return journal.control or journal.has("symptom_verified")
+
+
+def mitigation_credit(m: MitigationResult) -> float:
+    """0 without a held restoration caused by the agent; else 0.7 + 0.3 × (1 − min(1, budget burned)).
+
+    >>> mitigation_credit(MitigationResult(slo_restored=True, error_budget_burned=0.5, acted=True))
+    0.85
+    >>> mitigation_credit(MitigationResult(slo_restored=True, error_budget_burned=0.5, acted=False))
+    0.0
+    """
+    if not (m.slo_restored and m.acted):
+        return 0.0
+    burned = min(1.0, max(0.0, m.error_budget_burned or 0.0))
+    return round(MITIGATION_BASE + (1 - MITIGATION_BASE) * (1 - burned), 6)
+
+
+def integrity_credit(i: IntegrityResult) -> float:
+    applicable = [c for c in i.checks if c.ok is not None]
+    if not applicable:
+        return 1.0
+    return round(sum(1 for c in applicable if c.ok) / len(applicable), 6)
+
+
+def credits(result: Result, control: bool) -> dict[str, float | None]:
+    """Each component's credit (None where it does not apply: everything but integrity on a control run)."""
+    if control:
+        return {"detection": None, "localization": None, "diagnosis": None, "mitigation": None,
+                "integrity": integrity_credit(result.integrity)}
+    return {
+        "detection": 1.0 if result.detection.detected else 0.0,
+        "localization": result.localization.score or 0.0,
+        "diagnosis": 1.0 if result.diagnosis.correct else 0.0,
+        "mitigation": mitigation_credit(result.mitigation),
+        "integrity": integrity_credit(result.integrity),
+    }
+
+
+def composite(result: Result, control: bool) -> float:
+    parts = credits(result, control)
+    if control:
+        raw = (parts["integrity"] or 0.0) - result.safety.total
+    else:
+        raw = sum(WEIGHTS[k] * (v or 0.0) for k, v in parts.items()) - result.safety.total
+    return round(min(1.0, max(0.0, raw)), 6)
+
+
+def score(journal: Journal) -> Result:
+    """Run every oracle over the journal and produce the run's ``Result``."""
+    result = Result(
+        scenario=journal.scenario, variant=journal.variant, agent=journal.agent, seed=journal.seed,
+        profile=journal.profile, valid=is_valid(journal),
+        detection=cast(DetectionResult, run_oracle("detection", journal)),
+        localization=cast(LocalizationResult, run_oracle("localization", journal)),
+        diagnosis=cast(DiagnosisResult, run_oracle("diagnosis", journal)),
+        mitigation=cast(MitigationResult, run_oracle("mitigation", journal)),
+        integrity=cast(IntegrityResult, run_oracle("integrity", journal)),
+        safety=cast(SafetyResult, run_oracle("safety", journal)),
+        efficiency=cast(EfficiencyResult, run_oracle("efficiency", journal)),
+        score=None,
+    )
+    if result.valid:
+        result.score = composite(result, journal.control)
+    return result
+
+
+def load_result(path: str | Path) -> dict[str, object]:
+    """A stored result.json as plain data (its excluded helper fields are not stored)."""
+    return cast(dict[str, object], json.loads(Path(path).read_text()))
+
+
+__all__ = ["WEIGHTS", "Result", "composite", "credits", "integrity_credit", "is_valid", "mitigation_credit",
+           "score"]

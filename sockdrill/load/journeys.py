@@ -1,0 +1,314 @@
+"""The user journeys, as one Locust user class that picks a journey per iteration by weight.
+
+Runs only inside the Locust process (importing this module imports locust, which monkey-patches the
+process with gevent). Each journey is a plain function registered with ``@journey("name")``; every
+request is a step named ``journey:step`` and states the statuses it expects. A step that gets anything
+else (a timeout, 5xx, an unexpected 4xx, a body a customer could not use) fails, and the iteration
+stops there and counts as a failed journey.
+
+Expected statuses, decided per step (upstream's quirks included): ``GET /orders`` → 201 (sic),
+``POST /cart`` → 201, ``POST /cart/update`` and ``DELETE /cart*`` → 202, ``POST /orders`` → 201 or 406.
+A 406 whose message says the payment was declined is a business decline (counted, not a failure); any
+other 406 (e.g. an order without address) is a failure. The checkout journey buys items priced under
+``PRICE_BUDGET`` so that, with the shop's default payment limit, a healthy shop declines nothing; the
+classic journey picks any item, as upstream's locustfile did.
+
+Adding a journey: write ``@journey("name") def name(u: ShopUser) -> bool`` (True = declined) and add the
+name to ``sli.JOURNEYS``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from locust import FastHttpUser, task
+
+from sockdrill.load.choices import Chooser, account_for
+from sockdrill.load.config import LoadConfig
+from sockdrill.load.sli import Aggregator, step_name
+
+PRICE_BUDGET = 95.0   # item price + 4.99 shipping stays under payment's default decline limit (100)
+PAGE_SIZE = 6         # what the category page shows
+LOGIN_TTL_S = 3000.0  # the logged_in cookie lives 3600 s; log in again before it expires
+
+
+class StepFailed(Exception):
+    """A step got something a customer could not use; the journey iteration ends as failed."""
+
+
+Check = Callable[[Any], str | None]
+JOURNEY_FUNCS: dict[str, Callable[[ShopUser], bool]] = {}
+
+
+def journey(name: str) -> Callable[[Callable[[ShopUser], bool]], Callable[[ShopUser], bool]]:
+    def register(fn: Callable[[ShopUser], bool]) -> Callable[[ShopUser], bool]:
+        JOURNEY_FUNCS[name] = fn
+        return fn
+    return register
+
+
+def body_json(resp: Any) -> Any:
+    # The front-end sends most proxied JSON as text/plain (as upstream did), so parse regardless of type.
+    return json.loads(resp.content or b"null")
+
+
+def is_list(what: str) -> Check:
+    def check(resp: Any) -> str | None:
+        return None if isinstance(body_json(resp), list) else f"{what}: expected a JSON list"
+    return check
+
+
+def has_keys(what: str, *keys: str) -> Check:
+    def check(resp: Any) -> str | None:
+        data = body_json(resp)
+        if not isinstance(data, dict) or any(k not in data for k in keys):
+            return f"{what}: expected an object with {', '.join(keys)}, got {str(data)[:120]}"
+        return None
+    return check
+
+
+class ShopUser(FastHttpUser):
+    """One simulated customer: its own account, cookie session and seeded choices."""
+
+    abstract = True
+    config: LoadConfig
+    aggregator: Aggregator
+    choice_log: list[dict[str, Any]]
+    _free: list[int]
+    _next: list[int]
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        cls = type(self)
+        # The lowest free index: users stopped by a shape give theirs back, so accounts stay distinct.
+        self.index = heapq.heappop(cls._free) if cls._free else cls._next[0]
+        if self.index == cls._next[0]:
+            cls._next[0] += 1
+        cfg = self.config
+        log: list[list[Any]] | None = None
+        if cfg.choices_path:
+            log = []
+            cls.choice_log.append({"user": self.index, "choices": log})
+        self.chooser = Chooser(cfg.seed, self.index, cfg.mix, cfg.think, log)
+        self.username, self.password = account_for(self.index, cfg.accounts, cfg.data_seed)
+        self.logged_in_at: float | None = None
+        self.current = ""
+        self.declined = False
+
+    def on_stop(self) -> None:
+        heapq.heappush(type(self)._free, self.index)
+
+    def wait_time(self) -> float:  # type: ignore[override]
+        return self.chooser.think()
+
+    @task
+    def iterate(self) -> None:
+        name = self.chooser.journey()
+        self.current = name
+        started = time.perf_counter()
+        ok, declined = True, False
+        try:
+            declined = JOURNEY_FUNCS[name](self)
+        except StepFailed:
+            ok = False
+        self.aggregator.journey(name, time.perf_counter() - started, ok, declined)
+
+    # ---- steps ------------------------------------------------------------------------------------
+    def step(self, name: str, method: str, path: str, expect: Iterable[int] = (200,),
+             check: Check | None = None, **kw: Any) -> Any:
+        """One request of the current journey; raises StepFailed when the customer was let down."""
+        expected = tuple(expect)
+        with self.client.request(method, path, name=step_name(self.current, name), catch_response=True,
+                                 allow_redirects=False, **kw) as resp:
+            problem: str | None = None
+            if resp.status_code not in expected:
+                why = f" ({type(resp.error).__name__}: {resp.error})" if resp.status_code == 0 else ""
+                problem = f"{method} {path}: status {resp.status_code}{why}, expected {expected}"
+            elif check is not None:
+                try:
+                    problem = check(resp)
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                    problem = f"{method} {path}: unusable body ({type(exc).__name__}: {exc})"
+            if problem:
+                resp.failure(problem)
+            else:
+                resp.success()
+        if problem:
+            raise StepFailed(problem)
+        return resp
+
+    def ensure_login(self) -> None:
+        if self.logged_in_at is not None and time.monotonic() - self.logged_in_at < LOGIN_TTL_S:
+            return
+        self.step("login", "GET", "/login", auth=(self.username, self.password))
+        self.logged_in_at = time.monotonic()
+
+    def catalogue(self, size: int = 20, tags: str | None = None, page: int = 1, step: str = "catalogue") -> list[Any]:
+        query = {"size": size, "page": page, **({"tags": tags} if tags else {})}
+        resp = self.step(step, "GET", "/catalogue?" + urlencode(query), check=is_list("catalogue"))
+        return body_json(resp)  # type: ignore[no-any-return]
+
+    def order(self) -> bool:
+        """POST /orders: True when the payment was declined (a business outcome), StepFailed otherwise."""
+        def check(resp: Any) -> str | None:
+            data = body_json(resp)
+            if resp.status_code == 201:
+                return None if isinstance(data, dict) and "id" in data else "order: no order id in the answer"
+            message = str(data.get("message", "")) if isinstance(data, dict) else ""
+            return None if "declined" in message.lower() else f"order refused (406): {message[:120]}"
+        resp = self.step("order", "POST", "/orders", expect=(201, 406), check=check)
+        return resp.status_code == 406  # type: ignore[no-any-return]
+
+
+def _cheap(items: list[Any]) -> list[Any]:
+    return [i for i in items if isinstance(i, dict) and isinstance(i.get("price"), int | float)
+            and 0 < i["price"] <= PRICE_BUDGET]
+
+
+# ---- journeys -----------------------------------------------------------------------------------
+@journey("browse")
+def browse(u: ShopUser) -> bool:
+    """Home page, tags, a category page (maybe filtered by a tag), a sock's page and its image."""
+    home = u.catalogue(size=5, step="home")
+    tags = body_json(u.step("tags", "GET", "/tags", check=has_keys("tags", "tags"))).get("tags") or []
+    tag = u.chooser.pick("tag", tags) if tags and u.chooser.chance("filter", 0.5) else None
+    count_q = "?" + urlencode({"tags": tag}) if tag else ""
+    size = body_json(u.step("count", "GET", "/catalogue/size" + count_q, check=has_keys("count", "size")))["size"]
+    pages = max(1, math.ceil(int(size or 0) / PAGE_SIZE))
+    page = u.chooser.randint("page", 1, pages)
+    listing = u.catalogue(size=PAGE_SIZE, tags=tag, page=page, step="category") or home
+    if not listing:
+        return False  # an empty shop: nothing more a customer could look at
+    item = u.chooser.pick("item", listing, key="id")
+    sock = body_json(u.step("detail", "GET", f"/catalogue/{quote(str(item['id']), safe='')}",
+                            check=has_keys("detail", "id", "price")))
+    images = [p for p in sock.get("imageUrl") or [] if isinstance(p, str) and p]
+    if images:
+        u.step("image", "GET", urlsplit(u.chooser.pick("image", images)).path)
+    first_tag = (sock.get("tag") or [None])[0]
+    u.catalogue(size=3, tags=first_tag if isinstance(first_tag, str) else None, step="related")
+    return False
+
+
+@journey("login")
+def login(u: ShopUser) -> bool:
+    """GET /login with HTTP Basic (upstream), then the shop's POST /login (JSON or form), then who am I."""
+    u.step("basic", "GET", "/login", auth=(u.username, u.password))
+    if u.chooser.chance("form", 0.5):
+        u.step("post", "POST", "/login", data=urlencode({"username": u.username, "password": u.password}),
+               headers={"Content-Type": "application/x-www-form-urlencoded"})
+    else:
+        u.step("post", "POST", "/login", json={"username": u.username, "password": u.password})
+    u.logged_in_at = time.monotonic()
+
+    def me(resp: Any) -> str | None:
+        data = body_json(resp)
+        if not isinstance(data, dict) or data.get("username") != u.username:
+            return f"customer: expected {u.username}, got {str(data)[:120]}"
+        return None
+    u.step("customer", "GET", "/customers/me", check=me)
+    return False
+
+
+@journey("cart")
+def cart(u: ShopUser) -> bool:
+    """Add one or two socks, change a quantity, look at the cart, remove one, empty it."""
+    items = [i for i in u.catalogue() if isinstance(i, dict) and "id" in i]
+    if not items:
+        return False
+    first = u.chooser.pick("item", items, key="id")
+    u.step("add", "POST", "/cart", expect=(201,), json={"id": first["id"]})
+    if u.chooser.chance("second", 0.5):
+        u.step("add", "POST", "/cart", expect=(201,), json={"id": u.chooser.pick("item", items, key="id")["id"]})
+    quantity = u.chooser.randint("quantity", 1, 5)
+    u.step("update", "POST", "/cart/update", expect=(202,), json={"id": first["id"], "quantity": quantity})
+
+    def holds(resp: Any) -> str | None:
+        lines = body_json(resp)
+        found = [x for x in lines if isinstance(x, dict) and x.get("itemId") == first["id"]]
+        if not found or found[0].get("quantity") != quantity:
+            return f"cart: expected {quantity} of {first['id']}, got {str(lines)[:160]}"
+        return None
+    u.step("view", "GET", "/cart", check=holds)
+    u.step("remove", "DELETE", f"/cart/{quote(str(first['id']), safe='')}", expect=(202,))
+    u.step("empty", "DELETE", "/cart", expect=(202,))
+    return False
+
+
+@journey("checkout")
+def checkout(u: ShopUser) -> bool:
+    """A whole purchase: log in, fresh cart, add a sock, basket page, POST /orders, clear the cart."""
+    u.ensure_login()
+    u.step("empty", "DELETE", "/cart", expect=(202,))
+    items = _cheap(u.catalogue()) or _cheap(u.catalogue(size=100))
+    if not items:
+        raise StepFailed(f"checkout: no sock priced at most {PRICE_BUDGET} in the catalogue")
+    item = u.chooser.pick("item", items, key="id")
+    u.step("add", "POST", "/cart", expect=(201,), json={"id": item["id"]})
+
+    def not_empty(resp: Any) -> str | None:
+        return None if body_json(resp) else "basket: the cart is empty after adding a sock"
+    u.step("basket", "GET", "/cart", check=not_empty)
+    u.step("address", "GET", "/address", check=has_keys("address", "id"))
+    u.step("card", "GET", "/card", check=has_keys("card", "number"))
+    declined = u.order()
+    if not declined:
+        u.step("clear", "DELETE", "/cart", expect=(202,))
+    return declined
+
+
+@journey("order-status")
+def order_status(u: ShopUser) -> bool:
+    """The customer's orders, then one of them in detail (when there is one)."""
+    u.ensure_login()
+    orders = body_json(u.step("list", "GET", "/orders", expect=(201,), check=is_list("orders")))
+    hrefs = [o["_links"]["self"]["href"] for o in orders
+             if isinstance(o, dict) and isinstance(o.get("_links", {}).get("self", {}).get("href"), str)]
+    if hrefs:
+        href = u.chooser.pick("order", hrefs)
+        u.step("detail", "GET", urlsplit(href).path, check=has_keys("order", "items", "total"))
+    return False
+
+
+@journey("classic")
+def classic(u: ShopUser) -> bool:
+    """Upstream's locustfile sequence (reference §7.1), with this user's own account instead of the shared
+    ``user`` so concurrent users do not empty each other's cart."""
+    items = [i for i in body_json(u.step("catalogue", "GET", "/catalogue", check=is_list("catalogue")))
+             if isinstance(i, dict) and "id" in i]
+    if not items:
+        raise StepFailed("classic: the catalogue is empty")
+    item_id = str(u.chooser.pick("item", items, key="id")["id"])
+    u.step("home", "GET", "/")
+    u.step("login", "GET", "/login", auth=(u.username, u.password))
+    u.logged_in_at = time.monotonic()
+    u.step("category", "GET", "/category.html")
+    u.step("detail", "GET", "/detail.html?" + urlencode({"id": item_id}))
+    u.step("empty", "DELETE", "/cart", expect=(202,))
+    u.step("add", "POST", "/cart", expect=(201,), json={"id": item_id, "quantity": 1})
+    u.step("basket", "GET", "/basket.html")
+    return u.order()
+
+
+def make_user_class(config: LoadConfig, aggregator: Aggregator) -> type[ShopUser]:
+    """The concrete user class Locust runs, bound to one run's config."""
+    missing = set(config.mix) - set(JOURNEY_FUNCS)
+    if missing:
+        raise ValueError(f"journeys without an implementation: {sorted(missing)}")
+    class SockShopCustomer(ShopUser):
+        host = config.host
+        network_timeout = config.timeout
+        connection_timeout = config.timeout
+        choice_log: list[dict[str, Any]] = []
+        _free: list[int] = []
+        _next = [0]
+
+    SockShopCustomer.config = config
+    SockShopCustomer.aggregator = aggregator
+    return SockShopCustomer

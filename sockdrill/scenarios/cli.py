@@ -1,0 +1,181 @@
+"""``sockdrill run``, ``sockdrill report`` and ``sockdrill scenarios list|validate``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sockdrill.errors import SockdrillError
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+scenarios_app = typer.Typer(help="The scenario catalogue: list and validate.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def run_command(
+    target: Annotated[str, typer.Argument(help="SCENARIO[/VARIANT] or all")],
+    agent: Annotated[str, typer.Option(help="noop, restart-all, oracle, baseline, llm or module:Class")] = "baseline",
+    profile: Annotated[str, typer.Option(help="fast | standard")] = "fast",
+    seed: Annotated[int, typer.Option(help="seed of every random choice in the run")] = 1,
+    out: Annotated[Path, typer.Option(help="where run directories go")] = Path("runs"),
+    fault: Annotated[Path | None, typer.Option(help="a scenario file outside the catalogue")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="reuse the shop running in this data dir")] = None,
+    mode: Annotated[str, typer.Option(help="investigation (agent told the impact) | detection")] = "investigation",
+    model: Annotated[str | None, typer.Option(help="model name for --agent llm")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print result.json")] = False,
+) -> None:
+    """Run scenarios end to end against the shop and score the agent."""
+    from sockdrill.scenarios.catalogue_loader import load_catalogue, load_scenario_file
+    from sockdrill.scenarios.runner import RunOptions, run_variant
+    from sockdrill.scenarios.windows import WINDOWS
+
+    if profile not in WINDOWS:
+        raise _fail(f"--profile must be one of {', '.join(WINDOWS)}, got {profile!r}", 2)
+    if mode not in ("investigation", "detection"):
+        raise _fail(f"--mode must be investigation or detection, got {mode!r}", 2)
+    try:
+        catalogue = load_catalogue()
+        scenarios = list(catalogue.scenarios.values())
+        if fault is not None:
+            extra = load_scenario_file(fault)
+            pairs = [(extra, v) for v in extra.variants] if target in ("all", extra.id) else \
+                [(extra, extra.variant(target.partition("/")[2]))]
+            scenarios.append(extra)
+        elif target == "all":
+            pairs = [(s, v) for s in catalogue.scenarios.values() for v in s.variants]
+        else:
+            sc, variants = catalogue.get(target)
+            pairs = [(sc, v) for v in variants]
+        from sockdrill.agents.base import load_agent
+
+        options: dict[str, Any] = {"model": model} if model and agent == "llm" else {}
+        load_agent(agent, **options)  # fail fast on a bad agent name
+    except SockdrillError as exc:
+        raise _fail(str(exc)) from None
+    results = []
+    for sc, var in pairs:
+        status = console.status(f"{sc.id}/{var.id}: starting") if not json_out else None
+        if status:
+            status.start()
+        try:
+            opts = RunOptions(agent=agent, profile=profile, seed=seed, out=out, data_dir=data_dir, mode=mode,
+                              agent_options=options,
+                              progress=(lambda t, s=sc, v=var, st=status: st.update(f"{s.id}/{v.id}: {t}"))
+                              if status else None)
+            result = run_variant(sc, var, opts, scenarios)
+        except SockdrillError as exc:
+            raise _fail(str(exc)) from None
+        finally:
+            if status:
+                status.stop()
+        results.append(result)
+        if json_out:
+            print(json.dumps(result, indent=2))
+        else:
+            _summary(result)
+    if len(results) > 1 and not json_out:
+        _leaderboard(results)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+def _summary(r: dict[str, Any]) -> None:
+    valid = "[green]valid[/green]" if r["valid"] else f"[yellow]invalid[/yellow] ({r.get('invalid_reason')})"
+    console.print(f"[bold]{r['scenario']}/{r['variant']}[/bold] agent={r['agent']} seed={r['seed']} {valid}")
+    console.print(f"  detection {_fmt(r['detection'].get('detected'))} ttd {_fmt(r['detection'].get('ttd_s'))}s · "
+                  f"AC@1 {_fmt(r['localization'].get('ac1'))} AC@3 {_fmt(r['localization'].get('ac3'))} · "
+                  f"category {_fmt(r['diagnosis'].get('correct'))} · "
+                  f"restored {_fmt(r['mitigation'].get('slo_restored'))} ttm {_fmt(r['mitigation'].get('ttm_s'))}s · "
+                  f"integrity {_fmt(r['integrity'].get('ok'))} · score {_fmt(r.get('score'))}")
+    console.print(f"  report: {r['run_dir']}/report.html")
+
+
+def _leaderboard(results: list[dict[str, Any]]) -> None:
+    table = Table(title="leaderboard")
+    for col in ("scenario/variant", "agent", "valid", "detected", "AC@1", "category", "restored", "integrity",
+                "score"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(f"{r['scenario']}/{r['variant']}", r["agent"], _fmt(r["valid"]),
+                      _fmt(r["detection"].get("detected")), _fmt(r["localization"].get("ac1")),
+                      _fmt(r["diagnosis"].get("correct")), _fmt(r["mitigation"].get("slo_restored")),
+                      _fmt(r["integrity"].get("ok")), _fmt(r.get("score")))
+    scores = [r["score"] for r in results if r.get("score") is not None]
+    console.print(table)
+    if scores:
+        console.print(f"mean score over {len(scores)} valid runs: {sum(scores) / len(scores):.3f}")
+
+
+def report_command(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
+    """Re-score a recorded run from its journal and re-render its reports."""
+    from pydantic import ValidationError
+
+    from sockdrill.evaluate.journal import Journal
+    from sockdrill.evaluate.report import write_report
+    from sockdrill.evaluate.score import score
+
+    path = run_dir / "journal.json"
+    try:
+        journal = Journal.model_validate_json(path.read_text())
+    except OSError as exc:
+        raise _fail(f"{path}: cannot read: {exc.strerror}") from None
+    except ValidationError as exc:
+        raise _fail(f"{path}: not a run journal: {exc.errors()[0]['msg']}") from None
+    result = score(journal)
+    data = json.loads(result.model_dump_json())
+    data["invalid_reason"] = journal.meta.get("invalid_reason")
+    data["run_dir"] = str(run_dir)
+    (run_dir / "result.json").write_text(json.dumps(data, indent=2))
+    write_report(journal, result, run_dir)
+    _summary(data)
+
+
+@scenarios_app.command("list")
+def list_command() -> None:
+    """Every scenario and variant of the catalogue."""
+    from sockdrill.scenarios.catalogue_loader import load_catalogue
+
+    try:
+        catalogue = load_catalogue()
+    except SockdrillError as exc:
+        raise _fail(str(exc)) from None
+    table = Table(title="scenario catalogue")
+    for col in ("id", "seed", "variant", "title", "category"):
+        table.add_column(col, overflow="fold")
+    for sc in catalogue.scenarios.values():
+        for i, v in enumerate(sc.variants):
+            table.add_row(f"{sc.id} v{sc.version}" if i == 0 else "", str(sc.seed or "-") if i == 0 else "", v.id,
+                          v.title, v.ground_truth.category if v.ground_truth else "-")
+    console.print(table)
+
+
+@scenarios_app.command("validate")
+def validate_command(files: Annotated[list[Path], typer.Argument(help="scenario files")]) -> None:
+    """Check scenario files against the schema and the code that would run them (all errors at once)."""
+    from sockdrill.scenarios.catalogue_loader import load_scenario_file
+
+    errors = []
+    for f in files:
+        try:
+            sc = load_scenario_file(f)
+            console.print(f"{f}: ok ({len(sc.variants)} variants)")
+        except SockdrillError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise _fail("\n".join(errors))

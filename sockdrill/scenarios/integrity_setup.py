@@ -1,0 +1,123 @@
+"""The runner's own shoppers (sentinels) and the data-integrity checks run at the end of a run.
+
+Sentinels are generated users the load never logs in as; each fills a cart before the fault and nobody
+touches it afterwards, so any item missing at the end was lost by the shop. Orders and charges are
+checked in the databases and in the payment gateway's ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import aiohttp
+
+from sockdrill.cluster.client import RuntimeClient
+from sockdrill.evaluate.journal import IntegrityCheck
+from sockdrill.shop.data.generate import credentials
+
+SENTINELS = 2
+SENTINEL_BASE = 1950
+CART = {"3395a43e-2d88-40de-b95f-e00e1502085b": 2, "a0a4f044-b040-410d-8ead-4de0446aec7e": 1}
+
+
+async def _fill_cart(url: str, username: str, password: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                     timeout=aiohttp.ClientTimeout(total=15)) as s:
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        async with s.get(f"{url}/login", headers={"Authorization": f"Basic {token}"}) as r:
+            if r.status != 200:
+                raise RuntimeError(f"sentinel {username} cannot log in: {r.status}")
+        async with s.get(f"{url}/customers/me") as r:
+            customer = json.loads(await r.text())
+        async with s.delete(f"{url}/cart") as r:
+            pass
+        for item, qty in CART.items():
+            async with s.post(f"{url}/cart", json={"id": item}) as r:
+                if r.status != 201:
+                    raise RuntimeError(f"sentinel cart add failed: {r.status}")
+            if qty > 1:
+                async with s.post(f"{url}/cart/update", json={"id": item, "quantity": qty}) as r:
+                    pass
+        return {"customer_id": customer["id"], "items": dict(CART)}
+
+
+def prepare_sentinels(client: RuntimeClient, seed: int) -> list[dict[str, Any]]:
+    url = client.record["front_end_url"]
+
+    async def go() -> list[dict[str, Any]]:
+        out = []
+        for k in range(SENTINELS):
+            username, password = credentials(SENTINEL_BASE + k, 1)
+            out.append(await _fill_cart(url, username, password))
+        return out
+
+    try:
+        return asyncio.run(go())
+    except (RuntimeError, aiohttp.ClientError, TimeoutError, KeyError, ValueError):
+        return []
+
+
+async def _charges_matched(gateway: str, orders_db: str) -> IntegrityCheck:
+    """Every authorised, unvoided charge of the gateway's ledger matches exactly one placed order."""
+    import asyncpg
+
+    charges: list[dict[str, Any]] = []
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
+            params = {"limit": "1000", "status": "authorised"}
+            while True:  # the ledger pages newest first
+                async with s.get(f"{gateway}/v1/charges", params=params) as r:
+                    body = await r.json(content_type=None)
+                if r.status != 200 or not isinstance(body, dict):
+                    raise ValueError(f"ledger answered {r.status}: {str(body)[:200]}")
+                charges.extend(body.get("data", []))
+                if not body.get("has_more") or not body.get("data"):
+                    break
+                params["starting_after"] = body["data"][-1]["id"]
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return IntegrityCheck(name="charges_matched", ok=False, detail=f"payment ledger unreadable: {exc}")
+    conn = await asyncpg.connect(orders_db, timeout=10)
+    try:
+        rows = await conn.fetch("SELECT id, idempotency_key, status FROM customer_orders")
+    finally:
+        await conn.close()
+    placed: dict[str, int] = {}
+    for row in rows:
+        if row["status"] in ("shipped", "delivered"):
+            for key in {row["id"], row["idempotency_key"]} - {None}:
+                placed[key] = placed.get(key, 0) + 1
+    violations = []
+    authorised = [c for c in charges if c.get("status") == "authorised"]
+    for c in authorised:
+        ref = c.get("reference") or c.get("idempotency_key")
+        n = placed.get(ref, 0)
+        if n != 1:
+            violations.append({"charge": c.get("id"), "reference": ref, "amount": c.get("amount"), "orders": n})
+    detail = (f"{len(authorised)} authorised charges, {len(violations)} without exactly one placed order")
+    return IntegrityCheck(name="charges_matched", ok=not violations, detail=detail, violations=violations[:50])
+
+
+def run_integrity(client: RuntimeClient, sentinels: list[dict[str, Any]]) -> list[IntegrityCheck]:
+    from sockdrill.evaluate.integrity import CartExpectation, check_carts, check_order_views, check_orders
+
+    addr = client.record["addresses"]
+
+    async def go() -> list[IntegrityCheck]:
+        out = []
+        if sentinels:
+            out.append(await check_carts(addr["carts-db"], [CartExpectation(**s) for s in sentinels]))
+        out.append(await check_orders(addr["orders-db"], []))
+        if "payment-gateway" in addr:
+            out.append(await _charges_matched(addr["payment-gateway"], addr["orders-db"]))
+        else:
+            out.append(IntegrityCheck(name="charges_matched", ok=None, detail="no payment ledger in this shop"))
+        try:
+            out.append(await check_order_views(addr["orders-db"], {}))
+        except Exception as exc:  # a view check that cannot run is reported, not raised
+            out.append(IntegrityCheck(name="order_status_consistent", ok=None, detail=str(exc)))
+        return out
+
+    return asyncio.run(go())

@@ -1,0 +1,417 @@
+"""Running one scenario variant end to end and scoring it.
+
+The phases (each marked in the run journal): reset or bring up the shop → set up data, replicas,
+limits and knobs → start the load → warm up → verify the SLO holds (a) → inject the faults at a seeded
+moment → verify the symptom appears (b; otherwise the run is invalid and not scored) → give the agent
+the incident and its tools while the load keeps running → watch for recovery over a window → revert
+every fault → run the data-integrity checks → stop the load → score → write the run directory
+(result.json, journal.json, report.md, report.html, load.jsonl, agent-audit.jsonl).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sockdrill.cluster import client as cluster_client
+from sockdrill.cluster.client import RuntimeClient
+from sockdrill.cluster.ports import free_port, port_in_use
+from sockdrill.errors import ScenarioError, SockdrillError
+from sockdrill.scenarios.schema import Load, Objective, Scenario, Variant
+from sockdrill.scenarios.windows import WINDOWS, Windows
+from sockdrill.slo.sli import SliSample
+from sockdrill.slo.slo import SLO, evaluate
+
+BASE_USERS = 2000  # generated users every shop gets (simulated shoppers log in as them)
+SENTINEL_FIRST = 1900  # generated users from here on are the runner's own shoppers, never the load's
+
+
+def samples_from_records(records: list[dict[str, Any]]) -> list[SliSample]:
+    """Load-generator per-second records → SLI samples (an interval ends at the record's time)."""
+    out = []
+    for rec in records:
+        t = float(rec["time"]) - 1.0
+        for journey, w in rec.get("journeys", {}).items():
+            out.append(SliSample(time=t, journey=journey, requests=int(w.get("count", 0)),
+                                 failures=int(w.get("failures", 0)), p50=w.get("p50"), p95=w.get("p95"),
+                                 p99=w.get("p99")))
+    return out
+
+
+def to_slo(obj: Objective, objective: float) -> SLO:
+    assert obj.below is not None
+    return SLO(obj.journey, obj.sli, obj.below, objective=objective)
+
+
+def symptom_seen(objectives: list[Objective], samples: list[SliSample], start: float, end: float) -> str | None:
+    """The first symptom objective met over [start, end), as text, or None."""
+    for obj in objectives:
+        assert obj.above is not None
+        rows = [s for s in samples if s.journey == obj.journey and start <= s.time < end]
+        if not rows:
+            continue
+        requests = sum(s.requests for s in rows)
+        if obj.sli == "error_rate":
+            value = sum(s.failures for s in rows) / requests if requests else None
+        elif obj.sli == "throughput":
+            value = requests / max(1.0, end - start)
+        else:
+            key = obj.sli.split("_")[1]
+            vals = [getattr(s, key) for s in rows if getattr(s, key) is not None]
+            value = max(vals) if vals else None
+            # A journey so slow that nothing completes in the window is the symptom at its worst.
+            if value is None and requests == 0 and len(rows) >= 2:
+                value = float("inf")
+        if value is not None and value > obj.above:
+            return f"{obj.text()} (observed {value:.3g})"
+    return None
+
+
+@dataclass
+class RunOptions:
+    agent: str = "noop"
+    profile: str = "fast"
+    seed: int = 1
+    out: Path = Path("runs")
+    data_dir: Path | None = None  # an already running shop to reuse (reset first); None: a fresh one
+    mode: str = "investigation"   # or "detection": the agent is told nothing
+    agent_options: dict[str, Any] = field(default_factory=dict)
+    progress: Callable[[str], None] | None = None
+
+
+class Run:
+    """One variant, one agent, one seed."""
+
+    def __init__(self, scenario: Scenario, variant: Variant, opts: RunOptions, runbooks: dict[str, str]) -> None:
+        from sockdrill.evaluate.journal import GroundTruth, Journal, Topology
+
+        if opts.profile not in WINDOWS:
+            from sockdrill.errors import did_you_mean
+
+            raise ScenarioError(f"unknown profile '{opts.profile}'" + did_you_mean(opts.profile, WINDOWS))
+        self.scenario, self.variant, self.opts = scenario, variant, opts
+        self.win: Windows = WINDOWS[opts.profile]
+        self.rng = random.Random(f"{opts.seed}:{scenario.id}/{variant.id}")
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        self.dir = Path(opts.out) / f"{stamp}-{scenario.id}-{variant.id}-{opts.agent.replace(':', '_')}-s{opts.seed}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.runbooks = runbooks
+        self.slos = [to_slo(o, self.win.objective) for o in scenario.slo]
+        gt = variant.ground_truth
+        self.journal = Journal(
+            scenario=scenario.id, variant=variant.id, agent=opts.agent, seed=opts.seed, profile=opts.profile,
+            control=scenario.control, slos=self.slos, recovery_window_s=self.win.recovery_window_s,
+            ground_truth=GroundTruth(root_cause_components=gt.root_cause, category=gt.category,
+                                     propagation_path=gt.propagation) if gt else None,
+            topology=Topology.from_manifest(),
+        )
+        self.client: RuntimeClient | None = None
+        self.own_data_dir: Path | None = None
+        self.fault_ids: list[str] = []
+        self.load_run: Any = None
+        self.surge_run: Any = None
+        self.notes: list[str] = []
+        self.sentinels: list[dict[str, Any]] = []
+
+    # ---- helpers ----------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        if self.opts.progress:
+            self.opts.progress(text)
+
+    def samples(self) -> list[SliSample]:
+        recs: list[dict[str, Any]] = []
+        for run in (self.load_run, self.surge_run):
+            if run is not None:
+                recs.extend(run.records())
+        return samples_from_records(recs)
+
+    def slo_holds(self, start: float, end: float) -> tuple[bool, list[str]]:
+        samples = self.samples()
+        failing = []
+        for slo in self.slos:
+            if not evaluate(slo, samples, start, end).holds(min_coverage=0.5):
+                failing.append(slo.label)
+        return not failing, failing
+
+    # ---- phases ------------------------------------------------------------------------------------
+    def bring_up(self) -> None:
+        setup = self.variant.setup
+        users = max(BASE_USERS, setup.users)
+        if self.opts.data_dir is not None:
+            self.client = RuntimeClient.connect(self.opts.data_dir)
+            return
+        from sockdrill.shop.manifest import FRONT_END_PORT, shop_deployments
+
+        self.own_data_dir = Path(tempfile.mkdtemp(prefix="sockdrill-run-"))
+        self.own_data_dir.chmod(0o711)
+        port = FRONT_END_PORT if not port_in_use(FRONT_END_PORT) else free_port()
+        self.say("bringing the shop up")
+        self.client, _ = cluster_client.up(
+            shop_deployments(front_end_port=port), data_dir=self.own_data_dir, seed=1, timeout=180,
+            pod_env={"SOCKDRILL_DATA_USERS": str(users), "SOCKDRILL_SCRAPE_INTERVAL":
+                     "1" if self.opts.profile == "fast" else "5"})
+
+    def reset(self) -> None:
+        """Put a reused shop back to its defaults: no faults, default replicas, no limits, default knobs."""
+        from sockdrill.scenarios.reset import reset_shop
+
+        assert self.client is not None
+        self.say("resetting the shop")
+        reset_shop(self.client, self.variant.setup)
+
+    def start_load(self, load: Load, stats_name: str, seed_offset: int = 0) -> Any:
+        from sockdrill.load.runner import start_load
+
+        assert self.client is not None
+        return start_load(
+            self.client.record["front_end_url"], journeys=dict(load.journeys), users=load.users,
+            spawn_rate=load.spawn_rate, duration=3600, shape=load.shape, peak_users=load.peak_users,
+            seed=self.opts.seed + seed_offset, data_dir=self.client.data_dir, think=tuple(load.think_s),
+            accounts=SENTINEL_FIRST, stats_path=self.dir / stats_name, timeout=10.0)
+
+    def wait_until(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
+
+    def inject(self) -> float:
+        assert self.client is not None
+        onset: float | None = None
+        for raw in self.variant.faults:
+            body = dict(raw)
+            out = self.client.post("/v1/chaos/inject", body)
+            self.fault_ids.append(out["id"])
+            t = float(out.get("onset") or time.time())
+            onset = t if onset is None else min(onset, t)
+        if self.variant.surge is not None:
+            self.surge_run = self.start_load(self.variant.surge, "surge.jsonl", seed_offset=1000)
+            onset = time.time() if onset is None else onset
+        return onset if onset is not None else time.time()
+
+    def revert(self) -> None:
+        assert self.client is not None
+        for fid in self.fault_ids:
+            try:
+                self.client.post("/v1/chaos/clear", {"id": fid})
+            except SockdrillError as exc:
+                self.notes.append(f"revert of {fid}: {exc}")
+        if self.surge_run is not None:
+            self.surge_run.stop()
+
+    def run_agent(self) -> dict[str, Any]:
+        from sockdrill.agents.base import Incident, load_agent
+        from sockdrill.agents.tools import ToolContext, Tools
+        from sockdrill.scenarios.observe import alerts_provider, slo_status_provider
+
+        assert self.client is not None
+        agent = load_agent(self.opts.agent, **self.opts.agent_options)
+        if getattr(agent, "privileged", False):
+            gt = self.variant.ground_truth
+            agent.ground_truth = gt.model_dump() if gt and not self.scenario.control else None
+            agent.remediation = [a.model_dump() for a in self.variant.remediation]
+        now = time.time()
+        ctx = ToolContext(data_dir=self.client.data_dir, audit_path=self.dir / "agent-audit.jsonl",
+                          max_steps=self.win.max_steps, runbooks=self.runbooks,
+                          slo_status=slo_status_provider(self, self.slos),
+                          alerts=alerts_provider(self, self.slos))
+        tools = Tools(ctx)
+        tools.deadline = now + self.win.agent_budget_s
+        text = "" if self.opts.mode == "detection" else self.scenario.impact
+        incident = Incident(mode=self.opts.mode, text=text, started=now, deadline=now + self.win.agent_budget_s,
+                            budget_steps=self.win.max_steps)
+        error: list[str] = []
+
+        def target() -> None:
+            try:
+                agent.run(tools, incident)
+            except Exception as exc:  # an agent's crash ends its turn; it is recorded, not raised
+                error.append(f"{type(exc).__name__}: {exc}")
+                (self.dir / "agent-error.txt").write_text(traceback.format_exc())
+
+        thread = threading.Thread(target=target, name="agent", daemon=True)
+        thread.start()
+        thread.join(self.win.agent_budget_s + 5)
+        if thread.is_alive():
+            self.notes.append("the agent overran its time budget; its later calls are refused")
+            tools.deadline = 0.0
+        return {"tools": tools, "error": error[0] if error else None}
+
+    def wait_recovery(self, since: float) -> float | None:
+        """The start of the first recovery window in which every SLO holds, or None by the timeout."""
+        deadline = time.time() + self.win.recovery_timeout_s
+        w = self.win.recovery_window_s
+        while time.time() < deadline:
+            time.sleep(1.0)
+            now = time.time()
+            if now - since < w:
+                continue
+            ok, _ = self.slo_holds(now - w, now)
+            if ok:
+                return now - w
+        return None
+
+    # ---- the whole run -----------------------------------------------------------------------------
+    def execute(self) -> dict[str, Any]:
+        j = self.journal
+        meta: dict[str, Any] = {"run_dir": str(self.dir), "windows": self.win.__dict__}
+        invalid_reason = None
+        try:
+            self.bring_up()
+            self.reset()
+            from sockdrill.scenarios.integrity_setup import prepare_sentinels
+
+            load = self.scenario.load_for(self.variant)
+            self.load_run = self.start_load(load, "load.jsonl")
+            start = time.time()
+            j.mark("warmup_start", start)
+            self.say("warming up")
+            self.sentinels = prepare_sentinels(self.client, self.opts.seed)  # type: ignore[arg-type]
+            self.wait_until(start + self.win.warmup_s - time.time())
+            b0 = time.time()
+            self.wait_until(self.win.baseline_s)
+            ok, failing = self.slo_holds(b0, time.time())
+            if not ok:
+                invalid_reason = f"the SLO did not hold before the fault: {', '.join(failing)}"
+            else:
+                j.mark("slo_verified", time.time())
+            if invalid_reason is None and not self.scenario.control:
+                self.wait_until(self.rng.uniform(*self.win.fault_offset_s))
+                self.say("injecting the fault")
+                onset = self.inject()
+                j.mark("fault_onset", onset, faults=len(self.fault_ids))
+                symptom = self.wait_symptom(onset)
+                if symptom is None:
+                    invalid_reason = (f"the symptom did not appear within {self.win.symptom_timeout_s:g}s of the "
+                                      f"fault: {', '.join(o.text() for o in self.symptoms())}")
+                else:
+                    j.mark("symptom_verified", time.time(), symptom=symptom)
+            if invalid_reason is None:
+                self.say(f"agent {self.opts.agent} on call")
+                a0 = time.time()
+                j.mark("agent_start", a0)
+                outcome = self.run_agent()
+                tools = outcome["tools"]
+                if outcome["error"]:
+                    meta["agent_error"] = outcome["error"]
+                self._journal_agent(tools)
+                self.say("watching for recovery")
+                restored_at = self.wait_recovery(a0)
+                if restored_at is not None:
+                    j.mark("recovery_verified", restored_at)
+            if (not self.scenario.control and self.fault_ids) or self.surge_run is not None:
+                j.mark("fault_revert", time.time())
+            self.revert()
+            self.say("checking data integrity")
+            from sockdrill.scenarios.integrity_setup import run_integrity
+
+            try:
+                j.integrity = run_integrity(self.client, self.sentinels)  # type: ignore[arg-type]
+            except Exception as exc:  # a broken check is reported in the run, never a lost run
+                self.notes.append(f"integrity checks failed to run: {type(exc).__name__}: {exc}")
+        except SockdrillError as exc:
+            invalid_reason = invalid_reason or f"run error: {exc}"
+            self.notes.append(str(exc))
+        finally:
+            self.revert_quietly()
+            if self.load_run is not None:
+                self.load_run.stop()
+                try:
+                    self.load_run.wait()
+                except SockdrillError as exc:
+                    self.notes.append(f"load: {exc}")
+            j.add_samples(self.samples())
+            j.mark("end", time.time())
+            if self.own_data_dir is not None:
+                cluster_client.down(self.own_data_dir)
+                shutil.rmtree(self.own_data_dir, ignore_errors=True)
+        meta["invalid_reason"] = invalid_reason
+        meta["notes"] = self.notes
+        j.meta = meta
+        return self.finish()
+
+    def revert_quietly(self) -> None:
+        try:
+            if self.client is not None:
+                self.revert()
+        except Exception as exc:  # the run must still be written
+            self.notes.append(f"revert: {exc}")
+
+    def symptoms(self) -> list[Objective]:
+        sym = self.scenario.symptom_for(self.variant)
+        return list(sym.any) if sym else []
+
+    def wait_symptom(self, onset: float) -> str | None:
+        deadline = onset + self.win.symptom_timeout_s
+        w = self.win.symptom_window_s
+        while time.time() < deadline:
+            time.sleep(1.0)
+            now = time.time()
+            seen = symptom_seen(self.symptoms(), self.samples(), max(onset, now - w), now)
+            if seen:
+                return seen
+        return None
+
+    def _journal_agent(self, tools: Any) -> None:
+        from sockdrill.evaluate.journal import Tokens
+
+        j = self.journal
+        for rec in tools.audit_records:
+            if rec["tool"] in ("submit", "mitigation_done"):
+                continue
+            j.action(rec["time"], rec["tool"], rec["args"], rec.get("result") if rec["kind"] == "act" else None,
+                     ok=rec["ok"], mutating=rec["kind"] == "act")
+        sub = tools.submission
+        if sub is not None:
+            j.submit(sub.time, sub.detected, sub.root_causes, sub.category, sub.summary)
+        if tools.mitigation_done_at is not None:
+            j.mark("mitigation_done", tools.mitigation_done_at)
+        if tools.tokens_in or tools.tokens_out:
+            j.tokens = Tokens(input=tools.tokens_in, output=tools.tokens_out)
+
+    def finish(self) -> dict[str, Any]:
+        from sockdrill.evaluate.report import write_report
+        from sockdrill.evaluate.score import score
+
+        j = self.journal
+        (self.dir / "journal.json").write_text(j.to_json())
+        result = score(j)
+        data = json.loads(result.model_dump_json())
+        data["invalid_reason"] = j.meta.get("invalid_reason")
+        data["run_dir"] = str(self.dir)
+        (self.dir / "result.json").write_text(json.dumps(data, indent=2))
+        write_report(j, result, self.dir)
+        return data
+
+
+def collect_runbooks(scenarios: list[Scenario]) -> dict[str, str]:
+    """Every runbook of the catalogue under a neutral id (its heading), so the id names no scenario."""
+    import re
+
+    out: dict[str, str] = {}
+    for sc in scenarios:
+        for var in sc.variants:
+            if not var.runbook.strip():
+                continue
+            head = next((ln.lstrip("# ").strip() for ln in var.runbook.splitlines() if ln.startswith("#")), var.title)
+            rid = re.sub(r"[^a-z0-9]+", "-", head.lower()).strip("-")[:60]
+            out[rid] = var.runbook
+    return out
+
+
+def run_variant(scenario: Scenario, variant: Variant, opts: RunOptions,
+                all_scenarios: list[Scenario] | None = None) -> dict[str, Any]:
+    runbooks = collect_runbooks(all_scenarios or [scenario])
+    return Run(scenario, variant, opts, runbooks).execute()
+
+
+def run_async_safe(coro: Any) -> Any:
+    """asyncio.run that also works when called from a thread that has no loop."""
+    return asyncio.run(coro)

@@ -1,0 +1,251 @@
+"""A real Prometheus next to the flight recorder, when the binary is installed (Debian: ``prometheus``).
+
+The recorder starts it (it already knows the targets) with a generated config whose targets come from a
+``file_sd`` file the recorder rewrites when pods come and go. Every target carries ``job`` = deployment
+name and ``pod``; ``honor_labels`` keeps the ``pod``/``container`` labels the runtime's per-pod metrics
+carry. It listens on a free port of 127.0.0.1 (never 9090, which a system instance may hold) and keeps
+its TSDB in ``RUN_DIR/prometheus``. It dies with the recorder (SIGTERM on exit, PDEATHSIG otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sockdrill.cluster.ports import free_port
+
+CHOICES = ("auto", "on", "off")
+RESERVED_PORT = 9090
+
+
+class PrometheusError(RuntimeError):
+    pass
+
+
+def find_prometheus() -> str | None:
+    """Path of a ``prometheus`` binary: $SOCKDRILL_PROMETHEUS_BIN, else PATH; None when there is none."""
+    env = os.environ.get("SOCKDRILL_PROMETHEUS_BIN")
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    return shutil.which("prometheus")
+
+
+def choice_from_env() -> str:
+    value = os.environ.get("SOCKDRILL_PROMETHEUS", "auto").strip().lower() or "auto"
+    return value if value in CHOICES else "auto"
+
+
+def file_sd(targets: Iterable[Mapping[str, str]]) -> list[dict[str, Any]]:
+    """``[{"job","pod","url"}]`` → Prometheus file_sd groups (one per target: each has its own labels)."""
+    groups = []
+    for t in targets:
+        parts = urllib.parse.urlsplit(str(t["url"]))
+        if not parts.hostname:
+            continue
+        labels = {"job": str(t["job"]), "pod": str(t.get("pod", "")), "__metrics_path__": parts.path or "/metrics",
+                  "__scheme__": parts.scheme or "http"}
+        groups.append({"targets": [f"{parts.hostname}:{parts.port or 80}"], "labels": labels})
+    return groups
+
+
+def write_targets(targets: Iterable[Mapping[str, str]], path: Path) -> bool:
+    """Write the file_sd file atomically (Prometheus watches it); False when it was unchanged."""
+    text = json.dumps(file_sd(targets), indent=1, sort_keys=True)
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+def write_config(targets: Iterable[Mapping[str, str]], interval: float, path: Path) -> Path:
+    """Write ``prometheus.yml`` (and its ``targets.json`` beside it); returns the config path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = path.parent / "targets.json"
+    write_targets(targets, sd)
+    every = f"{max(1, round(interval * 1000))}ms"
+    timeout = f"{max(500, round(min(interval, 10) * 800))}ms"
+    # JSON is valid YAML: no YAML writer needed, and no quoting surprises.
+    config = {
+        "global": {"scrape_interval": every, "scrape_timeout": timeout, "evaluation_interval": every},
+        "scrape_configs": [{
+            "job_name": "sockdrill", "honor_labels": True, "scrape_interval": every, "scrape_timeout": timeout,
+            "file_sd_configs": [{"files": [str(sd)], "refresh_interval": "30s"}],
+        }],
+    }
+    path.write_text(json.dumps(config, indent=1))
+    return path
+
+
+def _death_signal() -> Any:
+    """A preexec_fn that makes the child get SIGTERM when its parent dies (Linux), or None.
+
+    libc is loaded here, in the parent: the child, forked from a threaded process, only makes the call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return setup
+
+
+class Prometheus:
+    """A running Prometheus child: ``url``, ``query()``, ``stop()``."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, config: Path) -> None:
+        self.proc = proc
+        self.url = url
+        self.config = config
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def query(self, expr: str, **kw: Any) -> Any:
+        return promql(self.url, expr, **kw)
+
+    def update_targets(self, targets: Iterable[Mapping[str, str]]) -> bool:
+        return write_targets(targets, self.config.parent / "targets.json")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_prometheus(run_dir: Path, targets: Iterable[Mapping[str, str]], interval: float, *,
+                     binary: str | None = None, port: int | None = None, ready_timeout: float = 30.0,
+                     retention: str = "7d") -> Prometheus:
+    """Start Prometheus for this run and wait until it is ready; PrometheusError when it cannot."""
+    prom = launch_prometheus(run_dir, targets, interval, binary=binary, port=port, retention=retention)
+    wait_ready(prom, ready_timeout)
+    return prom
+
+
+def launch_prometheus(run_dir: Path, targets: Iterable[Mapping[str, str]], interval: float, *,
+                      binary: str | None = None, port: int | None = None, retention: str = "7d") -> Prometheus:
+    """Start the process (call from the thread that lives as long as it should: PDEATHSIG is per thread)."""
+    binary = binary or find_prometheus()
+    if binary is None:
+        raise PrometheusError("no 'prometheus' binary on PATH (Debian/Ubuntu: apt-get install prometheus)")
+    root = Path(run_dir) / "prometheus"
+    config = write_config(targets, interval, root / "prometheus.yml")
+    port = port or free_port()
+    if port == RESERVED_PORT:
+        raise PrometheusError("port 9090 belongs to a system Prometheus; pick another")
+    log = open(root / "prometheus.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        proc = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={root / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", f"--storage.tsdb.retention.time={retention}",
+             "--web.enable-lifecycle"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True, cwd=str(root),
+            preexec_fn=_death_signal())
+    finally:
+        log.close()
+    return Prometheus(proc, f"http://127.0.0.1:{port}", config)
+
+
+def wait_ready(prom: Prometheus, timeout: float = 30.0) -> None:
+    """Block until ``/-/ready`` answers 200; stops it and raises PrometheusError otherwise."""
+    logfile = prom.config.parent / "prometheus.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if prom.proc.poll() is not None:
+            raise PrometheusError(f"prometheus exited at start (code {prom.proc.returncode}); see "
+                                  f"{logfile}: {_tail(logfile)}")
+        try:
+            with urllib.request.urlopen(f"{prom.url}/-/ready", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    prom.stop()
+    raise PrometheusError(f"prometheus was not ready within {timeout:.0f}s; see {logfile}")
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def promql(url: str, expr: str, time_: float | None = None, start: float | None = None, end: float | None = None,
+           step: float | None = None, timeout: float = 30.0) -> Any:
+    """Run PromQL against Prometheus at ``url``: instant (optionally at ``time_``), or a range when
+    ``start``/``end`` are given. Returns Prometheus's ``data`` object; PrometheusError with its message."""
+    if not expr or not expr.strip():
+        raise ValueError("empty PromQL query")
+    params: dict[str, Any] = {"query": expr}
+    if start is not None or end is not None:
+        now = time.time()
+        end = now if end is None else end
+        start = end - 300 if start is None else start
+        params.update(start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step or max((end - start) / 250, 1):g}")
+        path = "/api/v1/query_range"
+    else:
+        if time_ is not None:
+            params["time"] = f"{time_:.3f}"
+        path = "/api/v1/query"
+    data = urllib.parse.urlencode(params).encode()
+    req = urllib.request.Request(url.rstrip("/") + path, data=data, method="POST",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read())
+        except ValueError:
+            raise PrometheusError(f"prometheus answered {exc.code}") from None
+        if exc.code in (400, 422):
+            raise ValueError(body.get("error", "bad query")) from None
+        raise PrometheusError(body.get("error", f"prometheus answered {exc.code}")) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise PrometheusError(f"prometheus does not answer at {url}: {exc}") from None
+    if body.get("status") != "success":
+        raise PrometheusError(body.get("error", "query failed"))
+    return body["data"]
+
+
+def scalar_values(data: Any) -> list[float]:
+    """The numbers in an instant-query answer (vector or scalar), NaN dropped."""
+    out: list[float] = []
+    scalar = data.get("resultType") == "scalar"
+    items = [data["result"]] if scalar else [r.get("value") for r in data.get("result", [])]
+    for item in items:
+        if item:
+            with contextlib.suppress(TypeError, ValueError):
+                v = float(item[1])
+                if v == v:
+                    out.append(v)
+    return out

@@ -1,0 +1,128 @@
+"""The tool set against the shared shop: observe, act (put back), paging, budgets, the audit log."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import redis
+
+from sockdrill.agents.registry import all_tools
+from sockdrill.agents.tools import DLQ_SUFFIX, QUEUE_GROUP, ToolContext, Tools
+from tests.conftest import Shop
+
+
+def ok(res: dict) -> object:
+    assert res["ok"], res.get("error")
+    return res["result"]
+
+
+def test_registry_declares_every_tool_with_a_schema() -> None:
+    specs = all_tools()
+    for name in ("metrics", "promql", "traces", "trace", "edges", "logs", "log_stats", "queue_status",
+                 "dead_letter", "requeue", "reset_gateway", "failover_gateway", "submit", "mitigation_done"):
+        assert name in specs, name
+    for s in specs.values():
+        assert s.description and s.parameters["type"] == "object"
+        assert s.openai()["function"]["name"] == s.name
+
+
+def test_dispatch_refuses_unknown_tools_bad_args_and_overdraft(shop: Shop, tmp_path) -> None:
+    t = Tools(ToolContext(data_dir=shop.data_dir, audit_path=tmp_path / "a.jsonl", max_steps=3))
+    assert "did you mean" in t.call("topolgy")["error"]
+    assert "needs argument 'service'" in t.call("describe")["error"]
+    assert "must be integer" in t.call("scale", service="user", replicas="3")["error"]
+    assert "budget" in t.call("topology")["error"]
+
+
+def test_observe_tools(tools: Tools) -> None:
+    topo = ok(tools.call("topology"))
+    assert {"front-end", "user-db"} <= {d["name"] for d in topo["deployments"]}
+    d = ok(tools.call("describe", service="payment"))
+    assert "env" not in d and all("pid" not in p for p in d["pods"])
+    names = ok(tools.call("metrics", limit=500))
+    assert "container_cpu_usage_seconds_total" in names["names"]
+    page = ok(tools.call("metrics", limit=2))
+    assert len(page["names"]) == 2 and page["next_offset"] == 2
+    cpu = ok(tools.call("metrics", name="container_cpu_usage_seconds_total", fn="rate", op="sum", by="service",
+                        since_s=60, limit=3, points=True))
+    assert cpu["total"] >= 3 and len(cpu["series"]) == 3 and cpu["next_offset"] == 3
+    assert {"last", "min", "max", "mean", "points"} <= set(cpu["series"][0])
+    assert "job" not in cpu["series"][0]["labels"]
+    one = ok(tools.call("metrics", name="container_cpu_usage_seconds_total", labels={"service": "~user.*"}))
+    assert {s["labels"]["service"] for s in one["series"]} <= {"user", "user-db"}
+    edges = ok(tools.call("edges", source="front-end"))
+    assert edges["edges"] and all(e["source"] == "front-end" for e in edges["edges"])
+    for e in edges["edges"]:
+        assert "toxics" not in e and "injected" not in e
+    logs = ok(tools.call("logs", service="catalogue", limit=3))
+    assert len(logs["lines"]) <= 3
+    if logs["next_offset"]:
+        older = ok(tools.call("logs", service="catalogue", limit=3, offset=3))
+        assert older["lines"] != logs["lines"]
+    assert isinstance(ok(tools.call("log_stats", since_s=300))["services"], list)
+    assert isinstance(ok(tools.call("traces", limit=2))["traces"], list)
+    q = ok(tools.call("queue_status"))
+    assert q["stream"] and q["dead_letter_stream"].endswith(DLQ_SUFFIX)
+    assert ok(tools.call("runbooks")) == [{"id": "slow-logins", "title": "Slow logins"}]
+    assert "slo" in tools.call("slo_status")["error"].lower()  # no SLO source outside a run
+    assert tools.call("metrics", name="x", offset=-1)["ok"] is False
+
+
+def test_set_and_roll_back_config(tools: Tools) -> None:
+    before = ok(tools.call("describe", service="orders"))["knobs"]
+    try:
+        ok(tools.call("set_config", service="orders", knobs={"payment_retries": 2}))
+        assert ok(tools.call("describe", service="orders"))["knobs"]["payment_retries"] == 2
+        ok(tools.call("rollback_config", service="orders"))
+        assert ok(tools.call("describe", service="orders"))["knobs"] == before
+    finally:
+        tools.client.post("/v1/config/reset", {"deployment": "orders"})
+
+
+def test_scale_is_bounded(tools: Tools) -> None:
+    assert "between 0 and 8" in tools.call("scale", service="user", replicas=9)["error"]
+
+
+def test_reset_gateway_closes_the_breaker_and_keeps_config(tools: Tools) -> None:
+    out = ok(tools.call("reset_gateway"))
+    assert out["breaker"] == "closed" and out["pods"]
+    assert ok(tools.call("describe", service="payment"))["knobs"] == {}
+
+
+def test_dead_letter_and_requeue(tools: Tools, shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"agent-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("SOCKDRILL_QUEUE_NAME", name)
+    r = redis.Redis.from_url(shop.addresses["queue"])
+    try:
+        r.xgroup_create(name, QUEUE_GROUP, id="0", mkstream=True)
+        mid = r.xadd(name, {"body": json.dumps({"id": "poison"}), "headers": "{}"}).decode()
+        r.xreadgroup(QUEUE_GROUP, "crashed-consumer", {name: ">"}, count=1)  # delivered, never acked
+        status = ok(tools.call("queue_status"))
+        assert status["pending"] == 1 and status["oldest_pending"][0]["message_id"] == mid
+        moved = ok(tools.call("dead_letter", min_idle_s=0))
+        assert moved["dead_lettered"] == [mid]
+        status = ok(tools.call("queue_status"))
+        assert status["pending"] == 0 and status["length"] == 0 and status["dead_letters"] == 1
+        back = ok(tools.call("requeue"))
+        assert len(back["requeued"]) == 1 and back["left_in_dead_letter"] == 0
+        assert r.xlen(name) == 1
+        assert json.loads(r.xrange(name)[0][1][b"body"]) == {"id": "poison"}
+        assert "no message" in tools.call("dead_letter", message_id="1-1")["error"]
+    finally:
+        r.delete(name, name + DLQ_SUFFIX)
+
+
+def test_audit_log_records_every_call(tools: Tools) -> None:
+    tools.call("topology")
+    tools.call("describe", service="nope")
+    tools.call("scale", service="user", replicas=99)
+    tools.call("submit", detected=True, root_causes=["user"], category="network_latency", summary="x")
+    lines = [json.loads(x) for x in tools.ctx.audit_path.read_text().splitlines()]
+    assert [x["tool"] for x in lines] == ["topology", "describe", "scale", "submit"]
+    for rec in lines:
+        assert {"time", "tool", "kind", "args", "ok", "error", "elapsed_s"} <= set(rec)
+    assert lines[0]["ok"] and not lines[1]["ok"] and lines[1]["error"]
+    assert lines[2]["kind"] == "act" and "result" in lines[2] and not lines[2]["ok"]
+    assert tools.submission is not None and tools.submission.root_causes == ["user"]

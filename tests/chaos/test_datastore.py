@@ -1,0 +1,97 @@
+"""Datastore faults: the dropped login index turns index scans into sequential scans and comes back
+exactly; a query storm really runs in user-db; Redis settings are set and restored."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+import pytest
+import redis
+
+from sockdrill.errors import ClusterError
+from tests.chaos.conftest import active, inject, wait_for
+from tests.conftest import Shop
+
+LOGIN = "EXPLAIN SELECT id FROM customers WHERE username = 'user'"
+# the storm's sessions (not this one, whose own text would match the pattern)
+STORM = ("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%customers%generate_series%~%' "
+         "AND pid <> pg_backend_pid()")
+INDEXDEF = "SELECT indexdef FROM pg_indexes WHERE indexname = 'customers_username_idx'"
+
+
+def _sql(shop: Shop, *queries: str) -> list[Any]:
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(shop.addresses["user-db"])
+        try:
+            return [await conn.fetch(q) for q in queries]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def _plan(shop: Shop) -> str:
+    return "\n".join(r[0] for r in _sql(shop, LOGIN)[0])
+
+
+def test_drop_index_turns_index_scans_into_seq_scans(shop: Shop, chaos: Any) -> None:
+    definition = _sql(shop, INDEXDEF)[0][0][0]
+    assert "Index" in _plan(shop)
+    inject(chaos, "datastore.drop_index", "user-db", duration=2)  # defaults: customers_username_idx
+    plan = _plan(shop)
+    assert "Seq Scan" in plan and "customers_username_idx" not in plan
+    wait_for(lambda: not active(chaos), timeout=6)
+    assert _sql(shop, INDEXDEF)[0][0][0] == definition
+    assert "customers_username_idx" in _plan(shop)
+
+
+def test_query_storm_runs_in_the_store(shop: Shop, chaos: Any) -> None:
+    def cpu() -> float:
+        return shop.describe("user-db")["pods"][0]["cpu_seconds"] or 0.0
+
+    i0, ti = cpu(), time.monotonic()
+    time.sleep(0.5)
+    idle = (cpu() - i0) / (time.monotonic() - ti)
+    inject(chaos, "datastore.query_storm", "user-db", duration=2.5, params={"concurrency": 4})
+    time.sleep(0.3)
+    c0, t0 = cpu(), time.monotonic()
+    rows = _sql(shop, STORM)[0]
+    assert rows[0][0] >= 4
+    time.sleep(1.0)
+    busy = (cpu() - c0) / (time.monotonic() - t0)
+    assert busy > max(0.2, 3 * idle), (idle, busy)  # a shared 2-core machine: a clear rise, not a figure
+    wait_for(lambda: not active(chaos), timeout=6)
+    wait_for(lambda: _sql(shop, STORM + " AND state = 'active'")[0][0][0] == 0, timeout=5)
+    wait_for(lambda: _sql(shop, STORM)[0][0][0] == 0, timeout=5)
+
+
+def test_redis_maxmemory_is_set_and_restored(shop: Shop, chaos: Any) -> None:
+    r = redis.Redis.from_url(shop.addresses["session-db"])
+    before = r.config_get("maxmemory*")
+    inject(chaos, "datastore.redis_config", "session-db", duration=2,
+           params={"maxmemory": "1mb", "maxmemory_policy": "noeviction"})
+    assert r.config_get("maxmemory")["maxmemory"] == str(1 << 20)
+    with pytest.raises(redis.ResponseError, match=r"OOM|maxmemory"):
+        r.set("chaos-test-big", b"x" * (2 << 20))
+    wait_for(lambda: not active(chaos), timeout=6)
+    after = r.config_get("maxmemory*")
+    assert {k: after[k] for k in ("maxmemory", "maxmemory-policy")} == \
+        {k: before[k] for k in ("maxmemory", "maxmemory-policy")}
+    r.delete("chaos-test-big")
+
+
+def test_datastore_errors_name_the_field(shop: Shop, chaos: Any) -> None:
+    with pytest.raises(ClusterError, match=r"params.index: public.customers has no index 'customers_usrname_idx' "
+                                           r"\(did you mean 'customers_username_idx'"):
+        inject(chaos, "datastore.drop_index", "user-db", params={"index": "customers_usrname_idx"})
+    with pytest.raises(ClusterError, match="needs a postgres one"):
+        inject(chaos, "datastore.drop_index", "session-db")
+    with pytest.raises(ClusterError, match=r"params\.column"):
+        inject(chaos, "datastore.query_storm", "user-db", params={"column": "emial"})
+    with pytest.raises(ClusterError, match=r"params\.table"):
+        inject(chaos, "datastore.drop_index", "user-db", params={"table": "bad name"})
+    assert active(chaos) == []
+    assert "customers_username_idx" in _plan(shop)

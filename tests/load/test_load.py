@@ -1,0 +1,312 @@
+"""Load generator: journeys against the real shop, shapes, the SLI stream, the recorder push, seeds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from sockdrill.cluster.ports import free_port
+from sockdrill.load import runner as runner_mod
+from sockdrill.load.choices import Chooser, account_for
+from sockdrill.load.config import LoadConfig, parse_duration, parse_mix, parse_think
+from sockdrill.load.runner import LoadError, is_loopback, read_records, run_load, start_load
+from sockdrill.load.shapes import Curve
+from sockdrill.load.sli import JOURNEYS, Aggregator, split_step, to_samples
+from sockdrill.shop.data.generate import credentials
+from tests.conftest import Shop
+
+PY = sys.executable
+
+
+# ---- pure parts ---------------------------------------------------------------------------------
+def test_importing_load_does_not_import_locust_or_gevent() -> None:
+    code = ("import sys, sockdrill.load, sockdrill.load.cli, sockdrill.load.runner, sockdrill.cli, sockdrill.bench\n"
+            "bad = [m for m in ('locust', 'gevent') if m in sys.modules]\n"
+            "assert not bad, bad")
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+def test_every_named_journey_is_implemented() -> None:
+    code = "from sockdrill.load.journeys import JOURNEY_FUNCS; print(sorted(JOURNEY_FUNCS))"
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.replace("'", '"')) == sorted(JOURNEYS)
+
+
+def test_choices_repeat_for_a_seed_and_differ_across_seeds() -> None:
+    items = [{"id": f"sock-{i}"} for i in range(40)]
+    mix = {"browse": 5, "cart": 2, "checkout": 1}
+
+    def sequence(seed: int, user: int) -> list[list[Any]]:
+        log: list[list[Any]] = []
+        c = Chooser(seed, user, mix, (0.5, 1.5), log)
+        for _ in range(30):
+            c.journey()
+            c.pick("item", items, key="id")
+            c.randint("quantity", 1, 5)
+            c.chance("filter", 0.5)
+        return log
+
+    assert sequence(7, 0) == sequence(7, 0)
+    assert sequence(7, 0) != sequence(8, 0)
+    assert sequence(7, 0) != sequence(7, 1)  # each user has its own stream
+    assert next(c for c in sequence(7, 3) if c[0] == "journey")[1] in mix
+    with pytest.raises(ValueError):
+        Chooser(1, 0, {"browse": 0})
+
+
+def test_accounts_are_distinct_generated_users_or_the_seeded_ones() -> None:
+    assert account_for(5, 2000, 1) == credentials(5, 1)
+    assert len({account_for(i, 2000, 1) for i in range(50)}) == 50
+    assert account_for(0, 0, 1) == ("user", "password")
+    assert account_for(2, 0, 1) == ("Eve_Berger", "eve")
+
+
+def test_shapes_follow_their_curves() -> None:
+    ramp = Curve("ramp", users=2, peak=10, spawn_rate=1, duration=100)
+    curve = [ramp.users_at(t) for t in range(0, 100, 5)]
+    assert curve[:4] == [2, 2, 2, 2] and curve[-4:] == [2, 2, 2, 2]
+    assert max(curve) == 10 and curve[10] == 10
+    assert curve[4:9] == sorted(curve[4:9])  # climbing
+    assert curve[12:17] == sorted(curve[12:17], reverse=True)  # descending
+    assert ramp.tick(100) is None and ramp.tick(99.9) is not None
+    assert ramp.rate_at(30) >= 1.5 * 8 / 20  # fast enough to follow the climb
+    spike = Curve("spike", 3, 30, 1, 50)
+    assert [spike.users_at(t) for t in (0, 19, 20, 29, 30, 49)] == [3, 3, 30, 30, 3, 3]
+    step = Curve("step", 1, 7, 1, 40)
+    assert [step.users_at(t) for t in (0, 10, 20, 30, 39)] == [1, 3, 5, 7, 7]
+    assert Curve("steady", 4, 4, 2, 10).tick(5) == (4, 2)
+    for bad in (dict(kind="zigzag"), dict(users=0), dict(peak=1, users=2), dict(duration=0)):
+        with pytest.raises(ValueError):
+            Curve(**{"kind": "ramp", "users": 1, "peak": 3, "spawn_rate": 1, "duration": 10, **bad})
+
+
+def test_aggregation_per_second_and_samples() -> None:
+    agg = Aggregator()
+    for ms in range(1, 101):
+        agg.request("browse:home", ms / 1000, ok=ms != 50)
+    agg.request("/not-a-step", 0.01, ok=True)
+    agg.journey("browse", 0.2, ok=True)
+    agg.journey("browse", 0.4, ok=False)
+    agg.journey("checkout", 0.3, ok=True, declined=True)
+    rec = agg.flush(now=1000.0, elapsed=1.0, users=3)
+    step = rec["steps"]["browse:home"]
+    assert step["count"] == 100 and step["failures"] == 1
+    assert step["p50"] == pytest.approx(0.05) and step["p95"] == pytest.approx(0.095)
+    assert step["p99"] == pytest.approx(0.099)
+    assert rec["requests"]["count"] == 101 and "/not-a-step" not in rec["steps"]
+    assert rec["journeys"]["browse"]["error_ratio"] == 0.5
+    assert rec["journeys"]["checkout"]["declines"] == 1 and rec["journeys"]["checkout"]["failures"] == 0
+    samples = to_samples(rec)
+    names = {s["name"] for s in samples}
+    assert {"journey_latency_seconds", "journey_requests_total", "journey_failures_total", "journey_rps",
+            "step_latency_seconds", "load_users"} <= names
+    p99 = [s for s in samples if s["name"] == "journey_latency_seconds"
+           and s["labels"] == {"journey": "browse", "quantile": "0.99"}]
+    assert p99 and p99[0]["value"] == pytest.approx(0.4) and p99[0]["time"] == 1000.0
+    step_lat = [s for s in samples if s["name"] == "step_latency_seconds"]
+    assert step_lat[0]["labels"]["journey"] == "browse" and step_lat[0]["labels"]["step"] == "home"
+    # the next second starts empty; counters carry on
+    rec2 = agg.flush(now=1001.0, elapsed=2.0, users=3)
+    assert rec2["journeys"]["browse"]["count"] == 0 and rec2["journeys"]["browse"]["total"] == 2
+    assert rec2["journeys"]["browse"]["p50"] is None
+    summary = agg.summary(2.0)
+    assert summary["journeys"]["browse"]["failures"] == 1 and summary["steps"]["browse:home"]["p50_ms"] == 50
+
+
+def test_flag_parsing_and_config_checks() -> None:
+    assert parse_mix("browse:5, login:2,checkout") == {"browse": 5, "login": 2, "checkout": 1}
+    assert parse_duration("90") == 90 and parse_duration("1m30s") == 90 and parse_duration("500ms") == 0.5
+    assert parse_think("0.5-2") == (0.5, 2.0) and parse_think("1") == (1.0, 1.0)
+    for bad in ("brows:1", "browse:x", "browse:0", "browse:1,browse:2", ""):
+        with pytest.raises(ValueError):
+            parse_mix(bad)
+    for bad_d in ("5q", "m", "-3s"):
+        with pytest.raises(ValueError):
+            parse_duration(bad_d)
+    with pytest.raises(ValueError, match="peak"):
+        LoadConfig(host="http://127.0.0.1:1", users=5, peak_users=2, shape="ramp").validate()
+    with pytest.raises(ValueError, match="host"):
+        LoadConfig(host="127.0.0.1:1").validate()
+    assert is_loopback("http://127.0.0.1:8079") and is_loopback("http://localhost") and is_loopback("http://[::1]:1")
+    assert not is_loopback("http://10.1.2.3:80") and not is_loopback("http://shop.example.com")
+
+
+def test_cli_rejects_bad_flags() -> None:
+    from sockdrill.cli import app
+
+    cli = CliRunner()
+    cases = {
+        ("--journeys", "brows:1"): "did you mean 'browse'",
+        ("--duration", "5q"): "not like 30s",
+        ("--shape", "rmp"): "did you mean 'ramp'",
+        ("--users", "4", "--peak-users", "2"): "--peak-users",
+        ("--host", "127.0.0.1:8079"): "--host must be",
+        ("--think", "2-1"): "think time",
+    }
+    for args, message in cases.items():
+        result = cli.invoke(app, ["load", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+    assert cli.invoke(app, ["load", "--users", "0"]).exit_code == 2
+
+
+def test_refuses_a_remote_default_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_mod, "shop_target", lambda _d: {"host": "http://10.9.8.7:80", "accounts": 0,
+                                                               "data_seed": 1, "recorder_url": None})
+    with pytest.raises(LoadError, match="not on this machine"):
+        start_load(None, "browse:1", users=1, duration=1)
+
+
+# ---- against the shop ---------------------------------------------------------------------------
+class Recorder:
+    """A stand-in flight recorder that keeps every ingest body."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/v1/ingest":
+                    outer.bodies.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_a: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def samples(self) -> list[dict[str, Any]]:
+        return [s for b in self.bodies for s in b["samples"]]
+
+
+def test_every_journey_completes_without_failures(shop: Shop, tmp_path: Path) -> None:
+    dead_recorder = f"http://127.0.0.1:{free_port()}"  # nobody listens: pushing must not hurt the load
+    summary = run_load(None, {name: 1 for name in JOURNEYS}, users=3, spawn_rate=10, duration=6, seed=11,
+                       recorder_url=dead_recorder, data_dir=shop.data_dir, think=(0.0, 0.2),
+                       stats_path=tmp_path / "stats.jsonl")
+    assert summary.host == shop.url.rstrip("/")
+    assert set(summary.journeys) == set(JOURNEYS), summary.journeys.keys()
+    for name, j in summary.journeys.items():
+        assert j["count"] > 0 and j["failures"] == 0, (name, j)
+        assert j["p50_ms"] is not None and j["p99_ms"] >= j["p50_ms"]
+    assert summary.request_failures == 0
+    assert summary.journeys["checkout"]["declines"] == 0  # cheap socks only: a healthy shop declines none
+    steps = {split_step(n) for n in summary.steps}
+    assert None not in steps
+    for expected in [("browse", "image"), ("login", "basic"), ("login", "post"), ("cart", "update"),
+                     ("checkout", "order"), ("order-status", "list"), ("classic", "basket")]:
+        assert expected in steps, expected
+    assert all(s["failures"] == 0 for s in summary.steps.values())
+    assert summary.stop_reason == "duration" and not summary.stopped_early
+    assert summary.stats_path == str(tmp_path / "stats.jsonl")
+    records = read_records(tmp_path / "stats.jsonl")
+    assert 5 <= len(records) <= 8 and all(r["users"] <= 3 for r in records)
+
+
+def test_ramp_follows_its_curve_and_streams_to_the_recorder(shop: Shop, tmp_path: Path) -> None:
+    recorder = Recorder()
+    try:
+        summary = run_load(shop.url, "browse:3,login:1", users=1, spawn_rate=5, duration=8, shape="ramp",
+                           peak_users=5, seed=3, recorder_url=recorder.url, think=(0.0, 0.3),
+                           stats_path=tmp_path / "ramp.jsonl", data_dir=shop.data_dir)
+    finally:
+        recorder.server.shutdown()
+    assert summary.peak_users == 5 and summary.failures == 0
+    records = read_records(tmp_path / "ramp.jsonl")
+    users = [r["users"] for r in records]
+    peak_at = users.index(5)
+    assert users[0] <= 2 and 0 < peak_at < len(users) - 2, users
+    assert users[-2] <= 2, users  # back to normal before the end
+    curve = Curve("ramp", 1, 5, 5, 8)
+    for r in records[:-1]:  # Locust applies the shape once a second: allow one second of lag
+        lagging = {curve.users_at(r["elapsed"] - d) for d in (0.0, 0.5, 1.0, 1.5)}
+        assert min(lagging) - 1 <= r["users"] <= max(lagging) + 1, (r["elapsed"], r["users"], lagging)
+    # the recorder got per-second samples with the stable names, live (not only at the end)
+    assert len(recorder.bodies) >= 5
+    samples = recorder.samples()
+    users_seen = [s["value"] for s in samples if s["name"] == "load_users"]
+    assert max(users_seen) == 5
+    lat = [s for s in samples if s["name"] == "journey_latency_seconds" and s["labels"]["journey"] == "browse"]
+    assert {s["labels"]["quantile"] for s in lat} == {"0.5", "0.95", "0.99"}
+    assert all(0 < s["value"] < 10 for s in lat)
+    totals = [s["value"] for s in samples if s["name"] == "journey_requests_total"
+              and s["labels"] == {"journey": "browse"}]
+    assert totals == sorted(totals) and totals[-1] == summary.journeys["browse"]["count"]
+    assert {"journey_failures_total", "journey_rps", "step_latency_seconds"} <= {s["name"] for s in samples}
+
+
+def test_same_seed_same_choices_and_runs_stop_early(shop: Shop, tmp_path: Path) -> None:
+    def start(seed: int, tag: str, **kw: Any) -> Any:
+        return start_load(shop.url, "browse:2,login:1", users=2, spawn_rate=10, seed=seed, think=(0.0, 0.1),
+                          data_dir=shop.data_dir, choices_path=tmp_path / f"{tag}.json", **kw)
+
+    stop = threading.Event()
+    out: dict[str, Any] = {}
+    c = threading.Thread(target=lambda: out.update(c=run_load(  # stopped from outside, by the event
+        shop.url, "browse:2,login:1", users=2, spawn_rate=10, duration=30, seed=6, stop_event=stop,
+        think=(0.0, 0.1), data_dir=shop.data_dir, choices_path=tmp_path / "c.json")))
+    c.start()
+    a = start(5, "a", duration=3)
+    b = start(5, "b", duration=30, max_requests=60)       # stops itself at its request limit
+    started = time.monotonic()
+    sa, sb = a.wait(), b.wait()
+    stop.set()
+    c.join(timeout=20)
+    sc = out["c"]
+    assert time.monotonic() - started < 20
+    assert sb.stop_reason == "request limit" and sb.requests >= 60 and sb.duration_s < 15
+    assert sc.stopped_early and sc.stop_reason == "stopped"
+    assert sa.stop_reason == "duration" and sa.failures == sb.failures == sc.failures == 0
+
+    def choices(tag: str) -> dict[int, list[Any]]:
+        return {u["user"]: u["choices"] for u in json.loads((tmp_path / f"{tag}.json").read_text())}
+
+    ca, cb, cc = choices("a"), choices("b"), choices("c")
+    assert set(ca) == set(cb) == set(cc) == {0, 1}
+    for user in (0, 1):
+        n = min(len(ca[user]), len(cb[user]))
+        assert n >= 5, (ca[user], cb[user])
+        assert ca[user][:n] == cb[user][:n]  # one run went on longer; up to there, the very same choices
+        m = min(n, len(cc[user]))
+        assert ca[user][:m] != cc[user][:m]
+    assert ca[0][:5] != ca[1][:5]
+
+
+def test_a_stalled_shop_shows_failures_not_a_hung_generator(tmp_path: Path) -> None:
+    class Stall(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(3)  # far beyond the client timeout
+
+        def log_message(self, *_a: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stall)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    started = time.monotonic()
+    try:
+        summary = run_load(f"http://127.0.0.1:{server.server_address[1]}", "browse:1", users=2, spawn_rate=10,
+                           duration=3, seed=1, accounts=0, timeout=0.5, think=(0.0, 0.0))
+    finally:
+        server.shutdown()
+    assert time.monotonic() - started < 15
+    browse = summary.journeys["browse"]
+    assert browse["failures"] >= 2 and browse["failures"] == browse["count"]
+    assert 400 <= browse["p50_ms"] <= 1500  # each failed at the client timeout
+    assert summary.steps["browse:home"]["failures"] == summary.steps["browse:home"]["count"]

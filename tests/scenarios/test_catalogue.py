@@ -1,0 +1,78 @@
+"""The scenario catalogue validates, and bad scenario files give every error with file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sockdrill.errors import ScenarioError
+from sockdrill.scenarios import load_catalogue, load_scenario_file
+from sockdrill.scenarios.catalogue_loader import load_scenario_text
+
+
+def test_catalogue_is_valid_and_complete() -> None:
+    cat = load_catalogue()
+    assert {"login-latency", "order-failure", "control"} <= set(cat.scenarios)
+    login = cat.scenarios["login-latency"]
+    assert {v.id for v in login.variants} == {"traffic-surge", "user-db-cpu", "frontend-user-delay", "missing-index"}
+    order = cat.scenarios["order-failure"]
+    assert {v.id for v in order.variants} == {"payment-partition", "payment-timeout-config",
+                                               "shipping-queue-failure", "no-retry"}
+    for sc in cat.scenarios.values():
+        for v in sc.variants:
+            if not sc.control:
+                assert v.runbook.strip() and v.remediation and v.ground_truth
+
+
+def test_refs_and_suggestions() -> None:
+    cat = load_catalogue()
+    sc, variants = cat.get("login-latency/missing-index")
+    assert sc.id == "login-latency" and [v.id for v in variants] == ["missing-index"]
+    with pytest.raises(ScenarioError, match="did you mean 'login-latency'"):
+        cat.get("login-latncy")
+    with pytest.raises(ScenarioError, match="did you mean 'missing-index'"):
+        cat.get("login-latency/missing-idx")
+
+
+BAD = """\
+id: broken
+title: A broken scenario
+journey: login
+impact: none
+slo:
+  - {journey: login, sli: latency_p95, below: 1.0}
+symptom:
+  any:
+    - {journey: login, sli: latency_p95, above: 2}
+variants:
+  - id: one
+    title: t
+    cause: c
+    faults:
+      - {kind: network.delay, target: front-end->usr, params: {latency_ms: -5}}
+    ground_truth: {root_cause: [user], category: network_lag}
+    remediation: [{tool: restar, args: {service: user}}]
+"""
+
+
+def test_bad_file_reports_every_error_with_line_and_field(tmp_path: Path) -> None:
+    f = tmp_path / "broken.yaml"
+    f.write_text(BAD)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario_file(f)
+    text = str(info.value)
+    assert f"{f}:16: variants[0].ground_truth.category: unknown category 'network_lag'" in text
+    assert "latency_ms" in text and ":15:" in text
+    assert "unknown component 'usr'" in text and "did you mean 'user'" in text
+    assert "unknown action tool 'restar'" in text and "did you mean 'restart'" in text
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("id: x\n", "title"),
+    ("- not a mapping\n", "mapping"),
+    ("id: [unclosed\n", "not valid YAML"),
+])
+def test_malformed_documents(text: str, needle: str) -> None:
+    with pytest.raises(ScenarioError, match=needle):
+        load_scenario_text(text, "x.yaml")

@@ -1,0 +1,100 @@
+"""Prometheus beside the flight recorder: generated config, and the seed's validation query answering
+with a real value while login traffic runs. Skips (with the reason) where no binary is installed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from sockdrill.telemetry.bench_recorder import drive, start_recorder, stop_recorder
+from sockdrill.telemetry.prometheus import file_sd, find_prometheus, promql, scalar_values, write_config
+from sockdrill.telemetry.query import RemoteQuery
+from tests.conftest import Shop
+
+SEED_QUERY = ('histogram_quantile(0.95, sum(rate(http_request_duration_seconds_bucket{job="front-end", '
+              'path="/login"}[1m])) by (le))')
+
+needs_prometheus = pytest.mark.skipif(
+    find_prometheus() is None,
+    reason="no 'prometheus' binary on PATH (Debian/Ubuntu: apt-get install prometheus); PromQL tests skipped")
+
+
+def test_config_has_a_job_per_deployment_and_pod_labels(tmp_path: Path) -> None:
+    targets = [{"job": "front-end", "pod": "front-end-0", "url": "http://127.0.0.1:4000/metrics"},
+               {"job": "sockdrill-runtime", "pod": "supervisor", "url": "http://127.0.0.1:4001/custom"}]
+    path = write_config(targets, 5, tmp_path / "prometheus.yml")
+    config = json.loads(path.read_text())  # JSON is YAML
+    job = config["scrape_configs"][0]
+    assert job["honor_labels"] is True and job["scrape_interval"] == "5000ms"
+    sd = json.loads((tmp_path / "targets.json").read_text())
+    assert sd == file_sd(targets)
+    assert sd[0] == {"targets": ["127.0.0.1:4000"], "labels": {"job": "front-end", "pod": "front-end-0",
+                                                               "__metrics_path__": "/metrics", "__scheme__": "http"}}
+    assert sd[1]["labels"]["__metrics_path__"] == "/custom"
+
+
+@needs_prometheus
+def test_seed_promql_answers_during_login_traffic(shop: Shop, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc, url = start_recorder(run_dir, shop.client.base, shop.client.token, shop.data_dir / "logs", 1.0,
+                               prometheus="on")
+    try:
+        info_path = run_dir / "telemetry" / "recorder.json"
+        deadline = time.monotonic() + 30
+        prom_url = None
+        while time.monotonic() < deadline and prom_url is None:
+            prom_url = json.loads(info_path.read_text()).get("prometheus_url")
+            time.sleep(0.2)
+        assert prom_url, "prometheus did not start: " + str(json.loads(info_path.read_text()))
+        assert not prom_url.endswith(":9090")
+        assert (run_dir / "prometheus" / "data").is_dir()
+        # Login traffic in the background while we ask.
+        stop = threading.Event()
+
+        def traffic() -> None:
+            while not stop.is_set():
+                asyncio.run(drive(shop.url, 2, concurrency=2))
+
+        worker = threading.Thread(target=traffic, daemon=True)
+        worker.start()
+        try:
+            values: list[float] = []
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline:
+                values = scalar_values(RemoteQuery(url).promql(SEED_QUERY))
+                if values and values[0] > 0:
+                    break
+                time.sleep(1)
+        finally:
+            stop.set()
+            worker.join(10)
+        assert values and math.isfinite(values[0]) and 0 < values[0] < 30, values
+        # The same straight from Prometheus, and a range query through the recorder.
+        assert scalar_values(promql(prom_url, SEED_QUERY))
+        ranged = RemoteQuery(url).promql('sum by (job) (up{job=~"front-end|user"})', start=time.time() - 20,
+                                         end=time.time(), step=2)
+        assert {r["metric"]["job"] for r in ranged["result"]} == {"front-end", "user"}
+        with pytest.raises(ValueError):
+            RemoteQuery(url).promql("sum(")
+    finally:
+        stop_recorder(proc)
+    # Prometheus goes with the recorder.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _answers(prom_url):
+        time.sleep(0.2)
+    assert not _answers(prom_url)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/-/ready", timeout=1):
+            return True
+    except OSError:
+        return False
