@@ -63,8 +63,9 @@ class ConfigKnob(FaultKind):
         previous = {k: described[k].get("value") for k in knobs}
         in_spec = {k: k in dep.spec.knobs for k in knobs}
         try:
-            # record=False: an operator's `config rollback` is about their own changes, not this fault.
-            await rt.set_knobs(spec.target, knobs, record=False)
+            # Recorded like any config push, so `rollback_config` (kubectl rollout undo) can undo it; the
+            # revert below still restores the exact pre-fault values.
+            await rt.set_knobs(spec.target, knobs, record=True)
         except ClusterError as exc:
             raise FaultError(f"params: {exc}") from None
         return {"previous": previous, "in_spec": in_spec, "set": knobs}

@@ -228,8 +228,9 @@ def diagnosis(journal: Journal) -> DiagnosisResult:
 def mitigation(journal: Journal) -> MitigationResult:
     """Did the scenario's SLOs hold again for a whole recovery window, under load, before the revert?
 
-    Uses ``time_to_restore`` for each SLO from onset to the cutoff with the journal's recovery window
-    (the profile's by default); restored only if every SLO is, at the latest of their restore times.
+    Uses ``time_to_restore`` for each SLO from the agent's first change (onset when it changed nothing)
+    to the cutoff with the journal's recovery window (the profile's by default); restored only if every
+    SLO is, at the latest of their restore times.
     ``ttm_s`` = restore time − onset. Over the incident (onset → cutoff): ``violation_s`` = seconds in
     which any scenario SLO was violated, ``failed_requests`` = failed requests of every journey,
     ``error_budget_burned`` = the largest fraction of a scenario SLO's budget (profile period) spent.
@@ -240,7 +241,11 @@ def mitigation(journal: Journal) -> MitigationResult:
     if journal.control or onset is None or end is None or not journal.slos:
         return MitigationResult()
     samples = journal.all_samples()
-    restores = [time_to_restore(slo, samples, since=onset, until=end, window_s=journal.recovery_window)
+    # A fault stays until it is reverted, so the SLO can only come back through a change: judge the
+    # restoration from the agent's first change on (a lull in sparse samples before it is not a fix).
+    first_change = min((a.time for a in changes(journal) if onset <= a.time <= end), default=None)
+    since = first_change if first_change is not None else onset
+    restores = [time_to_restore(slo, samples, since=since, until=end, window_s=journal.recovery_window)
                 for slo in journal.slos]
     restored = all(r.restored for r in restores)
     at = max(r.at for r in restores if r.at is not None) if restored else None

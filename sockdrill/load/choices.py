@@ -24,11 +24,23 @@ def user_seed(seed: int, index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"sockdrill-load:{seed}:{index}".encode()).digest()[:8], "big")
 
 
+STRIDE = 7919  # a prime: consecutive simulated users land far apart in the user table
+
+
+def account_index(index: int, accounts: int) -> int:
+    """Which generated user simulated user ``index`` is: distinct for distinct users (while there are
+    enough accounts) and spread over the whole table, as real shoppers are, so a lookup without an
+    index has to scan like it would in production (not stop after the first few rows)."""
+    if accounts % STRIDE == 0:
+        return index % accounts
+    return (index * STRIDE + accounts // 2) % accounts
+
+
 def account_for(index: int, accounts: int, data_seed: int) -> tuple[str, str]:
-    """(username, password) simulated user ``index`` logs in as: generated user ``index`` (wrapping when
-    there are fewer accounts than users), or one of the three seeded accounts when there are none."""
+    """(username, password) simulated user ``index`` logs in as: a generated user (see
+    ``account_index``), or one of the three seeded accounts when there are none."""
     if accounts > 0:
-        return credentials(index % accounts, data_seed)
+        return credentials(account_index(index, accounts), data_seed)
     return SEEDED_ACCOUNTS[index % len(SEEDED_ACCOUNTS)]
 
 

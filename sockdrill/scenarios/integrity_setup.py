@@ -19,7 +19,6 @@ from sockdrill.evaluate.journal import IntegrityCheck
 from sockdrill.shop.data.generate import credentials
 
 SENTINELS = 2
-SENTINEL_BASE = 1950
 CART = {"3395a43e-2d88-40de-b95f-e00e1502085b": 2, "a0a4f044-b040-410d-8ead-4de0446aec7e": 1}
 
 
@@ -44,13 +43,14 @@ async def _fill_cart(url: str, username: str, password: str) -> dict[str, Any]:
         return {"customer_id": customer["id"], "items": dict(CART)}
 
 
-def prepare_sentinels(client: RuntimeClient, seed: int) -> list[dict[str, Any]]:
+def prepare_sentinels(client: RuntimeClient, users_total: int) -> list[dict[str, Any]]:
+    """Fill the carts of the last generated users (the load never logs in as them)."""
     url = client.record["front_end_url"]
 
     async def go() -> list[dict[str, Any]]:
         out = []
         for k in range(SENTINELS):
-            username, password = credentials(SENTINEL_BASE + k, 1)
+            username, password = credentials(users_total - 1 - k, 1)
             out.append(await _fill_cart(url, username, password))
         return out
 
@@ -60,8 +60,9 @@ def prepare_sentinels(client: RuntimeClient, seed: int) -> list[dict[str, Any]]:
         return []
 
 
-async def _charges_matched(gateway: str, orders_db: str) -> IntegrityCheck:
-    """Every authorised, unvoided charge of the gateway's ledger matches exactly one placed order."""
+async def _charges_matched(gateway: str, orders_db: str, since: float) -> IntegrityCheck:
+    """Every authorised, unvoided charge of this run (created since ``since``) in the gateway's ledger
+    matches exactly one placed order."""
     import asyncpg
 
     charges: list[dict[str, Any]] = []
@@ -73,8 +74,10 @@ async def _charges_matched(gateway: str, orders_db: str) -> IntegrityCheck:
                     body = await r.json(content_type=None)
                 if r.status != 200 or not isinstance(body, dict):
                     raise ValueError(f"ledger answered {r.status}: {str(body)[:200]}")
-                charges.extend(body.get("data", []))
-                if not body.get("has_more") or not body.get("data"):
+                page = body.get("data", [])
+                charges.extend(c for c in page if float(c.get("created") or 0) >= since)
+                # Newest first: once a page reaches back before the run, the rest is older still.
+                if not body.get("has_more") or not page or float(page[-1].get("created") or 0) < since:
                     break
                 params["starting_after"] = body["data"][-1]["id"]
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -100,7 +103,7 @@ async def _charges_matched(gateway: str, orders_db: str) -> IntegrityCheck:
     return IntegrityCheck(name="charges_matched", ok=not violations, detail=detail, violations=violations[:50])
 
 
-def run_integrity(client: RuntimeClient, sentinels: list[dict[str, Any]]) -> list[IntegrityCheck]:
+def run_integrity(client: RuntimeClient, sentinels: list[dict[str, Any]], since: float) -> list[IntegrityCheck]:
     from sockdrill.evaluate.integrity import CartExpectation, check_carts, check_order_views, check_orders
 
     addr = client.record["addresses"]
@@ -111,7 +114,7 @@ def run_integrity(client: RuntimeClient, sentinels: list[dict[str, Any]]) -> lis
             out.append(await check_carts(addr["carts-db"], [CartExpectation(**s) for s in sentinels]))
         out.append(await check_orders(addr["orders-db"], []))
         if "payment-gateway" in addr:
-            out.append(await _charges_matched(addr["payment-gateway"], addr["orders-db"]))
+            out.append(await _charges_matched(addr["payment-gateway"], addr["orders-db"], since))
         else:
             out.append(IntegrityCheck(name="charges_matched", ok=None, detail="no payment ledger in this shop"))
         try:

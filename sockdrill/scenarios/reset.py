@@ -50,10 +50,12 @@ def reset_shop(client: RuntimeClient, setup: Setup) -> dict[str, Any]:
                                    "clear": True})
     for name, knobs in setup.knobs.items():
         client.post("/v1/config", {"deployment": name, "knobs": knobs})
-    if setup.users:
-        from sockdrill.shop.user import ensure_generated_users
+    from sockdrill.shop.user import ensure_generated_users, generated_user_count
 
-        added = asyncio.run(ensure_generated_users(client.record["addresses"]["user-db"], setup.users))
+    url = client.record["addresses"]["user-db"]
+    if setup.users:
+        added = asyncio.run(ensure_generated_users(url, setup.users))
         if added:
             done["users_added"] = added
+    done["users"] = asyncio.run(generated_user_count(url))
     return done

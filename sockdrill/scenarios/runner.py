@@ -33,7 +33,7 @@ from sockdrill.slo.sli import SliSample
 from sockdrill.slo.slo import SLO, evaluate
 
 BASE_USERS = 2000  # generated users every shop gets (simulated shoppers log in as them)
-SENTINEL_FIRST = 1900  # generated users from here on are the runner's own shoppers, never the load's
+RESERVED_USERS = 10  # the last generated users are the runner's own shoppers (sentinels), never the load's
 
 
 def samples_from_records(records: list[dict[str, Any]]) -> list[SliSample]:
@@ -122,6 +122,7 @@ class Run:
         self.surge_run: Any = None
         self.notes: list[str] = []
         self.sentinels: list[dict[str, Any]] = []
+        self.users_total = BASE_USERS
 
     # ---- helpers ----------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -167,7 +168,8 @@ class Run:
 
         assert self.client is not None
         self.say("resetting the shop")
-        reset_shop(self.client, self.variant.setup)
+        done = reset_shop(self.client, self.variant.setup)
+        self.users_total = int(done.get("users", BASE_USERS))
 
     def start_load(self, load: Load, stats_name: str, seed_offset: int = 0) -> Any:
         from sockdrill.load.runner import start_load
@@ -177,7 +179,7 @@ class Run:
             self.client.record["front_end_url"], journeys=dict(load.journeys), users=load.users,
             spawn_rate=load.spawn_rate, duration=3600, shape=load.shape, peak_users=load.peak_users,
             seed=self.opts.seed + seed_offset, data_dir=self.client.data_dir, think=tuple(load.think_s),
-            accounts=SENTINEL_FIRST, stats_path=self.dir / stats_name, timeout=10.0)
+            accounts=max(1, self.users_total - RESERVED_USERS), stats_path=self.dir / stats_name, timeout=10.0)
 
     def wait_until(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))
@@ -198,7 +200,8 @@ class Run:
 
     def revert(self) -> None:
         assert self.client is not None
-        for fid in self.fault_ids:
+        ids, self.fault_ids = self.fault_ids, []
+        for fid in ids:
             try:
                 self.client.post("/v1/chaos/clear", {"id": fid})
             except SockdrillError as exc:
@@ -245,17 +248,19 @@ class Run:
         return {"tools": tools, "error": error[0] if error else None}
 
     def wait_recovery(self, since: float) -> float | None:
-        """The start of the first recovery window in which every SLO holds, or None by the timeout."""
+        """When every SLO was restored for a whole recovery window (the mitigation oracle's own test,
+        ``time_to_restore``), or None by the timeout."""
+        from sockdrill.slo.slo import time_to_restore
+
         deadline = time.time() + self.win.recovery_timeout_s
         w = self.win.recovery_window_s
         while time.time() < deadline:
             time.sleep(1.0)
             now = time.time()
-            if now - since < w:
-                continue
-            ok, _ = self.slo_holds(now - w, now)
-            if ok:
-                return now - w
+            samples = self.samples()
+            restores = [time_to_restore(slo, samples, since=since, until=now, window_s=w) for slo in self.slos]
+            if all(r.restored for r in restores):
+                return max(r.at for r in restores if r.at is not None)
         return None
 
     # ---- the whole run -----------------------------------------------------------------------------
@@ -273,7 +278,7 @@ class Run:
             start = time.time()
             j.mark("warmup_start", start)
             self.say("warming up")
-            self.sentinels = prepare_sentinels(self.client, self.opts.seed)  # type: ignore[arg-type]
+            self.sentinels = prepare_sentinels(self.client, self.users_total)  # type: ignore[arg-type]
             self.wait_until(start + self.win.warmup_s - time.time())
             b0 = time.time()
             self.wait_until(self.win.baseline_s)
@@ -303,7 +308,8 @@ class Run:
                     meta["agent_error"] = outcome["error"]
                 self._journal_agent(tools)
                 self.say("watching for recovery")
-                restored_at = self.wait_recovery(a0)
+                first_change = min((r["time"] for r in tools.actions if r["ok"]), default=a0)
+                restored_at = self.wait_recovery(first_change)
                 if restored_at is not None:
                     j.mark("recovery_verified", restored_at)
             if (not self.scenario.control and self.fault_ids) or self.surge_run is not None:
@@ -313,7 +319,7 @@ class Run:
             from sockdrill.scenarios.integrity_setup import run_integrity
 
             try:
-                j.integrity = run_integrity(self.client, self.sentinels)  # type: ignore[arg-type]
+                j.integrity = run_integrity(self.client, self.sentinels, start)  # type: ignore[arg-type]
             except Exception as exc:  # a broken check is reported in the run, never a lost run
                 self.notes.append(f"integrity checks failed to run: {type(exc).__name__}: {exc}")
         except SockdrillError as exc:

@@ -4,8 +4,10 @@ A charge is an orphan when it is still ``authorised``, older than ``older_than_s
 flight are left alone) and its ``reference`` names no order that got its money's worth. Payment sends
 the Idempotency-Key orders gave it as the reference: the client's key when the checkout had one,
 else the order id; so a reference matches ``customer_orders.id`` or ``customer_orders.idempotency_key``.
-Orders in ``paid`` (charged, shipping pending: a retry with the same key resumes it) or any later
-state keep their charge; ``created`` rows (abandoned before payment answered) and missing rows do not.
+Orders that were placed (``shipped`` or ``delivered``) keep their charge. ``created`` rows (abandoned
+before payment answered), missing rows and ``paid`` rows older than the threshold do not: a ``paid`` row
+is a checkout that failed after the money was taken (shipping refused it) and that the customer was
+told had failed; nothing resumes it, so it is the seed's "order failed but payment processed".
 
     result = await reconcile_payments(gateway_url, orders_db_url, older_than_s=30, dry_run=True)
 """
@@ -21,7 +23,7 @@ import asyncpg
 from sockdrill.errors import ShopError
 
 # Order states in which the customer got (or will get) what the charge paid for.
-PAID_STATUSES = ("paid", "shipped", "delivered")
+PAID_STATUSES = ("shipped", "delivered")
 PAGE = 500
 
 

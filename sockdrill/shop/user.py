@@ -230,6 +230,16 @@ async def init_db(conn: asyncpg.Connection) -> None:
     # Indexes are never re-created on later starts: a fault may have dropped customers_username_idx.
 
 
+async def generated_user_count(url: str) -> int:
+    """How many generated users a running user-db holds (from its seeding record)."""
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        raw = await conn.fetchval("SELECT value FROM user_meta WHERE key = 'seeded'")
+        return int(json.loads(raw).get("users", 0)) if raw else 0
+    finally:
+        await conn.close()
+
+
 async def ensure_generated_users(url: str, n: int) -> int:
     """Grow the generated users of a running user-db to ``n`` (same seed, same users); returns how many
     were added. Used by the scenario runner when a variant needs more users than the shop was given."""

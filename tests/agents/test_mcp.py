@@ -94,13 +94,12 @@ def test_http_needs_the_token(shop: Shop, tmp_path: Path) -> None:
         assert httpx2.post(info["url"], json={}, headers={"Authorization": "Bearer wrong"}).status_code == 401
 
         async def main() -> None:
-            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {info['token']}"},
-                                          timeout=60) as http:
-                async with Client(streamable_http_client(info["url"], http_client=http)) as client:
-                    listed = await client.list_tools()
-                    assert "metrics" in {t.name for t in listed.tools}
-                    res = await client.call_tool("pods", {})
-                    assert not res.is_error and json.loads(res.content[0].text)
+            http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {info['token']}"}, timeout=60)
+            async with http, Client(streamable_http_client(info["url"], http_client=http)) as client:
+                listed = await client.list_tools()
+                assert "metrics" in {t.name for t in listed.tools}
+                res = await client.call_tool("pods", {})
+                assert not res.is_error and json.loads(res.content[0].text)
 
         anyio.run(main)
     finally:

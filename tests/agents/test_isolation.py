@@ -1,0 +1,58 @@
+"""Isolation: with a fault active, nothing any observe tool returns names the fault, its id or parameters."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+
+from sockdrill.agents.registry import all_tools
+from sockdrill.agents.tools import Tools
+from tests.conftest import Shop
+
+# Distinctive parameter values, so a leak cannot hide behind a common number.
+LATENCY_MS = 1237
+
+
+def _outputs(tools: Tools) -> dict[str, str]:
+    calls: dict[str, dict] = {
+        "topology": {}, "pods": {}, "describe": {"service": "front-end"}, "categories": {}, "runbooks": {},
+        "alerts": {}, "slo_status": {}, "edges": {"limit": 100}, "edges#to": {"destination": "catalogue"},
+        "metrics": {"limit": 500}, "log_stats": {"since_s": 120},
+        "logs": {"service": "front-end", "limit": 200}, "logs#cat": {"service": "catalogue", "limit": 200},
+        "traces": {"limit": 50}, "queue_status": {}, "promql": {"query": "up"},
+    }
+    outputs = {}
+    for key, args in calls.items():
+        outputs[key] = json.dumps(tools.call(key.split("#")[0], **args))
+    names = json.loads(outputs["metrics"])["result"]["names"]
+    for name in names:
+        outputs[f"metrics:{name}"] = json.dumps(tools.call("metrics", name=name, limit=100, since_s=30))
+    for d in ("front-end", "catalogue"):
+        outputs[f"describe:{d}"] = json.dumps(tools.call("describe", service=d))
+    traces = json.loads(outputs["traces"]).get("result", {}).get("traces", [])
+    for t in traces[:5]:
+        outputs[f"trace:{t['trace_id']}"] = json.dumps(tools.call("trace", trace_id=t["trace_id"]))
+    return outputs
+
+
+def test_no_tool_output_reveals_the_fault(shop: Shop, tools: Tools) -> None:
+    observe = {n for n, s in all_tools().items() if s.kind == "observe"}
+    fault = shop.post("/v1/chaos/inject", {"kind": "network.delay", "target": "front-end->catalogue",
+                                           "params": {"latency_ms": LATENCY_MS, "jitter_ms": 3}, "duration": "2m"})
+    try:
+        for _ in range(5):  # traffic through the faulty edge, so every tool has something to show
+            urllib.request.urlopen(shop.url + "/catalogue?size=2", timeout=10).read()
+        time.sleep(1)
+        outputs = _outputs(tools)
+    finally:
+        shop.post("/v1/chaos/clear", {"id": fault["id"]})
+    covered = {k.split("#")[0].split(":")[0] for k in outputs}
+    assert observe - covered - {"read_runbook"} == set(), "every observe tool is searched"
+    needles = [fault["id"], "network.delay", "toxic", "toxics", "chaos", "injected", "latency_ms", str(LATENCY_MS),
+               "jitter_ms", "ground_truth", "fault", "faults"]
+    # Whole words only: "fault" inside "DEFAULT" (SQL in pg_stat_statements) is no leak.
+    patterns = [re.compile(rf"(?<![a-z0-9]){re.escape(n.lower())}(?![a-z0-9])") for n in needles]
+    leaks = [(key, p.pattern) for key, text in outputs.items() for p in patterns if p.search(text.lower())]
+    assert leaks == []
