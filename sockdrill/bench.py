@@ -211,7 +211,14 @@ BENCHES: dict[str, Callable[[float], dict[str, Any]]] = {"runtime": bench_runtim
                                                                    "chaos": lambda d: _bench_chaos(d),
                                                                    "recorder": lambda d: _bench_recorder(d),
                                                                    "tracing": lambda d: _bench_tracing(d),
-                                                                   "agents": lambda d: _bench_agents(d)}
+                                                                   "agents": lambda d: _bench_agents(d),
+                                                                   "scenarios": lambda d: _bench_scenarios(d)}
+
+
+def _bench_scenarios(duration: float) -> dict[str, Any]:
+    from sockdrill.scenarios.bench_scenarios import bench_scenarios
+
+    return bench_scenarios(duration)
 
 
 def _bench_agents(duration: float) -> dict[str, Any]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,18 @@ class Shop:
         return self.client.post(path, body)
 
 
+def wait_for(pred: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """Poll ``pred`` until it returns something truthy and return that; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
 def make_data_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(path, 0o711)  # PostgreSQL runs as its own user when we are root
@@ -50,7 +63,7 @@ def make_data_dir(prefix: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def shop() -> Iterator[Shop]:
+def shared_shop() -> Iterator[Shop]:
     data_dir = make_data_dir("sockdrill-test-")
     specs = shop_deployments(front_end_port=free_port())
     rc, _ = client.up(specs, data_dir=data_dir, timeout=180,
@@ -60,3 +73,13 @@ def shop() -> Iterator[Shop]:
     finally:
         client.down(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def shop(shared_shop: Shop) -> Shop:
+    """The shared shop, handed to each test ready: no fault left by an earlier test, every pod ready
+    (a pod an earlier test killed or restarted may still be coming back)."""
+    shared_shop.post("/v1/chaos/clear", {})
+    shared_shop.post("/v1/toxics/reset", {})
+    wait_for(lambda: shared_shop.status()["ready"], timeout=90, interval=0.2)
+    return shared_shop

@@ -63,7 +63,7 @@ class Signals:
         self.tools, self.t0, self.span, self.cur_s = tools, t0, span, cur_s
 
     def get(self, name: str, by: str, fn: str = "raw", op: str = "sum", labels: dict[str, str] | None = None,
-            window_s: float = 0.0, busy_past: bool = False) -> dict[tuple[str, ...], tuple[float | None, float | None]]:
+            window_s: float = 0.0) -> dict[tuple[str, ...], tuple[float | None, float | None]]:
         args: dict[str, Any] = {"name": name, "fn": fn, "by": by, "since_s": self.span, "end": self.t0,
                                 "points": True, "limit": 100}
         if fn in ("raw", "rate", "increase"):
@@ -77,14 +77,16 @@ class Signals:
             return {}
         keys = [k.strip() for k in by.split(",")]
         out = {}
+        self.busy_past: dict[tuple[str, ...], float | None] = {}
         for s in res["result"]["series"]:
             pts = s.get("points") or []
             cur = [v for t, v in pts if t >= self.t0 - self.cur_s]
-            past = [v for t, v in pts if t < self.t0 - self.cur_s and (v > 0 or not busy_past)]
+            past = [v for t, v in pts if t < self.t0 - self.cur_s]
             # Now: the mean (rates of rare events are spiky); before: a low quantile (how it was when well).
             fin = [v for v in cur if math.isfinite(v)]
-            out[tuple(str(s["labels"].get(k, "")) for k in keys)] = (sum(fin) / len(fin) if fin else None,
-                                                                    _q(past, 0.25))
+            key = tuple(str(s["labels"].get(k, "")) for k in keys)
+            out[key] = (sum(fin) / len(fin) if fin else None, _q(past, 0.25))
+            self.busy_past[key] = _q([v for v in past if v > 0], 0.25)  # before, while there was traffic
         return out
 
 
@@ -94,6 +96,7 @@ class Baseline:
     def __init__(self, span_s: float = 60.0, verify_s: float = 12.0, patience_s: float = 15.0) -> None:
         self.span_s = span_s
         self.patience_s = patience_s
+        self.interval: float | None = None
         self.verify_s = verify_s
         self.log: list[str] = []
 
@@ -108,18 +111,22 @@ class Baseline:
             if e["source"] in kinds:
                 calls.setdefault(e["source"], []).append(e["destination"])
         start = t0
+        per_round = 20  # tool calls one diagnosis takes at most
         while True:
-            slo_bad, slo_known = self._slo_bad(tools)
+            hard, soft, known = self._slo_state(tools)
             diag = self.diagnose(tools, t0, kinds, roles, calls)
             top = diag.evidence[0].score if diag.evidence else 0.0
-            if (slo_known and not slo_bad) or (diag.category is not None and top >= 1.0):
+            specific = diag.category is not None
+            if specific and ((known and hard and top >= 1.0) or (top >= 2.0 and (soft or not known))):
+                detected = True
                 break
-            # Users hurt but the telemetry does not show why yet: scrapes lag; look again shortly.
-            if time.time() - start > self.patience_s or incident.time_left() < 15:
+            # Users hurt (or about to be) but the telemetry does not show why yet: scrapes lag; look again.
+            out_of_time = time.time() - start > self.patience_s or incident.time_left() < 15
+            if out_of_time or getattr(tools, "steps", 0) + per_round + 10 > incident.budget_steps:
+                detected = known and hard and top >= 0.5
                 break
             time.sleep(2.0)
             t0 = time.time()
-        detected = (slo_bad and top >= 0.5) if slo_known else top >= 2.0
         if not detected:
             tools.call("submit", detected=False, root_causes=[], category="",
                        summary="SLOs hold and no component deviates from its recent past")
@@ -134,12 +141,17 @@ class Baseline:
     def _ok(res: dict[str, Any]) -> Any:
         return res.get("result") if res.get("ok") else None
 
-    def _slo_bad(self, tools: Any) -> tuple[bool, bool]:
+    def _slo_state(self, tools: Any) -> tuple[bool, bool, bool]:
+        """(an SLO fails or an alert fires, an SLI is past its threshold right now, an SLO source exists)."""
         status = self._ok(tools.call("slo_status"))
         alerts = self._ok(tools.call("alerts")) or []
         if status is None:
-            return bool(alerts), bool(alerts)
-        return any(not s.get("holds", True) for s in status.get("slos", [])) or bool(alerts), True
+            return bool(alerts), bool(alerts), bool(alerts)
+        slos = status.get("slos", [])
+        hard = any(not s.get("holds", True) for s in slos) or bool(alerts)
+        soft = any(s.get("current") is not None and s.get("threshold") is not None
+                   and s["current"] > s["threshold"] for s in slos)
+        return hard, soft, True
 
     def _failing(self, tools: Any) -> int | None:
         status = self._ok(tools.call("slo_status"))
@@ -150,8 +162,10 @@ class Baseline:
     # ---- diagnosis --------------------------------------------------------------------------------
     def diagnose(self, tools: Any, t0: float, kinds: dict[str, str], roles: dict[str, str],
                  calls: dict[str, list[str]]) -> Diagnosis:
-        probe = self._ok(tools.call("metrics", name="up", since_s=5, limit=1)) or {}
-        interval = float(probe.get("scrape_interval_s") or 5.0)
+        if self.interval is None:
+            probe = self._ok(tools.call("metrics", name="up", since_s=5, limit=1)) or {}
+            self.interval = float(probe.get("scrape_interval_s") or 5.0)
+        interval = self.interval
         win = max(3 * interval, 3.0)
         cur_s = max(2 * win, 6.0)
         sig = Signals(tools, t0, max(self.span_s, 4 * cur_s), cur_s)
@@ -160,7 +174,7 @@ class Baseline:
 
         p95 = sig.get("http_request_duration_seconds", "service", fn="p95", window_s=win)
         total = sig.get("http_request_duration_seconds_count", "service", fn="rate", window_s=win)
-        busy = sig.get("http_request_duration_seconds_count", "service", fn="rate", window_s=win, busy_past=True)
+        busy = dict(sig.busy_past)
         bad = sig.get("http_request_duration_seconds_count", "service", fn="rate", window_s=win,
                       labels={"status_code": "~5.."})
         cp95 = sig.get("http_client_request_duration_seconds", "service,destination", fn="p95", window_s=win)
@@ -254,12 +268,12 @@ class Baseline:
         ingress = [s for s in services if not any(s in c for c in calls.values())]
         for s in ingress:
             rc, _ = total.get((s,), (None, None))
-            rp = busy.get((s,), (None, None))[1]  # before: while there was traffic at all
+            rp = busy.get((s,))  # before: while there was traffic at all
             if rc and rp and rc / rp >= 1.8:
                 ev.append(Evidence(s, "demand", math.log2(rc / rp), f"{rc / rp:.1f}x the requests of before"))
 
         # Configuration that differs from the defaults, on symptomatic services only.
-        for s in sorted(symptom, key=lambda k: -symptom[k]):
+        for s in sorted(symptom, key=lambda k: -symptom[k])[:3]:
             if symptom[s] <= 0:
                 continue
             d = self._ok(tools.call("describe", service=s)) or {}

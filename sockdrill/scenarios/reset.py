@@ -10,6 +10,8 @@ from sockdrill.cluster.client import RuntimeClient
 from sockdrill.errors import ScenarioError, SockdrillError
 from sockdrill.scenarios.schema import Setup
 
+MIN_USERS = 2000
+
 
 def _wait_ready(client: RuntimeClient, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
@@ -53,9 +55,9 @@ def reset_shop(client: RuntimeClient, setup: Setup) -> dict[str, Any]:
     from sockdrill.shop.user import ensure_generated_users, generated_user_count
 
     url = client.record["addresses"]["user-db"]
-    if setup.users:
-        added = asyncio.run(ensure_generated_users(url, setup.users))
-        if added:
-            done["users_added"] = added
+    # Simulated shoppers log in as generated users: every run needs at least the base population.
+    added = asyncio.run(ensure_generated_users(url, max(setup.users, MIN_USERS)))
+    if added:
+        done["users_added"] = added
     done["users"] = asyncio.run(generated_user_count(url))
     return done

@@ -27,12 +27,12 @@ from sockdrill.cluster import client as cluster_client
 from sockdrill.cluster.client import RuntimeClient
 from sockdrill.cluster.ports import free_port, port_in_use
 from sockdrill.errors import ScenarioError, SockdrillError
+from sockdrill.scenarios.reset import MIN_USERS as BASE_USERS  # generated users every run has at least
 from sockdrill.scenarios.schema import Load, Objective, Scenario, Variant
 from sockdrill.scenarios.windows import WINDOWS, Windows
 from sockdrill.slo.sli import SliSample
 from sockdrill.slo.slo import SLO, evaluate
 
-BASE_USERS = 2000  # generated users every shop gets (simulated shoppers log in as them)
 RESERVED_USERS = 10  # the last generated users are the runner's own shoppers (sentinels), never the load's
 
 

@@ -5,23 +5,13 @@ from __future__ import annotations
 import statistics
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import Shop
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+from tests.conftest import wait_for as wait_for  # re-exported: the chaos tests import it from here
 
 
 def inject(rc: Any, kind: str, target: str, duration: float = 2.0, **fields: Any) -> dict[str, Any]:

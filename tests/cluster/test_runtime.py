@@ -21,18 +21,7 @@ from sockdrill.cluster import client
 from sockdrill.cluster.spec import DeploymentSpec
 from sockdrill.cluster.state import read_json, state_dir
 from sockdrill.errors import ClusterError
-from tests.conftest import Shop, make_data_dir
-
-
-def wait_for(pred: Any, timeout: float = 30.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+from tests.conftest import Shop, make_data_dir, wait_for
 
 
 def pod_of(shop: Shop, dep: str, index: int = 0) -> dict[str, Any]:

@@ -203,7 +203,8 @@ def test_every_journey_completes_without_failures(shop: Shop, tmp_path: Path) ->
     assert summary.host == shop.url.rstrip("/")
     assert set(summary.journeys) == set(JOURNEYS), summary.journeys.keys()
     for name, j in summary.journeys.items():
-        assert j["count"] > 0 and j["failures"] == 0, (name, j)
+        assert j["count"] > 0 and j["failures"] == 0, (name, j, {k: v for k, v in summary.steps.items()
+                                                                if v["failures"]})
         assert j["p50_ms"] is not None and j["p99_ms"] >= j["p50_ms"]
     assert summary.request_failures == 0
     assert summary.journeys["checkout"]["declines"] == 0  # cheap socks only: a healthy shop declines none

@@ -81,12 +81,14 @@ class ServiceProcess:
     """``python -m sockdrill.shop NAME`` on a free port, started and stopped around a test."""
 
     def __init__(self, name: str, env: Mapping[str, str] | None = None, *, port: int | None = None,
-                 ready_timeout: float = 60.0) -> None:
+                 ready_timeout: float = 60.0, require_ok: bool = True) -> None:
         self.name = name
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = dict(env or {})
         self.ready_timeout = ready_timeout
+        # False: any 200 from /health is ready, for tests that start a service with a dependency down on purpose
+        self.require_ok = require_ok
         self.proc: subprocess.Popen[bytes] | None = None
         self.db_url = self.extra_env.get(f"SOCKDRILL_URL_{name.upper().replace('-', '_')}_DB", "")
         fd, self._log_name = tempfile.mkstemp(prefix=f"sockdrill-{name}-", suffix=".log")
@@ -99,13 +101,15 @@ class ServiceProcess:
     def logs(self) -> str:
         return Path(self._log_name).read_text(errors="replace")
 
-    def start(self) -> ServiceProcess:
+    def start(self, *, wait: bool = True) -> ServiceProcess:
+        """Start the process; ``wait=False`` returns at once (boot several, then ``wait_healthy()`` each)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKDRILL_")}
         env.update({"PORT": str(self.port), "PYTHONUNBUFFERED": "1", **self.extra_env})
         with open(self._log_name, "ab") as log:
             self.proc = subprocess.Popen([str(PYTHON), "-m", "sockdrill.shop", self.name], cwd=ROOT, env=env,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait_healthy()
+        if wait:
+            self.wait_healthy()
         return self
 
     def wait_healthy(self) -> None:
@@ -116,6 +120,8 @@ class ServiceProcess:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
             try:
                 resp = request("GET", self.url + "/health", timeout=2)
+                if resp.status == 200 and not self.require_ok:
+                    return
                 items = resp.json().get("health", []) if resp.status == 200 else []
                 if items and all(i.get("status") == "OK" for i in items):
                     return
@@ -137,20 +143,25 @@ class ServiceProcess:
             self.proc.kill()
             self.proc.wait(5)
 
-    def __enter__(self) -> ServiceProcess:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
+    def close(self) -> None:
+        """Stop the process and remove its log (what leaving the ``with`` block does)."""
         self.stop()
         try:
             os.unlink(self._log_name)
         except OSError:
             pass
 
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
 
 # ---- PostgreSQL ----------------------------------------------------------------------------------------
 
-def _db_url(name: str) -> str:
+def database_url(name: str) -> str:
+    """The URL of database ``name`` on the test PostgreSQL server."""
     parts = urlsplit(PG_ADMIN_URL)
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
@@ -187,7 +198,7 @@ def scratch_database(prefix: str = "test") -> Iterator[str]:
     name = f"sockdrill_{prefix}_{uuid.uuid4().hex[:10]}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     try:
-        yield _db_url(name)
+        yield database_url(name)
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

@@ -2,91 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
+from servicekit import ServiceProcess, scratch_database
 
-ROOT = Path(__file__).resolve().parents[2]
-PG = "postgresql://postgres@127.0.0.1:5432"
 JSON_UTF8 = "application/json;charset=UTF-8"
 
 
-# ---- small local service kit (start a service subprocess, wait until it answers /health) -----------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def psql(sql: str) -> None:
-    subprocess.run(["psql", f"{PG}/postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True,
-                   capture_output=True)
-
-
-class ServiceProc:
-    def __init__(self, name: str, env: dict[str, str]) -> None:
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        # Kept open for the life of the process (its stdout); closed in stop().
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
-            prefix=f"sockdrill-{name}-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [str(ROOT / ".venv/bin/python"), "-m", "sockdrill.shop", name], cwd=ROOT,
-            env={**os.environ, **env, "PORT": str(self.port)}, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_healthy(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.logs()}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not healthy after {timeout}s:\n{self.logs()}")
-
-    def logs(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        os.unlink(self.log.name)
-
-
 @pytest.fixture(scope="module")
-def db_name() -> Iterator[str]:
-    name = f"sdtest_carts_{uuid.uuid4().hex[:10]}"
-    psql(f"CREATE DATABASE {name}")
-    yield name
-    psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-@pytest.fixture(scope="module")
-def carts(db_name: str) -> Iterator[str]:
-    svc = ServiceProc("carts", {"SOCKDRILL_URL_CARTS_DB": f"{PG}/{db_name}"})
-    try:
-        svc.wait_healthy()
+def carts() -> Iterator[str]:
+    with scratch_database("carts") as db_url, \
+            ServiceProcess("carts", {"SOCKDRILL_URL_CARTS_DB": db_url}) as svc:
         yield svc.url
-    finally:
-        svc.stop()
 
 
 def cid() -> str:

@@ -11,24 +11,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import requests
 from aiohttp import web
+from servicekit import ServiceProcess, free_port
 
 # ==== fake backends =============================================================================
 
@@ -381,53 +375,15 @@ class FakeBackends:
 
 
 # ==== the front-end under test ==================================================================
-ROOT = Path(__file__).resolve().parents[2]
-PYTHON = ROOT / ".venv" / "bin" / "python"
 REDIS_URL = "redis://127.0.0.1:6379/7"  # a dedicated db of this machine's Redis, flushed after
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class FrontEndProcess:
-    """``python -m sockdrill.shop front-end`` on a free port, waited for until /health answers."""
+class FrontEndProcess(ServiceProcess):
+    """``python -m sockdrill.shop front-end`` on a free port, ready once /health answers 200 (the session-db
+    test starts one whose health is not all OK)."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile(prefix="front-end-", suffix=".log", delete=False)  # noqa: SIM115
-        full = {k: v for k, v in os.environ.items() if not k.startswith("SOCKDRILL_")}  # no stray config
-        full.update({"PORT": str(self.port), **env})
-        self.proc = subprocess.Popen([str(PYTHON), "-m", "sockdrill.shop", "front-end"], cwd=ROOT, env=full,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"front-end exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"front-end did not become healthy:\n{self.output()}")
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        Path(self.log.name).unlink(missing_ok=True)
+        super().__init__("front-end", env, ready_timeout=20, require_ok=False)
 
 
 @pytest.fixture(scope="module")
@@ -445,10 +401,9 @@ def fe(fakes: FakeBackends) -> Iterator[FrontEndProcess]:
         r.ping()
     except redis.RedisError as exc:
         pytest.skip(f"needs this machine's Redis at 127.0.0.1:6379: {exc}")
-    proc = FrontEndProcess({**fakes.env(), "SOCKDRILL_URL_SESSION_DB": REDIS_URL,
-                            "SOCKDRILL_KNOBS": json.dumps({"http_timeout_s": 1.0, "session_ttl_s": 600})})
-    yield proc
-    proc.stop()
+    with FrontEndProcess({**fakes.env(), "SOCKDRILL_URL_SESSION_DB": REDIS_URL,
+                          "SOCKDRILL_KNOBS": json.dumps({"http_timeout_s": 1.0, "session_ttl_s": 600})}) as proc:
+        yield proc
     r.flushdb()
     r.close()
 
@@ -725,14 +680,11 @@ def test_user_proxies(client: requests.Session, fe: FrontEndProcess, fakes: Fake
 
 # ---- session-db down ------------------------------------------------------------------------------
 def test_session_db_down_is_clean_500(fakes: FakeBackends) -> None:
-    proc = FrontEndProcess({**fakes.env(), "SOCKDRILL_URL_SESSION_DB": f"redis://127.0.0.1:{free_port()}/0",
-                            "SOCKDRILL_KNOBS": json.dumps({"session_db_timeout_s": 0.5})})
-    try:
+    with FrontEndProcess({**fakes.env(), "SOCKDRILL_URL_SESSION_DB": f"redis://127.0.0.1:{free_port()}/0",
+                          "SOCKDRILL_KNOBS": json.dumps({"session_db_timeout_s": 0.5})}) as proc:
         resp = requests.get(proc.url + "/catalogue")
         assert_json_error(resp, 500)
         assert "session" in resp.json()["message"]
         assert requests.get(proc.url + "/index.html").status_code == 200  # static pages still work
         health = requests.get(proc.url + "/health").json()["health"]
         assert {"service": "session-db", "status": "err"}.items() <= health[1].items()
-    finally:
-        proc.stop()

@@ -5,80 +5,28 @@ SOCKDRILL_URL_*; the hrefs it is given name upstream's hosts (``http://user/...`
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from aiohttp import web
+from servicekit import ServiceProcess, database_url, db_run, scratch_database
 
-ROOT = Path(__file__).resolve().parents[2]
-PG = "postgresql://postgres@127.0.0.1:5432"
 HAL_UTF8 = "application/hal+json;charset=UTF-8"
 JSON_UTF8 = "application/json;charset=UTF-8"
 INVALID = "Invalid order request. Order requires customer, address, card and items."
 CUSTOMER = "57a98d98e4b00679b4a830af"
 
 
-# ---- small local service kit (start a service subprocess, wait until it answers /health) -----------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def psql(sql: str, db: str = "postgres") -> str:
-    out = subprocess.run(["psql", f"{PG}/{db}", "-v", "ON_ERROR_STOP=1", "-Atqc", sql], check=True,
-                         capture_output=True, text=True)
-    return out.stdout.strip()
-
-
-class ServiceProc:
-    def __init__(self, name: str, env: dict[str, str]) -> None:
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        # Kept open for the life of the process (its stdout); closed in stop().
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
-            prefix=f"sockdrill-{name}-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [str(ROOT / ".venv/bin/python"), "-m", "sockdrill.shop", name], cwd=ROOT,
-            env={**os.environ, **env, "PORT": str(self.port)}, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_healthy(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.logs()}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not healthy after {timeout}s:\n{self.logs()}")
-
-    def logs(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        os.unlink(self.log.name)
+def psql(sql: str, db: str) -> str:
+    """The rows of ``sql`` on database ``db`` as ``psql -At`` prints them (the tests compare that text)."""
+    rows = db_run(database_url(db), sql)
+    return "\n".join("|".join("" if v is None else str(v) for v in row.values()) for row in rows)
 
 
 # ---- fake upstreams ---------------------------------------------------------------------------------
@@ -209,23 +157,17 @@ def fakes() -> Iterator[Fakes]:
 
 @pytest.fixture(scope="module")
 def db_name() -> Iterator[str]:
-    name = f"sdtest_orders_{uuid.uuid4().hex[:10]}"
-    psql(f"CREATE DATABASE {name}")
-    yield name
-    psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database("orders") as url:
+        yield url.rsplit("/", 1)[1]
 
 
 @pytest.fixture(scope="module")
 def orders(fakes: Fakes, db_name: str) -> Iterator[str]:
-    env = {"SOCKDRILL_URL_ORDERS_DB": f"{PG}/{db_name}"}
+    env = {"SOCKDRILL_URL_ORDERS_DB": database_url(db_name)}
     for name, port in fakes.ports.items():
         env[f"SOCKDRILL_URL_{name.upper()}"] = f"http://127.0.0.1:{port}"
-    svc = ServiceProc("orders", env)
-    try:
-        svc.wait_healthy()
+    with ServiceProcess("orders", env) as svc:
         yield svc.url
-    finally:
-        svc.stop()
 
 
 @pytest.fixture(autouse=True)

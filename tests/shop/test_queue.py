@@ -5,80 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import requests
+from servicekit import ServiceProcess, free_port
 
 from sockdrill.shop.queue import Delivery, RabbitQueue, RedisStreamQueue, ShippingQueue, open_queue
+from tests.conftest import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 REDIS = "redis://127.0.0.1:6379/0"
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 BACKENDS = {"redis": REDIS, "rabbitmq": AMQP}
-
-
-# ---- small local service kit (start a service subprocess, wait until it answers /health) -----------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServiceProc:
-    def __init__(self, name: str, env: dict[str, str]) -> None:
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        # Kept open for the life of the process (its stdout); closed in stop().
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
-            prefix=f"sockdrill-{name}-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [str(ROOT / ".venv/bin/python"), "-m", "sockdrill.shop", name], cwd=ROOT,
-            env={**os.environ, **env, "PORT": str(self.port)}, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_healthy(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.logs()}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=3).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not healthy after {timeout}s:\n{self.logs()}")
-
-    def logs(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        os.unlink(self.log.name)
-
-
-def wait_for(check: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def metric(text: str, name: str, labels: str = "") -> float | None:
@@ -265,19 +206,22 @@ async def test_unreachable_broker_raises_queue_error() -> None:
 
 # ---- service level: shipping → queue → queue-master ------------------------------------------------
 @pytest.fixture(params=list(BACKENDS))
-def pipeline(request: pytest.FixtureRequest) -> Iterator[tuple[ServiceProc, ServiceProc, str]]:
+def pipeline(request: pytest.FixtureRequest) -> Iterator[tuple[ServiceProcess, ServiceProcess, str]]:
     url = BACKENDS[request.param]
     name = f"sdtest-{request.param}-{uuid.uuid4().hex[:8]}"
     env = {"SOCKDRILL_URL_QUEUE": url, "SOCKDRILL_QUEUE_NAME": name}
-    shipping = ServiceProc("shipping", env)
-    master = ServiceProc("queue-master", env)
+    shipping = ServiceProcess("shipping", env)
+    master = ServiceProcess("queue-master", env)
     try:
+        # Both boot at once, then each is waited for.
+        shipping.start(wait=False)
+        master.start(wait=False)
         shipping.wait_healthy()
         master.wait_healthy()
         yield shipping, master, name
     finally:
-        shipping.stop()
-        master.stop()
+        shipping.close()
+        master.close()
         q = open_queue(url, name)
 
         async def cleanup() -> None:
@@ -289,7 +233,7 @@ def pipeline(request: pytest.FixtureRequest) -> Iterator[tuple[ServiceProc, Serv
         asyncio.run(cleanup())
 
 
-def test_shipment_flows_to_queue_master(pipeline: tuple[ServiceProc, ServiceProc, str]) -> None:
+def test_shipment_flows_to_queue_master(pipeline: tuple[ServiceProcess, ServiceProcess, str]) -> None:
     shipping, master, name = pipeline
     health = requests.get(f"{shipping.url}/health", timeout=5).json()["health"]
     assert [(h["service"], h["status"]) for h in health] == [("shipping-rabbitmq", "OK"), ("shipping", "OK")]
@@ -307,7 +251,7 @@ def test_shipment_flows_to_queue_master(pipeline: tuple[ServiceProc, ServiceProc
     def processed() -> bool:
         return "Received shipment task: cust-42" in master.logs() and shipment_id in master.logs()
 
-    wait_for(processed)
+    wait_for(processed, timeout=10)
     line = next(json.loads(x) for x in master.logs().splitlines()
                 if x.startswith("{") and "shipment_processed" in x)
     assert line["fields"]["shipment_id"] == shipment_id and line["trace_id"] == "c" * 32
@@ -324,7 +268,7 @@ def test_shipment_flows_to_queue_master(pipeline: tuple[ServiceProc, ServiceProc
     assert metric(text, "shipping_published_total", 'service="shipping"') == 1.0
 
 
-def test_shipping_texts(pipeline: tuple[ServiceProc, ServiceProc, str]) -> None:
+def test_shipping_texts(pipeline: tuple[ServiceProcess, ServiceProcess, str]) -> None:
     shipping = pipeline[0]
     r = requests.get(f"{shipping.url}/shipping", timeout=5)
     assert r.status_code == 200 and r.text == "GET ALL Shipping Resource."
@@ -340,10 +284,10 @@ def test_shipping_texts(pipeline: tuple[ServiceProc, ServiceProc, str]) -> None:
 def test_shipping_answers_201_when_queue_is_down(scheme: str) -> None:
     port = free_port()  # nothing listens there
     url = f"redis://127.0.0.1:{port}/0" if scheme == "redis" else f"amqp://guest:guest@127.0.0.1:{port}/"
-    shipping = ServiceProc("shipping", {"SOCKDRILL_URL_QUEUE": url,
-                                        "SOCKDRILL_KNOBS": json.dumps({"publish_timeout_s": 1.0})})
-    try:
-        shipping.wait_healthy()
+    # The queue is down on purpose: /health answers 200 with an "err" entry.
+    with ServiceProcess("shipping", {"SOCKDRILL_URL_QUEUE": url,
+                                     "SOCKDRILL_KNOBS": json.dumps({"publish_timeout_s": 1.0})},
+                        require_ok=False) as shipping:
         health = requests.get(f"{shipping.url}/health", timeout=5).json()["health"]
         assert [(h["service"], h["status"]) for h in health] == [("shipping-rabbitmq", "err"),
                                                                   ("shipping", "OK")]
@@ -354,22 +298,17 @@ def test_shipping_answers_201_when_queue_is_down(scheme: str) -> None:
                                                     re.M))
         assert failures == 1.0
         assert "shipment s-1 not published" in shipping.logs()
-    finally:
-        shipping.stop()
 
 
 def test_queue_master_reports_err_when_queue_is_down() -> None:
     port = free_port()
-    master = ServiceProc("queue-master", {"SOCKDRILL_URL_QUEUE": f"redis://127.0.0.1:{port}/0"})
-    try:
-        master.wait_healthy()
+    with ServiceProcess("queue-master", {"SOCKDRILL_URL_QUEUE": f"redis://127.0.0.1:{port}/0"},
+                        require_ok=False) as master:
         health = requests.get(f"{master.url}/health", timeout=5).json()["health"]
         assert [(h["service"], h["status"]) for h in health] == [("queue-master", "OK"),
                                                                   ("queue-master-rabbitmq", "err")]
         text = requests.get(f"{master.url}/metrics", timeout=5).text
         assert metric(text, "rabbitmq_up") == 0.0
-    finally:
-        master.stop()
 
 
 async def test_redis_restarted_consumer_finishes_its_own_pending_at_once() -> None:

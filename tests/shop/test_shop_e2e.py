@@ -7,7 +7,6 @@ import asyncio
 import base64
 import json
 import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,21 +19,10 @@ from sockdrill.cluster import client
 from sockdrill.cluster.spec import DeploymentSpec
 from sockdrill.shop.data.generate import credentials
 from sockdrill.shop.journey import run_journey
-from tests.conftest import Shop, make_data_dir
+from tests.conftest import Shop, make_data_dir, wait_for
 
 HOLY = "03fef6ac-1896-4ce8-bd69-b798f85c6e0b"
 COLOURFUL = "3395a43e-2d88-40de-b95f-e00e1502085b"
-
-
-def wait_for(pred: Any, timeout: float = 30.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 
 
 def log_lines(data_dir: Path, deployment: str) -> list[dict[str, Any]]:

@@ -29,23 +29,12 @@ import requests
 from sockdrill.bench import load
 from sockdrill.cluster.ports import free_port
 from sockdrill.telemetry.collectors import PostgresExporter, QueueExporter, RedisExporter, parse_text, render
-from tests.conftest import Shop
+from tests.conftest import Shop, wait_for
 
 Series = dict[str, list[tuple[dict[str, str], float]]]
 TRACED = ("front-end", "orders", "user", "carts", "payment", "shipping", "queue-master")
 POSTGRES = ("catalogue-db", "carts-db", "orders-db", "user-db")
 REDIS = ("session-db", "queue")
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 
 
 def scrape(shop: Shop) -> Series:
