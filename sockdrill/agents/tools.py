@@ -314,7 +314,7 @@ class Tools:
             msg = _normalise_message(str(r.get("message", "")))
             per = counts.setdefault(svc, {})
             per[msg] = per.get(msg, 0) + 1
-        out = [{"service": svc, "lines": sum(per.values()),
+        out: list[dict[str, Any]] = [{"service": svc, "lines": sum(per.values()),
                 "top": [{"message": m, "count": n}
                         for m, n in sorted(per.items(), key=lambda kv: -kv[1])[:max(1, min(int(top), 20))]]}
                for svc, per in counts.items()]

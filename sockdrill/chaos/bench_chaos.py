@@ -52,7 +52,7 @@ def bench_chaos(duration: float = 5.0) -> dict[str, Any]:
         for _ in range(20):  # warm up connections and the pod
             _get_ms(url)
         base = _p50(url, 41)
-        precision = {"baseline_p50_ms": round(base, 3)}
+        precision: dict[str, Any] = {"baseline_p50_ms": round(base, 3)}
         ok = True
         for d in DELAYS_MS:
             n = 61 if d <= 100 else (11 if d <= 1000 else 5)

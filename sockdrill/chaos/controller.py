@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 import os
@@ -49,7 +50,7 @@ class ActiveFault:
 
     def view(self) -> dict[str, Any]:
         now = time.time()
-        out = {"id": self.id, "kind": self.spec.kind, "target": self.spec.target, "pod": self.spec.pod,
+        out: dict[str, Any] = {"id": self.id, "kind": self.spec.kind, "target": self.spec.target, "pod": self.spec.pod,
                "params": self.spec.params, "duration_s": self.spec.duration_s, "onset": self.onset,
                "deadline": self.deadline, "remaining_s": round(max(0.0, (self.deadline or now) - now), 2),
                "status": self.status}
@@ -205,7 +206,7 @@ class ChaosController:
         return [f.view() for f in self.faults.values() if f.status == "active"]
 
     # ---- lifecycle ----------------------------------------------------------------------------
-    async def revert_leftovers(self) -> list[str]:
+    async def revert_leftovers(self) -> builtins.list[str]:
         """Revert what an earlier supervisor's ledger still lists (stores are waited for)."""
         done = []
         for entry in list(self.leftovers):

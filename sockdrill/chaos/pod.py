@@ -91,7 +91,7 @@ class PodFailure(_PodKind):
 
         rt = ctx.runtime
         for name in state.get("pods", []):
-            old = ctx.memo.pop(name, None)
+            old: Pod | None = ctx.memo.pop(name, None)
             if old is None or ctx.leftover:
                 continue  # a new supervisor started every pod afresh
             dep = rt.deployments.get(spec.target)

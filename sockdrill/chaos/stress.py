@@ -76,7 +76,7 @@ async def spawn_worker(cfg: dict[str, Any], cgroup_files: list[str], stdout: boo
         stdout=asyncio.subprocess.PIPE if stdout else asyncio.subprocess.DEVNULL,
         start_new_session=True, preexec_fn=_join(cgroup_files) if cgroup_files else None,
     )
-    rec = {"pid": proc.pid, "started": process_start_time(proc.pid)}
+    rec: dict[str, Any] = {"pid": proc.pid, "started": process_start_time(proc.pid)}
     # Reap it when it ends so no zombie stays behind (the task is kept with the process).
     rec["_proc"] = (proc, asyncio.ensure_future(proc.wait()))
     return rec

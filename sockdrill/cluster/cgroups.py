@@ -61,7 +61,7 @@ class PodCgroup:
         if self.cpu is None:
             raise UnsupportedError("CPU limits are unsupported here: no writable cpu cgroup controller")
         if self.version == 2:
-            quota = "max" if millicores is None else str(max(1000, millicores * CFS_PERIOD_US // 1000))
+            quota: str | int = "max" if millicores is None else str(max(1000, millicores * CFS_PERIOD_US // 1000))
             (self.cpu / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
         else:
             (self.cpu / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))

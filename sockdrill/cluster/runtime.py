@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from sockdrill.cluster.cgroups import CgroupManager
-from sockdrill.cluster.mesh import Backend, Edge, Mesh
+from sockdrill.cluster.mesh import Backend, Edge, Mesh, Protocol
 from sockdrill.cluster.pods import Pod, ProbeSettings, RestartPolicy
 from sockdrill.cluster.ports import free_port
 from sockdrill.cluster.spec import DeploymentSpec
@@ -147,7 +147,7 @@ class Runtime:
         for dep in self.deployments.values():
             for dest in dep.spec.calls:
                 target = self.deployments[dest]
-                protocol = "http" if target.spec.kind == "service" and not target.external else "tcp"
+                protocol: Protocol = "http" if target.spec.kind == "service" and not target.external else "tcp"
                 self.edges[(dep.name, dest)] = await self.mesh.add_edge(dep.name, dest, protocol=protocol)
         for dep in self.deployments.values():
             port = host_ports.get(dep.name, dep.spec.host_port or 0)

@@ -21,14 +21,14 @@ class DeploymentSpec(BaseModel):
     name: str
     kind: Kind = "service"
     module: str | None = None  # service pods: ``python -m sockdrill.shop <module>``
-    replicas: int = Field(1, ge=0, le=16)
+    replicas: int = Field(default=1, ge=0, le=16)
     calls: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     knobs: dict[str, Any] = Field(default_factory=dict)
     external_url: str | None = None  # replaces an embedded store (the mesh still carries its traffic)
     host_port: int | None = None  # fixed host-facing port (front-end: 8079); others get a free one
-    cpu_millicores: int | None = Field(None, ge=1)
-    memory_bytes: int | None = Field(None, ge=1 << 20)
+    cpu_millicores: int | None = Field(default=None, ge=1)
+    memory_bytes: int | None = Field(default=None, ge=1 << 20)
     role: str = ""  # short description shown in topology
 
     @field_validator("name")

@@ -61,7 +61,7 @@ def quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
-def _bucket(ms: float) -> int:
+def _bucket(ms: float) -> float:
     """Round a latency to ~2 significant figures (like Locust) so a run's histogram stays small."""
     ms = max(0.0, ms)
     if ms < 100:
@@ -86,7 +86,7 @@ class Series:
         self.failures = 0
         self.declines = 0
         self.sum_s = 0.0
-        self.hist: dict[int, int] = {}
+        self.hist: dict[float, int] = {}
 
     def add(self, seconds: float, ok: bool, declined: bool = False) -> None:
         self.window.append(seconds)
@@ -104,10 +104,10 @@ class Series:
     def take_window(self, interval: float) -> dict[str, Any]:
         values = sorted(self.window)
         n = len(values)
-        out = {"count": n, "failures": self.win_failures, "declines": self.win_declines,
-               "rps": round(n / interval, 3) if interval > 0 else 0.0,
-               "error_ratio": round(self.win_failures / n, 4) if n else 0.0,
-               "total": self.count, "failures_total": self.failures, "declines_total": self.declines}
+        out: dict[str, Any] = {"count": n, "failures": self.win_failures, "declines": self.win_declines,
+                                "rps": round(n / interval, 3) if interval > 0 else 0.0,
+                                "error_ratio": round(self.win_failures / n, 4) if n else 0.0,
+                                "total": self.count, "failures_total": self.failures, "declines_total": self.declines}
         for q in QUANTILES:
             out[f"p{round(q * 100)}"] = round(quantile(values, q), 6) if n else None
         self.window = []

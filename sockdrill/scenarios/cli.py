@@ -68,9 +68,10 @@ def run_command(
         if status:
             status.start()
         try:
+            # mypy cannot infer a lambda whose default-bound parameters exceed its Callable[[str], None] context.
             opts = RunOptions(agent=agent, profile=profile, seed=seed, out=out, data_dir=data_dir, mode=mode,
                               agent_options=options,
-                              progress=(lambda t, s=sc, v=var, st=status: st.update(f"{s.id}/{v.id}: {t}"))
+                              progress=(lambda t, s=sc, v=var, st=status: st.update(f"{s.id}/{v.id}: {t}"))  # type: ignore[misc]
                               if status else None)
             result = run_variant(sc, var, opts, scenarios)
         except SockdrillError as exc:

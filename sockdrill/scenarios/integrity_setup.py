@@ -87,7 +87,7 @@ async def _charges_matched(gateway: str, orders_db: str, since: float) -> Integr
         rows = await conn.fetch("SELECT id, idempotency_key, status FROM customer_orders")
     finally:
         await conn.close()
-    placed: dict[str, int] = {}
+    placed: dict[str | None, int] = {}
     for row in rows:
         if row["status"] in ("shipped", "delivered"):
             for key in {row["id"], row["idempotency_key"]} - {None}:

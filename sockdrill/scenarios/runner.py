@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sockdrill.cluster import client as cluster_client
 from sockdrill.cluster.client import RuntimeClient
@@ -178,8 +178,9 @@ class Run:
         return start_load(
             self.client.record["front_end_url"], journeys=dict(load.journeys), users=load.users,
             spawn_rate=load.spawn_rate, duration=3600, shape=load.shape, peak_users=load.peak_users,
-            seed=self.opts.seed + seed_offset, data_dir=self.client.data_dir, think=tuple(load.think_s),
-            accounts=max(1, self.users_total - RESERVED_USERS), stats_path=self.dir / stats_name, timeout=10.0)
+            seed=self.opts.seed + seed_offset, data_dir=self.client.data_dir,
+            think=cast(tuple[float, float], tuple(load.think_s)), accounts=max(1, self.users_total - RESERVED_USERS),
+            stats_path=self.dir / stats_name, timeout=10.0)
 
     def wait_until(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))

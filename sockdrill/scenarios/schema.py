@@ -79,10 +79,10 @@ class Symptom(Strict):
 class Load(Strict):
     journeys: dict[str, int] = Field(default_factory=lambda: {"browse": 3, "login": 1, "cart": 1,
                                                               "checkout": 1})
-    users: int = Field(8, ge=1, le=2000)
-    spawn_rate: float = Field(20.0, gt=0)
+    users: int = Field(default=8, ge=1, le=2000)
+    spawn_rate: float = Field(default=20.0, gt=0)
     shape: Literal["steady", "ramp", "spike", "step"] = "steady"
-    peak_users: int | None = Field(None, ge=1, le=5000)
+    peak_users: int | None = Field(default=None, ge=1, le=5000)
     think_s: tuple[float, float] = (0.2, 0.6)
 
     @field_validator("journeys")
@@ -96,8 +96,8 @@ class Load(Strict):
 class Setup(Strict):
     """Data and replicas a variant needs before the fault."""
 
-    users: int = Field(0, ge=0, le=2_000_000)
-    products: int = Field(0, ge=0, le=200_000)
+    users: int = Field(default=0, ge=0, le=2_000_000)
+    products: int = Field(default=0, ge=0, le=200_000)
     replicas: dict[str, int] = Field(default_factory=dict)
     knobs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     limits: dict[str, dict[str, str]] = Field(default_factory=dict)  # {user: {cpu: 150m, memory: 256Mi}}

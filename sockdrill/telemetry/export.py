@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +211,7 @@ def _raw_parquet(store: Store, out_dir: Path, lo: int, hi: int) -> list[Path]:
         with pq.ParquetWriter(path, sch, compression="zstd") as writer:
             while True:
                 chunk = [r for _, r in zip(range(100_000), rows, strict=False)]
-                cols = list(zip(*chunk, strict=True)) if chunk else [[] for _ in sch.names]
+                cols: list[Sequence[Any]] = list(zip(*chunk, strict=True)) if chunk else [[] for _ in sch.names]
                 data = {n: list(c) for n, c in zip(sch.names, cols, strict=True)}
                 if "error" in data:
                     data["error"] = [bool(x) for x in data["error"]]

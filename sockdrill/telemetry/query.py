@@ -304,7 +304,8 @@ class Query:
              grep: str | None = None, trace_id: str | None = None, start: float | None = None,
              end: float | None = None, since: Any = None, limit: int = 200) -> list[dict[str, Any]]:
         """Log lines, oldest first (the newest ``limit`` of those that match)."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | float] = []
         if service:
             where.append("service = ?")
             args.append(service)
@@ -352,7 +353,8 @@ class Query:
                errors: bool = False, start: float | None = None, end: float | None = None, since: Any = None,
                limit: int = 50) -> list[dict[str, Any]]:
         """Traces with at least one span matching every filter, newest first, summarised."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | float] = []
         if service:
             where.append("service = ?")
             args.append(service)

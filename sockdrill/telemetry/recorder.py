@@ -98,6 +98,7 @@ class LogTailer:
                 self._open(path, from_end=False)
         rows: list[tuple[Any, ...]] = []
         now = time.time()
+        f: dict[str, Any] | None
         for path, f in list(self.files.items()):
             try:
                 st = os.stat(path)

@@ -91,6 +91,28 @@ def tracing_disabled_by_env() -> bool:
     return _truthy_off("SOCKDRILL_TRACING") or os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
 
 
+DEFAULT_SAMPLE_RATIO = 0.1
+
+
+def _sampler() -> Any:
+    """Head sampling: the standard ``OTEL_TRACES_SAMPLER`` variables win; otherwise a parent-based
+    ratio (``SOCKDRILL_TRACE_SAMPLE``, default 0.1), so a request that arrives sampled (a
+    ``traceparent`` ending in ``-01``) is traced on every hop. Measured: tracing every request cost
+    42 % of front-end throughput on 2 cores (``sockdrill bench tracing``); one in ten keeps traces for
+    every journey at a fraction of that."""
+    from opentelemetry.sdk.trace import sampling
+
+    if os.environ.get("OTEL_TRACES_SAMPLER"):
+        return None  # the SDK reads the standard variables itself
+    raw = os.environ.get("SOCKDRILL_TRACE_SAMPLE", "")
+    try:
+        ratio = min(1.0, max(0.0, float(raw))) if raw else DEFAULT_SAMPLE_RATIO
+    except ValueError:
+        log.warning("SOCKDRILL_TRACE_SAMPLE=%r is not a number; using %s", raw, DEFAULT_SAMPLE_RATIO)
+        ratio = DEFAULT_SAMPLE_RATIO
+    return sampling.ParentBased(sampling.TraceIdRatioBased(ratio))
+
+
 def setup_tracing(service: str, pod: str) -> bool:
     """Install the tracer provider and the hooks; return whether tracing is on."""
     global _enabled, _tracer, _provider, _api
@@ -112,7 +134,7 @@ def setup_tracing(service: str, pod: str) -> bool:
         "service.name": service, "service.instance.id": pod, "service.namespace": "sock-shop",
         "k8s.namespace.name": "sock-shop", "k8s.pod.name": pod, "k8s.deployment.name": service,
     })
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource, sampler=_sampler())
     delay = float(os.environ.get("OTEL_BSP_SCHEDULE_DELAY") or DEFAULT_SCHEDULE_DELAY_MS)
     for url in urls:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url), schedule_delay_millis=delay))

@@ -23,7 +23,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -200,7 +200,7 @@ class Service:
         try:
             return await handler(request)
         except web.HTTPException as exc:
-            if exc.status >= 400 and not exc.text.startswith("{") and exc.status != 304:
+            if exc.status >= 400 and not cast(str, exc.text).startswith("{") and exc.status != 304:
                 # aiohttp's own plain-text errors (404 no route, 405, 413) get a JSON body too.
                 body = json.dumps({"error": exc.reason, "status_code": exc.status, "status_text": exc.reason})
                 exc.text = body
