@@ -67,7 +67,7 @@ def shared_shop() -> Iterator[Shop]:
     data_dir = make_data_dir("sockdrill-test-")
     specs = shop_deployments(front_end_port=free_port())
     rc, _ = client.up(specs, data_dir=data_dir, timeout=180,
-                      pod_env={"SOCKDRILL_DATA_USERS": str(TEST_USERS)})
+                      pod_env={"SOCKDRILL_DATA_USERS": str(TEST_USERS), "SOCKDRILL_SCRAPE_INTERVAL": "1"})
     try:
         yield Shop(url=rc.record["front_end_url"], data_dir=data_dir, client=rc)
     finally:
@@ -79,7 +79,11 @@ def shared_shop() -> Iterator[Shop]:
 def shop(shared_shop: Shop) -> Shop:
     """The shared shop, handed to each test ready: no fault left by an earlier test, every pod ready
     (a pod an earlier test killed or restarted may still be coming back)."""
-    shared_shop.post("/v1/chaos/clear", {})
-    shared_shop.post("/v1/toxics/reset", {})
+    # The same reset a scenario run starts with: no faults, default replicas, limits and knobs, so
+    # what an earlier test (or an agent in it) changed does not leak into this one.
+    from sockdrill.scenarios.reset import reset_shop
+    from sockdrill.scenarios.schema import Setup
+
+    reset_shop(shared_shop.client, Setup())
     wait_for(lambda: shared_shop.status()["ready"], timeout=90, interval=0.2)
     return shared_shop

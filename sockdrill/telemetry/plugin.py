@@ -46,8 +46,10 @@ RECORDER_STOP_GRACE_S = 10.0
 _OFF = ("off", "0", "false", "no", "disabled")
 
 
-def scrape_interval() -> float:
-    raw = os.environ.get("SOCKDRILL_SCRAPE_INTERVAL", "5")
+def scrape_interval(env: dict[str, str] | None = None) -> float:
+    """``SOCKDRILL_SCRAPE_INTERVAL`` from the runtime's pod environment (what ``up`` was given), else the
+    supervisor's own environment, else 5 s."""
+    raw = (env or {}).get("SOCKDRILL_SCRAPE_INTERVAL") or os.environ.get("SOCKDRILL_SCRAPE_INTERVAL", "5")
     try:
         value = float(raw)
     except ValueError:
@@ -139,7 +141,7 @@ class TelemetryPlugin:
         assert self._record is not None and self.run_dir is not None
         return [sys.executable, "-m", RECORDER_MODULE, str(self.run_dir),
                 "--control-url", str(self._record["control_url"]), "--token", str(self._record["token"]),
-                "--port", str(self.recorder_port), "--interval", f"{scrape_interval():g}",
+                "--port", str(self.recorder_port), "--interval", f"{scrape_interval(self.runtime.extra_env):g}",
                 "--logs-dir", str(self.runtime.data_dir / "logs")]
 
     async def _spawn_recorder(self) -> bool:
