@@ -152,8 +152,10 @@ class RedisStreamQueue(ShippingQueue):
         self.block_ms = block_ms
         self.stats_key = f"{self.name}:stats"
         self.alive_prefix = f"{self.name}:alive:"
+        from sockdrill.shop.common.redisconn import stale_connection_retry
+
         self._redis = aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=2,
-                                        health_check_interval=10)
+                                        health_check_interval=10, **stale_connection_retry())
         self._group_ready = False
 
     async def _ensure_group(self) -> None:

@@ -25,6 +25,10 @@ DB_KNOBS = (
 
 Init = Callable[[asyncpg.Connection], Awaitable[None]]
 
+# Errors that mean the connection was unusable, not that the statement failed.
+STALE_CONNECTION = (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.InterfaceError,
+                    ConnectionResetError, BrokenPipeError)
+
 
 class Database:
     """The pool of one service to its database deployment (e.g. ``catalogue-db``)."""
@@ -120,7 +124,16 @@ class Database:
             raise bad_request(f"{self.destination} is not connected", 503)
         self._in_use()
         try:
-            async with self.pool.acquire(timeout=self.svc.knobs["db_timeout_s"]) as conn:
-                return await getattr(conn, method)(query, *args, timeout=self.svc.knobs["db_timeout_s"])
+            for attempt in (1, 2):
+                try:
+                    async with self.pool.acquire(timeout=self.svc.knobs["db_timeout_s"]) as conn:
+                        return await getattr(conn, method)(query, *args, timeout=self.svc.knobs["db_timeout_s"])
+                except STALE_CONNECTION as exc:
+                    # A pooled connection that died while idle (the database restarted): the pool drops it;
+                    # one more try on a fresh one, like a pool that validates connections on checkout.
+                    if attempt == 2:
+                        raise
+                    self.svc.log.warning("stale connection to %s dropped: %s", self.destination, exc)
+            raise AssertionError("unreachable")
         finally:
             self._in_use()

@@ -25,6 +25,7 @@ from urllib.parse import unquote
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from sockdrill.shop.common.redisconn import stale_connection_retry
 from sockdrill.telemetry import tracing
 
 COOKIE = "md.sid"
@@ -107,6 +108,7 @@ class SessionStore:
             self._redis = aioredis.from_url(
                 self.url, decode_responses=True, socket_timeout=self.timeout_s,
                 socket_connect_timeout=self.timeout_s, health_check_interval=30,
+                **stale_connection_retry(),
             )
         return self._redis
 
