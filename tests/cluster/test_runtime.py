@@ -248,12 +248,15 @@ def test_crash_loop_backs_off() -> None:
                                 start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             rc = wait_for(lambda: client.RuntimeClient.find(data_dir))
-            pod = wait_for(lambda: (p := rc.get("/v1/describe/crasher")["pods"][0])["restarts"] >= 4 and p,
-                           timeout=30)
+            def crasher() -> dict[str, Any]:
+                pods = rc.get("/v1/describe/crasher")["pods"]  # empty until the runtime has started
+                return pods[0] if pods else {"restarts": 0}
+
+            pod = wait_for(lambda: (p := crasher())["restarts"] >= 4 and p, timeout=30)
             assert pod["status"] == "CrashLoopBackOff"
             assert not pod["ready"]
             # The waits grow: the 4th restart came at least 0.2+0.4+0.8 s after the first exit.
-            later = wait_for(lambda: (p := rc.get("/v1/describe/crasher")["pods"][0]).get("restart_in_s") and p,
+            later = wait_for(lambda: (p := crasher()).get("restart_in_s") and p,
                              timeout=20, interval=0.05)
             assert later["restart_in_s"] > 0
         finally:
