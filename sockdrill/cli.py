@@ -123,15 +123,29 @@ def _int(value: str, what: str) -> int:
 
 
 @app.command()
-def down(data_dir: DataDir = None) -> None:
+def down(data_dir: DataDir = None,
+         purge: Annotated[bool, typer.Option(help="also delete the shop's data: stores, logs, recorded "
+                                             "telemetry and state in the data dir, and its PostgreSQL "
+                                             "clusters kept outside it")] = False,
+         purge_cache: Annotated[bool, typer.Option(help="also delete the machine's cache (the PostgreSQL "
+                                                   "binaries and template, generated images)")] = False) -> None:
     """Stop everything and leave no process, listener, cgroup or fault behind."""
+    import shutil
+
     from sockdrill.cluster import client
 
     try:
-        done = client.down(data_dir)
+        done = client.down(data_dir, purge=purge)
     except SockdrillError as exc:
         raise fail(str(exc)) from None
-    console.print("The shop is down." if done else "Nothing was running.")
+    stopped = [d for d in done if not d.startswith("data removed")]
+    console.print("The shop is down." if stopped else "Nothing was running.")
+    if purge:
+        console.print(f"Removed the shop's data ({client.default_data_dir() if data_dir is None else data_dir}).")
+    if purge_cache:
+        cache = client.default_cache_dir()
+        shutil.rmtree(cache, ignore_errors=True)
+        console.print(f"Removed the cache ({cache}).")
 
 
 # ---------------------------------------------------------------------------------------------- views

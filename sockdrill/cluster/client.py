@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -113,8 +115,9 @@ def up(
         if spec.host_port and port_in_use(spec.host_port):
             raise ClusterError(f"port {spec.host_port} (for {spec.name}) is already in use; pick another with --port")
     if fresh:
-        import shutil
+        from sockdrill.cluster.stores import purge_relocated
 
+        purge_relocated(data_dir)
         for sub in ("stores", "logs", "runs"):
             shutil.rmtree(data_dir / sub, ignore_errors=True)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -156,8 +159,31 @@ def up(
                     client.record = read_json(sdir / "runtime.json") or client.record
                     return client, False
         time.sleep(0.1)
+    waiting = _not_ready(client)
     _abandon(proc, data_dir)
-    raise ClusterError(f"the shop was not ready within {timeout:g}s; see {data_dir / 'logs'}")
+    errors = [ln for ln in _lines(data_dir / "supervisor.log") if " ERROR " in ln][-3:]
+    raise ClusterError(f"the shop was not ready within {timeout:g}s"
+                       + (f" (waiting for {', '.join(waiting)})" if waiting else "")
+                       + (": " + " | ".join(ln.split(" ERROR ", 1)[1] for ln in errors) if errors else "")
+                       + f"; see {data_dir / 'supervisor.log'} and {data_dir / 'logs'}")
+
+
+def _not_ready(client: RuntimeClient | None) -> list[str]:
+    if client is None:
+        return []
+    try:
+        status = client.get("/v1/status")
+    except ClusterError:
+        return []
+    return [d["name"] for d in status.get("deployments", [])
+            if d.get("ready_replicas", 0) < d.get("replicas", 0) and not d.get("external")]
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
 
 
 def _abandon(proc: subprocess.Popen[bytes], data_dir: Path) -> None:
@@ -180,8 +206,12 @@ def _tail(path: Path, lines: int = 5) -> str:
         return ""
 
 
-def down(data_dir: Path | None = None, timeout: float = 30.0) -> list[str]:
-    """Stop everything; works whether the supervisor is alive, hung or already killed."""
+PURGED = ("stores", "logs", "runs", "state", "supervisor.log", "recorder.log")  # all a shop writes in its data dir
+
+
+def down(data_dir: Path | None = None, timeout: float = 30.0, purge: bool = False) -> list[str]:
+    """Stop everything; works whether the supervisor is alive, hung or already killed. ``purge`` also
+    removes the shop's data: what it wrote in the data dir and its relocated PostgreSQL clusters."""
     data_dir = data_dir or default_data_dir()
     done: list[str] = []
     client = RuntimeClient.find(data_dir)
@@ -195,4 +225,17 @@ def down(data_dir: Path | None = None, timeout: float = 30.0) -> list[str]:
             pass
     done.extend(sweep(data_dir))
     (state_dir(data_dir) / "config.json").unlink(missing_ok=True)
+    if purge:
+        from sockdrill.cluster.stores import purge_relocated
+
+        purge_relocated(data_dir)
+        for name in PURGED:
+            path = data_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            data_dir.rmdir()  # only when nothing else of the user's is in it
+        done.append(f"data removed from {data_dir}")
     return done

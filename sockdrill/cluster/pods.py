@@ -98,6 +98,14 @@ class Pod:
         return self.runtime.data_dir / "stores" / self.name
 
     @property
+    def workdir(self) -> str:
+        # uvloop changes directory after the pre-exec hook dropped privileges: an unprivileged server
+        # must start in a folder it can reach (a relocated cluster's own, never a private parent).
+        if self.kind == "postgres":
+            return os.path.realpath(self.store_dir / "pgdata")
+        return str(self.store_dir if self.kind != "service" else self.runtime.data_dir)
+
+    @property
     def kind(self) -> str:
         return self.deployment.spec.kind
 
@@ -112,7 +120,8 @@ class Pod:
         if spec.kind == "postgres":
             stores.prepare_pg_datadir(self.store_dir / "pgdata", self.runtime.cache_dir)
             env.update({"LC_ALL": "C", "LANG": "C"})
-            return stores.postgres_command(self.store_dir / "pgdata", self.port), env, stores.os_user_for_postgres()
+            argv = stores.postgres_command(self.store_dir / "pgdata", self.port, self.runtime.cache_dir)
+            return argv, env, stores.os_user_for_postgres()
         if spec.kind == "redis":
             return stores.redis_command(self.store_dir, self.port), env, None
         env.update(self.runtime.pod_env(self.deployment, self))
@@ -135,7 +144,7 @@ class Pod:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True, preexec_fn=_preexec(files, user),
-                cwd=str(self.store_dir if self.kind != "service" else self.runtime.data_dir),
+                cwd=self.workdir,
             )
         finally:
             log.close()
