@@ -329,13 +329,16 @@ def demo(
     scenario: Annotated[str, typer.Option(help="the variant to run")] = "login-latency/user-db-cpu",
     agent: Annotated[str, typer.Option(help="the agent on call")] = "baseline",
     out: Annotated[Path, typer.Option(help="where the run directory goes")] = Path("runs"),
+    fault: Annotated[Path | None, typer.Option(help="a scenario file outside the catalogue "
+                                               "(--scenario then names its id/variant)")] = None,
 ) -> None:
-    """One scenario end to end on a fresh shop (up, load, fault, agent, score, report, down)."""
+    """One scenario end to end on a fresh shop (up, load, fault, agent, score, report, down).
+    Exits non-zero (3) when the run was invalid or errored."""
     from sockdrill.scenarios.cli import run_command
 
     console.print(f"sockdrill demo: {scenario} with the {agent} agent, fast profile "
                   "(a fresh shop comes up and goes down again)")
-    run_command(target=scenario, agent=agent, profile="fast", seed=1, out=out, fault=None, data_dir=None,
+    run_command(target=scenario, agent=agent, profile="fast", seed=1, out=out, fault=fault, data_dir=None,
                 mode="investigation", model=None, json_out=False)
 
 

@@ -52,7 +52,7 @@ class RuntimeClient:
 
     @classmethod
     def find(cls, data_dir: Path | None = None) -> RuntimeClient | None:
-        data_dir = data_dir or default_data_dir()
+        data_dir = (data_dir or default_data_dir()).expanduser().resolve()
         record = read_json(state_dir(data_dir) / "runtime.json")
         if not isinstance(record, dict) or "control_url" not in record:
             return None
@@ -105,8 +105,9 @@ def up(
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[RuntimeClient, bool]:
     """Start the supervisor and wait until every pod is ready. Returns (client, already_up)."""
-    data_dir = data_dir or default_data_dir()
-    cache_dir = cache_dir or default_cache_dir()
+    # Absolute from here on: the supervisor and its pods run in other working directories.
+    data_dir = (data_dir or default_data_dir()).expanduser().resolve()
+    cache_dir = (cache_dir or default_cache_dir()).expanduser().resolve()
     existing = RuntimeClient.find(data_dir)
     if existing is not None:
         return existing, True
@@ -212,7 +213,7 @@ PURGED = ("stores", "logs", "runs", "state", "supervisor.log", "recorder.log")  
 def down(data_dir: Path | None = None, timeout: float = 30.0, purge: bool = False) -> list[str]:
     """Stop everything; works whether the supervisor is alive, hung or already killed. ``purge`` also
     removes the shop's data: what it wrote in the data dir and its relocated PostgreSQL clusters."""
-    data_dir = data_dir or default_data_dir()
+    data_dir = (data_dir or default_data_dir()).expanduser().resolve()
     done: list[str] = []
     client = RuntimeClient.find(data_dir)
     if client is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,10 +28,9 @@ from sockdrill.slo.slo import SLO, get_profile
 
 JOURNAL_VERSION = 1
 
-MarkerKind = Literal["warmup_start", "slo_verified", "fault_onset", "symptom_verified", "agent_start",
-                     "mitigation_done", "fault_revert", "recovery_verified", "end"]
-MARKER_KINDS: tuple[str, ...] = ("warmup_start", "slo_verified", "fault_onset", "symptom_verified", "agent_start",
-                                 "mitigation_done", "fault_revert", "recovery_verified", "end")
+MarkerKind = Literal["run_start", "shop_ready", "warmup_start", "settled", "slo_verified", "fault_onset",
+                     "symptom_verified", "agent_start", "mitigation_done", "fault_revert", "recovery_verified", "end"]
+MARKER_KINDS: tuple[str, ...] = get_args(MarkerKind)
 
 # Tool names that only read (used when an action does not say whether it changed anything).
 READ_ONLY_PREFIXES = ("get", "list", "query", "describe", "read", "search", "show", "topology", "logs",

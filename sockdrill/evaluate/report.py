@@ -36,13 +36,26 @@ def _yes(value: bool | None) -> str:
     return "–" if value is None else ("yes" if value else "no")
 
 
-def _origin(journal: Journal) -> float:
-    """t = 0 of every table and chart: the fault's onset, else the agent's start, else the first sample."""
-    for t in (journal.onset, journal.first("agent_start")):
+ORIGINS = (("fault_onset", "the fault's onset"), ("agent_start", "the agent's start"),
+           ("run_start", "the run's start"), ("warmup_start", "the start of the load"))
+
+
+def _origin_named(journal: Journal) -> tuple[float, str]:
+    """t = 0 of every table and chart, and what it is: the fault's onset, else the agent's start, else the
+    run's start (a run that ended before its agent), else the first sample. Never the epoch."""
+    for kind, name in ORIGINS:
+        t = journal.onset if kind == "fault_onset" else journal.first(kind)
         if t is not None:
-            return t
+            return t, name
     samples = journal.all_samples()
-    return samples[0].time if samples else 0.0
+    if samples:
+        return samples[0].time, "the first load sample"
+    times = [e.time for e in journal.timeline()]
+    return (min(times), "the first recorded event") if times else (0.0, "nothing (the run recorded no event)")
+
+
+def _origin(journal: Journal) -> float:
+    return _origin_named(journal)[0]
 
 
 def _slug(name: str) -> str:
@@ -164,8 +177,7 @@ def write_report(journal: Journal, result: Result, out_dir: str | Path) -> tuple
     md = [f"# {title}", ""]
     md += [f"- **{k}**: {v}" for k, v in _identity(journal, result)]
     md.append("")
-    md.append("Times are seconds relative to " + ("the fault's onset." if journal.onset is not None
-                                                   else "the agent's start."))
+    md.append(f"Times are seconds relative to {_origin_named(journal)[1]}.")
     for key in ("scores", "timeline", "steps"):
         md += ["", f"## {TITLES[key]}", "", _md_table(HEADERS[key], rows[key])]
     md += ["", "## Submission", ""]

@@ -64,21 +64,13 @@ def run_command(
         raise _fail(str(exc)) from None
     results = []
     for sc, var in pairs:
-        status = console.status(f"{sc.id}/{var.id}: starting") if not json_out else None
-        if status:
-            status.start()
-        try:
-            # mypy cannot infer a lambda whose default-bound parameters exceed its Callable[[str], None] context.
-            opts = RunOptions(agent=agent, profile=profile, seed=seed, out=out, data_dir=data_dir, mode=mode,
-                              agent_options=options,
-                              progress=(lambda t, s=sc, v=var, st=status: st.update(f"{s.id}/{v.id}: {t}"))  # type: ignore[misc]
-                              if status else None)
-            result = run_variant(sc, var, opts, scenarios)
-        except SockdrillError as exc:
-            raise _fail(str(exc)) from None
-        finally:
-            if status:
-                status.stop()
+        with Progress(f"{sc.id}/{var.id}", enabled=not json_out) as progress:
+            try:
+                opts = RunOptions(agent=agent, profile=profile, seed=seed, out=out, data_dir=data_dir, mode=mode,
+                                  agent_options=options, progress=progress.phase if not json_out else None)
+                result = run_variant(sc, var, opts, scenarios)
+            except SockdrillError as exc:
+                raise _fail(str(exc)) from None
         results.append(result)
         if json_out:
             print(json.dumps(result, indent=2))
@@ -86,6 +78,55 @@ def run_command(
             _summary(result)
     if len(results) > 1 and not json_out:
         _leaderboard(results)
+    invalid = [r for r in results if not r.get("valid")]
+    if invalid:
+        # Scripts (and `make demo`) must notice: an invalid run measured nothing.
+        if not json_out:
+            Console(stderr=True).print(f"[yellow]{len(invalid)} of {len(results)} runs invalid[/yellow]: "
+                                       + "; ".join(f"{r['scenario']}/{r['variant']}: {r.get('invalid_reason')}"
+                                                   for r in invalid), highlight=False)
+        raise typer.Exit(INVALID_EXIT)
+
+
+INVALID_EXIT = 3  # documented in the README: a run that was invalid (or errored) is not a success
+
+
+class Progress:
+    """Each phase of a run as it happens, with the time since the run began: a live line on a terminal
+    (the finished phases printed above it), plain lines when piped."""
+
+    def __init__(self, title: str, enabled: bool = True) -> None:
+        self.title = title
+        self.enabled = enabled
+        self.live = enabled and console.is_terminal
+        self._status: Any = None
+        self._last: str | None = None
+
+    def __enter__(self) -> Progress:
+        if self.live:
+            self._status = console.status(f"{self.title}: starting")
+            self._status.start()
+        elif self.enabled:
+            console.print(f"{self.title}: starting", highlight=False)
+        return self
+
+    def phase(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.live:
+            if self._last:
+                console.print(f"  {self._last}", highlight=False)
+            self._status.update(f"{self.title}: {text}")
+        else:
+            console.print(f"  {text}", highlight=False)
+            console.file.flush()
+        self._last = text
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()
+            if self._last:
+                console.print(f"  {self._last}", highlight=False)
 
 
 def _fmt(v: Any) -> str:

@@ -103,7 +103,9 @@ class Run:
         self.win: Windows = WINDOWS[opts.profile]
         self.rng = random.Random(f"{opts.seed}:{scenario.id}/{variant.id}")
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        self.dir = Path(opts.out) / f"{stamp}-{scenario.id}-{variant.id}-{opts.agent.replace(':', '_')}-s{opts.seed}"
+        # Resolved now: child processes (Locust, the recorder) run in other working directories.
+        name = f"{stamp}-{scenario.id}-{variant.id}-{opts.agent.replace(':', '_')}-s{opts.seed}"
+        self.dir = Path(opts.out).expanduser().resolve() / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.runbooks = runbooks
         self.slos = [to_slo(o, self.win.objective) for o in scenario.slo]
@@ -123,11 +125,26 @@ class Run:
         self.notes: list[str] = []
         self.sentinels: list[dict[str, Any]] = []
         self.users_total = BASE_USERS
+        self.t0 = time.time()
 
     # ---- helpers ----------------------------------------------------------------------------------
     def say(self, text: str) -> None:
+        """Report a phase as it starts, with the time since the run began."""
         if self.opts.progress:
-            self.opts.progress(text)
+            self.opts.progress(f"[{time.time() - self.t0:6.1f}s] {text}")
+
+    def check_load(self) -> None:
+        """A load generator that died is a run error showing its log, never a silent SLO failure."""
+        for name, run in (("load", self.load_run), ("surge", self.surge_run)):
+            if run is None or run.running or getattr(run, "_stopped", False):
+                continue
+            try:
+                lines = run.log_path.read_text(errors="replace").strip().splitlines()
+            except OSError:
+                lines = []
+            tail = " | ".join(ln.strip() for ln in lines[-6:]) or "no output"
+            raise ScenarioError(f"the {name} generator (Locust) exited with code {run.proc.returncode} "
+                                f"during the run: {tail}")
 
     def samples(self) -> list[SliSample]:
         recs: list[dict[str, Any]] = []
@@ -156,7 +173,7 @@ class Run:
         self.own_data_dir = Path(tempfile.mkdtemp(prefix="sockdrill-run-"))
         self.own_data_dir.chmod(0o711)
         port = FRONT_END_PORT if not port_in_use(FRONT_END_PORT) else free_port()
-        self.say("bringing the shop up")
+        self.say("bringing a fresh shop up")
         self.client, _ = cluster_client.up(
             shop_deployments(front_end_port=port), data_dir=self.own_data_dir, seed=1, timeout=180,
             pod_env={"SOCKDRILL_DATA_USERS": str(users), "SOCKDRILL_SCRAPE_INTERVAL":
@@ -167,7 +184,6 @@ class Run:
         from sockdrill.scenarios.reset import reset_shop
 
         assert self.client is not None
-        self.say("resetting the shop")
         done = reset_shop(self.client, self.variant.setup)
         self.users_total = int(done.get("users", BASE_USERS))
 
@@ -183,7 +199,14 @@ class Run:
             stats_path=self.dir / stats_name, timeout=10.0)
 
     def wait_until(self, seconds: float) -> None:
-        time.sleep(max(0.0, seconds))
+        """Sleep ``seconds``, checking every half second that the load is still running."""
+        end = time.time() + max(0.0, seconds)
+        while True:
+            self.check_load()
+            left = end - time.time()
+            if left <= 0:
+                return
+            time.sleep(min(0.5, left))
 
     def inject(self) -> float:
         assert self.client is not None
@@ -196,8 +219,21 @@ class Run:
             onset = t if onset is None else min(onset, t)
         if self.variant.surge is not None:
             self.surge_run = self.start_load(self.variant.surge, "surge.jsonl", seed_offset=1000)
-            onset = time.time() if onset is None else onset
+            started = self.surge_started()
+            onset = started if onset is None else min(onset, started)
         return onset if onset is not None else time.time()
+
+    def surge_started(self, timeout: float = 30.0) -> float:
+        """When the surge's first requests went out: Locust's own start-up (seconds on a busy machine) is
+        not part of the symptom's time budget."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.check_load()
+            for rec in self.surge_run.records() if self.surge_run is not None else []:
+                if any(int(w.get("count", 0)) for w in rec.get("journeys", {}).values()):
+                    return float(rec["time"]) - 1.0
+            time.sleep(0.2)
+        raise ScenarioError(f"the surge load sent no request within {timeout:g}s of its start")
 
     def revert(self) -> None:
         assert self.client is not None
@@ -256,7 +292,7 @@ class Run:
         deadline = time.time() + self.win.recovery_timeout_s
         w = self.win.recovery_window_s
         while time.time() < deadline:
-            time.sleep(1.0)
+            self.wait_until(1.0)
             now = time.time()
             samples = self.samples()
             restores = [time_to_restore(slo, samples, since=since, until=now, window_s=w) for slo in self.slos]
@@ -265,47 +301,84 @@ class Run:
         return None
 
     # ---- the whole run -----------------------------------------------------------------------------
+    def settle(self) -> tuple[bool, list[str], float]:
+        """Wait, within the profile's bound, until the SLO holds over a whole baseline window: a fresh
+        or just-reset shop (new limits, replaced pods, cold caches) may need a while. Returns whether it
+        held, what failed last, and how long settling took beyond the first window."""
+        w = self.win.baseline_s
+        b0 = time.time()
+        deadline = b0 + w + self.win.settle_timeout_s
+        self.wait_until(w)
+        while True:
+            now = time.time()
+            ok, failing = self.slo_holds(now - w, now)
+            if ok or now >= deadline:
+                return ok, failing, max(0.0, now - b0 - w)
+            self.wait_until(1.0)
+
+    def onset_with_symptom(self) -> tuple[float | None, str | None]:
+        """Inject the faults and wait for the symptom. A fault whose symptom does not show in time is
+        reverted, the shop given time to settle, and injected once more (said in the run's notes);
+        returns (onset, symptom) of the attempt that showed it, or (onset, None)."""
+        onset: float | None = None
+        for attempt in (1, 2):
+            self.say("injecting the fault" if attempt == 1 else "injecting the fault again (second attempt)")
+            onset = self.inject()
+            symptom = self.wait_symptom(onset)
+            if symptom is not None:
+                return onset, symptom
+            if attempt == 2:
+                break
+            self.notes.append(f"the symptom did not appear within {self.win.symptom_timeout_s:g}s of the first "
+                              "onset; the fault was reverted and injected again")
+            self.revert()
+            self.surge_run = None
+            ok, _failing, _ = self.settle()
+            if not ok:
+                break
+        return onset, None
+
     def execute(self) -> dict[str, Any]:
         j = self.journal
         meta: dict[str, Any] = {"run_dir": str(self.dir), "windows": self.win.__dict__}
         invalid_reason = None
+        j.mark("run_start", self.t0)
         try:
             self.bring_up()
+            j.mark("shop_ready", time.time())
+            self.say("shop up; resetting it and loading data")
             self.reset()
             from sockdrill.scenarios.integrity_setup import prepare_sentinels
 
             load = self.scenario.load_for(self.variant)
+            self.say(f"data loaded ({self.users_total} shoppers); starting the load and warming up")
             self.load_run = self.start_load(load, "load.jsonl")
             start = time.time()
             j.mark("warmup_start", start)
-            self.say("warming up")
             self.sentinels = prepare_sentinels(self.client, self.users_total)  # type: ignore[arg-type]
             self.wait_until(start + self.win.warmup_s - time.time())
-            # The SLO must hold over a whole baseline window; a shop still settling after the reset (new
-            # limits, replaced pods) gets up to two more windows before the run is declared invalid.
-            for _attempt in range(3):
-                b0 = time.time()
-                self.wait_until(self.win.baseline_s)
-                ok, failing = self.slo_holds(b0, time.time())
-                if ok:
-                    break
+            self.say("baseline: the SLO must hold before the fault")
+            ok, failing, settle_s = self.settle()
+            meta["settle_s"] = round(settle_s, 1)
             if not ok:
-                invalid_reason = f"the SLO did not hold before the fault: {', '.join(failing)}"
+                waited = settle_s + self.win.baseline_s
+                invalid_reason = (f"the SLO did not hold before the fault (waited {waited:.0f}s for the shop to "
+                                  f"settle): {', '.join(failing)}")
             else:
+                j.mark("settled", time.time(), settle_s=round(settle_s, 1))
                 j.mark("slo_verified", time.time())
             if invalid_reason is None and not self.scenario.control:
                 self.wait_until(self.rng.uniform(*self.win.fault_offset_s))
-                self.say("injecting the fault")
-                onset = self.inject()
-                j.mark("fault_onset", onset, faults=len(self.fault_ids))
-                symptom = self.wait_symptom(onset)
+                onset, symptom = self.onset_with_symptom()
+                j.mark("fault_onset", onset or time.time(), faults=len(self.fault_ids))
                 if symptom is None:
                     invalid_reason = (f"the symptom did not appear within {self.win.symptom_timeout_s:g}s of the "
-                                      f"fault: {', '.join(o.text() for o in self.symptoms())}")
+                                      f"fault, twice: {', '.join(o.text() for o in self.symptoms())}")
                 else:
+                    self.say(f"symptom seen: {symptom}")
                     j.mark("symptom_verified", time.time(), symptom=symptom)
             if invalid_reason is None:
-                self.say(f"agent {self.opts.agent} on call")
+                self.say(f"agent {self.opts.agent} on call (budget {self.win.agent_budget_s:g}s)")
                 a0 = time.time()
                 j.mark("agent_start", a0)
                 outcome = self.run_agent()
@@ -341,13 +414,31 @@ class Run:
                     self.notes.append(f"load: {exc}")
             j.add_samples(self.samples())
             j.mark("end", time.time())
+            self.save_telemetry()
             if self.own_data_dir is not None:
-                cluster_client.down(self.own_data_dir)
+                self.say("taking the shop down")
+                cluster_client.down(self.own_data_dir, purge=True)
                 shutil.rmtree(self.own_data_dir, ignore_errors=True)
         meta["invalid_reason"] = invalid_reason
         meta["notes"] = self.notes
         j.meta = meta
+        self.say("scoring")
         return self.finish()
+
+    def save_telemetry(self) -> None:
+        """Copy this run's slice of the recorder's store into the run directory (``export`` and ``report``
+        then work after the shop is gone)."""
+        from sockdrill.telemetry.slice import copy_slice
+        from sockdrill.telemetry.store import db_path
+
+        source = (self.client.record.get("run_dir") if self.client is not None else None)
+        if not source:
+            self.notes.append("no telemetry was recorded (the shop has no flight recorder)")
+            return
+        try:
+            copy_slice(db_path(Path(source)), self.dir, self.t0, time.time())
+        except Exception as exc:  # the run is still written without it
+            self.notes.append(f"telemetry could not be copied into the run: {type(exc).__name__}: {exc}")
 
     def revert_quietly(self) -> None:
         try:
@@ -364,7 +455,7 @@ class Run:
         deadline = onset + self.win.symptom_timeout_s
         w = self.win.symptom_window_s
         while time.time() < deadline:
-            time.sleep(1.0)
+            self.wait_until(1.0)
             now = time.time()
             seen = symptom_seen(self.symptoms(), self.samples(), max(onset, now - w), now)
             if seen:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 class Windows:
     warmup_s: float          # load running, nothing judged (connections, caches, JIT-less Python warming)
     baseline_s: float        # the SLO must hold over this window before the fault
+    settle_timeout_s: float  # ... and a shop still settling (fresh, just reset) gets this much longer for it
     fault_offset_s: tuple[float, float]  # the fault lands at a seeded moment in this range after the baseline
     symptom_timeout_s: float  # the symptom must appear within this time of the onset, or the run is invalid
     symptom_window_s: float  # ... judged over windows this long
@@ -20,10 +21,11 @@ class Windows:
 
 
 WINDOWS: dict[str, Windows] = {
-    "fast": Windows(warmup_s=2, baseline_s=5, fault_offset_s=(0.5, 1.5), symptom_timeout_s=15,
+    "fast": Windows(warmup_s=2, baseline_s=5, settle_timeout_s=40, fault_offset_s=(0.5, 1.5), symptom_timeout_s=15,
                     symptom_window_s=3, agent_budget_s=45, max_steps=60, recovery_window_s=6,
                     recovery_timeout_s=12, objective=0.8),
-    "standard": Windows(warmup_s=30, baseline_s=60, fault_offset_s=(10, 60), symptom_timeout_s=120,
+    "standard": Windows(warmup_s=30, baseline_s=60, settle_timeout_s=240, fault_offset_s=(10, 60),
+                        symptom_timeout_s=120,
                         symptom_window_s=30, agent_budget_s=900, max_steps=200, recovery_window_s=120,
                         recovery_timeout_s=300, objective=0.95),
 }
