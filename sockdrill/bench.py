@@ -212,7 +212,14 @@ BENCHES: dict[str, Callable[[float], dict[str, Any]]] = {"runtime": bench_runtim
                                                                    "recorder": lambda d: _bench_recorder(d),
                                                                    "tracing": lambda d: _bench_tracing(d),
                                                                    "agents": lambda d: _bench_agents(d),
-                                                                   "scenarios": lambda d: _bench_scenarios(d)}
+                                                                   "scenarios": lambda d: _bench_scenarios(d),
+                                                                   "validity": lambda d: _bench_validity(d)}
+
+
+def _bench_validity(duration: float) -> dict[str, Any]:
+    from sockdrill.scenarios.bench_validity import bench_validity
+
+    return bench_validity(duration)
 
 
 def _bench_scenarios(duration: float) -> dict[str, Any]:

@@ -182,6 +182,7 @@ def report_command(run_dir: Annotated[Path, typer.Argument(help="a run directory
     result = score(journal)
     data = json.loads(result.model_dump_json())
     data["invalid_reason"] = journal.meta.get("invalid_reason")
+    data["notes"] = journal.meta.get("notes", [])
     data["run_dir"] = str(run_dir)
     (run_dir / "result.json").write_text(json.dumps(data, indent=2))
     write_report(journal, result, run_dir)

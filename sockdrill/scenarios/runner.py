@@ -488,6 +488,7 @@ class Run:
         result = score(j)
         data = json.loads(result.model_dump_json())
         data["invalid_reason"] = j.meta.get("invalid_reason")
+        data["notes"] = j.meta.get("notes", [])
         data["run_dir"] = str(self.dir)
         (self.dir / "result.json").write_text(json.dumps(data, indent=2))
         write_report(j, result, self.dir)
