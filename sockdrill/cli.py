@@ -200,6 +200,40 @@ def status(data_dir: DataDir = None,
 
 
 @app.command()
+def doctor(data_dir: DataDir = None,
+           json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Who may read the shop's secrets and folders, and which user each pod runs as (exit 1 on a problem)."""
+    from sockdrill.cluster.client import default_data_dir
+    from sockdrill.cluster.state import security_report
+
+    report = security_report((data_dir or default_data_dir()).expanduser().resolve())
+    if json_out:
+        console.print_json(json.dumps(report, default=str))
+    else:
+        table = Table(title=f"sockdrill doctor — {report['data_dir']}")
+        for col in ("path", "holds", "mode", "owner", "ok"):
+            table.add_column(col, overflow="fold")
+        for p in report["paths"]:
+            if p["exists"]:
+                table.add_row(p["path"], p["what"], p["mode"], p["owner"], "yes" if p["ok"] else "NO")
+        console.print(table)
+        procs = Table(title="processes")
+        for col in ("name", "role", "pid", "user"):
+            procs.add_column(col)
+        for p in report["processes"]:
+            procs.add_row(p["name"], p["role"], str(p["pid"]), p["user"])
+        console.print(procs)
+        for note in report["notes"]:
+            console.print(f"note: {note}", highlight=False)
+        for problem in report["problems"]:
+            err.print(f"[red]problem:[/red] {problem}", highlight=False)
+        if report["ok"]:
+            console.print("[green]no problem found[/green]")
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def describe(service: str, data_dir: DataDir = None) -> None:
     """Everything about one deployment: pods, readiness, restarts, limits, knobs, env."""
     console.print_json(json.dumps(_call(data_dir, "GET", f"/v1/describe/{service}"), default=str))

@@ -770,8 +770,11 @@ class Tools:
         from sockdrill.shop.reconcile import reconcile_payments
 
         gateway = self._address("payment-gateway")
-        orders_db = self._address("orders-db")
-        return asyncio.run(reconcile_payments(gateway, orders_db, older_than_s=older_than_s, dry_run=dry_run))
+        orders_db = self._address("orders-db")  # carries the runtime's login: never in what the agent sees
+        try:
+            return asyncio.run(reconcile_payments(gateway, orders_db, older_than_s=older_than_s, dry_run=dry_run))
+        except SockdrillError as exc:
+            raise ToolError(str(exc).replace(orders_db, "orders-db")) from None
 
     @tool("act")
     def dead_letter(self, message_id: str = "", min_idle_s: float = 30.0, count: int = 10,

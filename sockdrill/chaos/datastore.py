@@ -38,9 +38,15 @@ def _qi(name: str) -> str:
 
 
 async def pg_connect(rt: Any, name: str) -> Any:
+    """As the store's superuser (the runtime's login). The query storm's workers get ``pg_url`` without a
+    password and find it in the runtime's ``PGPASSFILE``: a worker's command line is world-readable."""
     import asyncpg
 
-    return await asyncpg.connect(pg_url(rt, name), timeout=5)
+    dep = deployment(rt, name, kinds=("postgres",))
+    if dep.spec.external_url:
+        return await asyncpg.connect(pg_url(rt, name), timeout=5)
+    _user, password = rt.store_login(name, "admin")
+    return await asyncpg.connect(pg_url(rt, name), password=password, timeout=5)
 
 
 def _engine(name: str, opts: RenderOptions) -> str:
@@ -262,7 +268,8 @@ def _redis(rt: Any, name: str) -> Any:
     pods = dep.ready_pods()
     if not pods:
         raise FaultError(f"target: {name!r} has no ready pod")
-    return aioredis.Redis(host="127.0.0.1", port=pods[0].port, socket_timeout=5)
+    user, password = rt.store_login(name, "admin")  # CONFIG is the runtime's user's, not the services'
+    return aioredis.Redis(host="127.0.0.1", port=pods[0].port, username=user, password=password, socket_timeout=5)
 
 
 @register

@@ -128,7 +128,9 @@ def up(
     }
     sdir = state_dir(data_dir)
     write_json(sdir / "config.json", config)
-    log = open(data_dir / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
+    # 0600 from the start: the runtime's log is the operator's.
+    log = os.fdopen(os.open(data_dir / "supervisor.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                            0o600), "ab")
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sockdrill.cluster.supervisor", str(data_dir)],

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -16,16 +18,43 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from sockdrill.cluster import stores
 from sockdrill.cluster.cgroups import CgroupManager
 from sockdrill.cluster.mesh import Backend, Edge, Mesh, Protocol
 from sockdrill.cluster.pods import Pod, ProbeSettings, RestartPolicy
 from sockdrill.cluster.ports import free_port
 from sockdrill.cluster.spec import DeploymentSpec
-from sockdrill.cluster.state import state_dir, write_json
+from sockdrill.cluster.state import private_dir, state_dir, write_json
 from sockdrill.errors import ClusterError, UnsupportedError, did_you_mean
 
 MAX_REPLICAS = 16
 HOST = "host"  # the source name of edges that carry traffic from outside (clients, tests, Locust)
+
+# What ``/v1/env`` may set on a service: settings the shop reads, and nothing that changes what code
+# runs (PYTHON*, LD_*, PATH, ...), where a pod keeps its files or finds its stores, or what the runtime
+# itself sets (PORT, SOCKDRILL_URL_*, SOCKDRILL_KNOBS: knobs go through /v1/config).
+ENV_ALLOWED = frozenset({
+    "SOCKDRILL_TRACING", "SOCKDRILL_TRACE_SAMPLE", "SOCKDRILL_OTLP_ENDPOINT", "SOCKDRILL_QUEUE_NAME",
+    "SOCKDRILL_DATA_USERS", "SOCKDRILL_DATA_PRODUCTS", "SOCKDRILL_LINK_HOST", "SOCKDRILL_SESSION_SECRET",
+    "OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG", "OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_EXPORT_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_COMPRESSION",
+    "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+})
+_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
+
+
+def check_env(env: dict[str, Any]) -> None:
+    """Refuse, before anything changes, any variable that is not on the allow-list (a ClusterError: 400)."""
+    refused = sorted(str(k) for k in env if not (_ENV_NAME.match(str(k)) and str(k) in ENV_ALLOWED))
+    if refused:
+        raise ClusterError(
+            f"cannot set {', '.join(repr(k) for k in refused)} through /v1/env: only the shop's own settings "
+            "may change there (variables that change what code a pod runs, where it keeps files or finds its "
+            "stores, or that the runtime sets itself are refused); allowed: " + ", ".join(sorted(ENV_ALLOWED)))
 
 
 class Deployment:
@@ -118,6 +147,7 @@ class Runtime:
         self.started_at = time.time()
         self._record_pending = False
         self.events: list[dict[str, Any]] = []
+        self.credentials: dict[str, dict[str, str]] = {}  # embedded store → {"admin", "app"} passwords
 
     # ---- lookup -------------------------------------------------------------------------
     def deployment(self, name: str) -> Deployment:
@@ -143,6 +173,18 @@ class Runtime:
         host_ports = host_ports or {}
         self.http = aiohttp.ClientSession()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # What another local user must not read: the state (token, passwords), run journals (the ground
+        # truth of faults), pod logs, the services' durable files; the stores' folders only traversable.
+        for sub in ("state", "runs", "logs"):
+            private_dir(self.data_dir / sub)
+        (self.data_dir / "stores").mkdir(exist_ok=True)
+        os.chmod(self.data_dir / "stores", 0o711)
+        for dep in self.deployments.values():
+            if dep.spec.kind == "service" and not dep.external:
+                private_dir(self.data_dir / "stores" / dep.name)
+        embedded = [d.name for d in self.deployments.values() if d.spec.is_store and not d.external]
+        self.credentials = await asyncio.get_running_loop().run_in_executor(
+            None, stores.store_credentials, self.data_dir, embedded)
         # Edges first: pods get their addresses in their environment.
         for dep in self.deployments.values():
             for dest in dep.spec.calls:
@@ -158,12 +200,24 @@ class Runtime:
                 raise ClusterError(f"cannot listen on 127.0.0.1:{port} for {dep.name}: {exc.strerror}") from exc
             self.edges[(HOST, dep.name)] = dep.ingress
             self.mesh.set_backends(dep.name, dep.backends())
-        for dep in self.deployments.values():
-            if dep.external:
-                continue
-            for _ in range(dep.spec.replicas):
-                dep.new_pod().launch()
+        pods = [dep.new_pod() for dep in self.deployments.values() if not dep.external
+                for _ in range(dep.spec.replicas)]
+        self._write_pgpass()  # before any probe: the probes log in with it
+        for pod in pods:
+            pod.launch()
         self.pods_changed()
+
+    def _write_pgpass(self) -> None:
+        """The superuser passwords, by port, for every asyncpg client of this process and its children
+        (the pods' readiness probe, the exporters, chaos workers): ``PGPASSFILE``, never a command line."""
+        entries = []
+        for dep in self.deployments.values():
+            if dep.spec.kind == "postgres" and not dep.external:
+                password = self.credentials[dep.name]["admin"]
+                entries += [(p.port, password) for p in dep.pods.values()]
+                if dep.ingress is not None:
+                    entries.append((dep.ingress.port, password))
+        os.environ["PGPASSFILE"] = str(stores.write_pgpass(self.data_dir, entries))
 
     async def stop(self) -> None:
         pods = [p for d in self.deployments.values() for p in d.pods.values()]
@@ -209,6 +263,8 @@ class Runtime:
         env = dict(self.extra_env)
         env.update(dep.spec.env)
         env.update({
+            # The runtime's password file is not the services': they log in with the URLs below.
+            "PGPASSFILE": os.devnull,
             "PORT": str(pod.port), "SOCKDRILL_SERVICE": dep.name, "SOCKDRILL_POD": pod.name,
             "SOCKDRILL_SEED": str(self.seed), "PYTHONUNBUFFERED": "1",
             "SOCKDRILL_KNOBS": json.dumps(dep.spec.knobs),
@@ -220,7 +276,26 @@ class Runtime:
             env[url_env_name(dest)] = self.edge_url(dep.name, dest)
         return env
 
+    def store_login(self, name: str, role: str = "admin") -> tuple[str, str]:
+        """(user, password) of an embedded store: ``admin`` is the runtime's (superuser / Redis user with
+        CONFIG), ``app`` the services' (their own database; Redis data commands only)."""
+        dep = self.deployment(name)
+        if not dep.spec.is_store or dep.external:
+            raise ClusterError(f"'{name}' is not an embedded datastore")
+        if role == "admin":
+            user = stores.PG_USER if dep.spec.kind == "postgres" else stores.REDIS_ADMIN_USER
+        else:
+            user = stores.PG_APP_USER if dep.spec.kind == "postgres" else stores.REDIS_APP_USER
+        return user, self.credentials[name][role]
+
+    def _store_url(self, dep: Deployment, port: int, role: str) -> str:
+        user, password = self.store_login(dep.name, role)
+        if dep.spec.kind == "postgres":
+            return f"postgresql://{user}:{password}@127.0.0.1:{port}/{stores.PG_DATABASE}"
+        return f"redis://{user}:{password}@127.0.0.1:{port}/0"
+
     def edge_url(self, source: str, dest: str) -> str:
+        """The URL ``source``'s pods use for ``dest``: an embedded store's with the services' login."""
         edge = self.edges[(source, dest)]
         target = self.deployments[dest]
         if target.spec.external_url:
@@ -229,14 +304,28 @@ class Runtime:
             if parts.username:
                 auth = parts.username + (f":{parts.password}" if parts.password else "") + "@"
             return urlunsplit((parts.scheme, f"{auth}127.0.0.1:{edge.port}", parts.path, parts.query, ""))
+        if target.spec.is_store:
+            return self._store_url(target, edge.port, "app" if source != HOST else "admin")
         return target.spec.url_for("127.0.0.1", edge.port)
 
     def host_url(self, name: str) -> str:
+        """The operator's URL of a deployment (runtime.json's ``addresses``, the exporters): an embedded
+        store's carries the runtime's login, so it is never shown (see ``shown_url``)."""
         dep = self.deployment(name)
         assert dep.ingress is not None
         if dep.spec.external_url:
             return self.edge_url(HOST, name)
+        if dep.spec.is_store:
+            return self._store_url(dep, dep.ingress.port, "admin")
         return dep.spec.url_for("127.0.0.1", dep.ingress.port)
+
+    def shown_url(self, name: str) -> str:
+        """``host_url`` without a password, for views (status, describe: the agents see those)."""
+        parts = urlsplit(self.host_url(name))
+        if parts.password is None:
+            return urlunsplit(parts)
+        host = parts.netloc.rsplit("@", 1)[1]
+        return urlunsplit((parts.scheme, f"{parts.username}@{host}", parts.path, parts.query, parts.fragment))
 
     # ---- operator actions --------------------------------------------------------------------
     async def scale(self, name: str, replicas: int) -> dict[str, Any]:
@@ -388,6 +477,7 @@ class Runtime:
         dep = self.deployment(name)
         if dep.spec.kind != "service":
             raise ClusterError(f"'{name}' is a datastore; set its settings through its own tools")
+        check_env(env)
         dep.env_history.append(dict(dep.spec.env))
         dep.spec.env.update({str(k): str(v) for k, v in env.items()})
         self.event("set_env", deployment=name, env=env)
@@ -409,7 +499,7 @@ class Runtime:
         return {
             "name": dep.name, "kind": dep.spec.kind, "role": dep.spec.role, "replicas": dep.spec.replicas,
             "ready_replicas": len(dep.ready_pods()), "external": dep.spec.external_url is not None,
-            "address": self.host_url(dep.name) if dep.ingress else None,
+            "address": self.shown_url(dep.name) if dep.ingress else None,
             "calls": list(dep.spec.calls),
             "limits": {"cpu_millicores": dep.spec.cpu_millicores, "memory_bytes": dep.spec.memory_bytes},
             "knobs": dict(dep.spec.knobs), "env": dict(dep.spec.env),

