@@ -99,11 +99,13 @@ def os_user_for_postgres() -> str | None:
 
 
 def _chown_tree(path: Path, user: str) -> None:
+    """Hand a tree we just made to ``user``, children first and never through a symlink: the new owner
+    cannot swap a folder for a link to make root chown something else."""
     info = pwd.getpwnam(user)
-    for root, dirs, files in os.walk(path):
-        os.chown(root, info.pw_uid, info.pw_gid)
+    for root, dirs, files in os.walk(path, topdown=False):
         for name in dirs + files:
             os.lchown(os.path.join(root, name), info.pw_uid, info.pw_gid)
+    os.lchown(path, info.pw_uid, info.pw_gid)
 
 
 def reachable_by(path: Path, user: str) -> bool:
