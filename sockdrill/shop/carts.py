@@ -82,7 +82,10 @@ class Carts:
 
     # ---- helpers ---------------------------------------------------------------------------------
     async def _ensure_cart(self, conn: asyncpg.Connection, customer_id: str) -> None:
-        await conn.execute("INSERT INTO carts (customer_id) VALUES ($1) ON CONFLICT DO NOTHING", customer_id)
+        # DO UPDATE (not DO NOTHING) locks the cart row until the transaction ends, so a concurrent
+        # DELETE /carts/{id} cannot remove it between here and an insert of one of its lines.
+        await conn.execute("INSERT INTO carts (customer_id) VALUES ($1) "
+                           "ON CONFLICT (customer_id) DO UPDATE SET customer_id = EXCLUDED.customer_id", customer_id)
 
     async def _lock(self, conn: asyncpg.Connection, customer_id: str) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", LOCK_SPACE, customer_id)
@@ -132,7 +135,10 @@ class Carts:
 
     async def delete_cart(self, request: web.Request) -> web.Response:
         customer_id = request.match_info["customerId"]
-        await self.db.execute("DELETE FROM carts WHERE customer_id = $1", customer_id)
+        # Serialised with every write to this customer's cart (add, update, remove, merge).
+        async with self.db.acquire() as conn, conn.transaction():
+            await self._lock(conn, customer_id)
+            await conn.execute("DELETE FROM carts WHERE customer_id = $1", customer_id)
         return web.Response(status=202)
 
     async def merge(self, request: web.Request) -> web.Response:
