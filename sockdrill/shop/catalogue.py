@@ -1,5 +1,7 @@
 """catalogue: the product catalogue on PostgreSQL (``catalogue-db``), upstream-compatible.
 
+``size`` is clamped to ``MAX_PAGE_SIZE`` (1000) socks per page; a parameter holding a NUL byte is a 400
+naming it (every service).
 Upstream routes (reference §3.1): ``GET /catalogue``, ``/catalogue/size``, ``/catalogue/{id}``, ``/tags``,
 ``/catalogue/images/{file}``. Beyond upstream, an admin API that the front-end never routes, for
 product changes (price, stock, text) that caches downstream must pick up:
@@ -39,6 +41,7 @@ IMAGE_PREFIX = "/catalogue/images/"
 MAX_PRICE = 1_000_000.0
 MAX_COUNT = 10_000_000
 MAX_OFFSET = 1 << 62
+MAX_PAGE_SIZE = 1000  # a larger ``size`` is clamped to this (a real API pages; 100k products in one answer is a DoS)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sock (
@@ -143,7 +146,10 @@ def go_error(message: str, status: int) -> web.Response:
     return resp
 
 
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+# Only a lost or unreachable store is reported as upstream's "database connection error"; any other
+# PostgreSQL error is a real 500 "internal error" (bad input never gets this far: see the NUL guard).
+DB_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError,
+             asyncpg.exceptions.CannotConnectNowError)
 
 
 # ---- data set-up --------------------------------------------------------------------------------------
@@ -280,7 +286,7 @@ def build(svc: Service) -> None:
         if page < 1 or size < 1 or offset >= MAX_OFFSET:
             return json_response([], content_type=JSON_TYPE)
         try:
-            rows = await db.fetch(LIST_SQL, min(size, MAX_OFFSET), offset, _tags_param(request))
+            rows = await db.fetch(LIST_SQL, min(size, MAX_PAGE_SIZE), offset, _tags_param(request))
         except DB_ERRORS:
             svc.log.exception("catalogue query failed")
             return go_error("database connection error", 500)

@@ -24,6 +24,8 @@ import requests
 from aiohttp import web
 from servicekit import ServiceProcess, free_port
 
+from tests.conftest import Shop
+
 # ==== fake backends =============================================================================
 
 USER_ID = "57a98d98e4b00679b4a830b2"
@@ -688,3 +690,20 @@ def test_session_db_down_is_clean_500(fakes: FakeBackends) -> None:
         assert requests.get(proc.url + "/index.html").status_code == 200  # static pages still work
         health = requests.get(proc.url + "/health").json()["health"]
         assert {"service": "session-db", "status": "err"}.items() <= health[1].items()
+
+
+@pytest.mark.parametrize("path, name", [("/catalogue?tags=%00", "tags"), ("/catalogue?size=%00", "size"),
+                                        ("/catalogue/size?tags=a%00b", "tags"), ("/catalogue/%00", None)])
+def test_a_nul_byte_is_bad_input_not_a_lost_database(shop: Shop, path: str, name: str | None) -> None:
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(shop.url + path, timeout=10)
+    assert info.value.code in (400, 404), info.value.code
+    body = info.value.read().decode()
+    assert "connection" not in body
+    if name:
+        assert info.value.code == 400 and f"'{name}'" in body, body
+    with urllib.request.urlopen(shop.url + "/catalogue?size=1000000000", timeout=30) as resp:
+        assert resp.status == 200

@@ -197,6 +197,11 @@ class Service:
     @web.middleware
     async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
+        bad = _nul_parameter(request)
+        if bad is not None:
+            # PostgreSQL text cannot hold a NUL byte: such input is the client's error, never the store's.
+            return json_response({"error": f"parameter '{bad}' contains a NUL byte", "status_code": 400,
+                                  "status_text": "Bad Request"}, status=400)
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -219,6 +224,17 @@ class Service:
             self.log.exception("unhandled error on %s %s", request.method, request.path)
             return json_response({"error": f"{type(exc).__name__}: {exc}", "status_code": 500,
                                   "status_text": "Internal Server Error"}, status=500)
+
+
+def _nul_parameter(request: web.Request) -> str | None:
+    """The first query parameter or path segment holding a NUL byte, by name, or None."""
+    for key, value in request.query.items():
+        if "\x00" in key or "\x00" in value:
+            return key.replace("\x00", "\\0")
+    for key, value in request.match_info.items():
+        if "\x00" in value:
+            return key
+    return "path" if "\x00" in request.path else None
 
 
 def run_service(name: str, build: Callable[[Service], None], knobs: Iterable[Knob] = ()) -> None:
