@@ -94,7 +94,27 @@ def shop_target(data_dir: Path | None = None) -> dict[str, Any]:
     except (TypeError, ValueError):
         accounts = 0
     return {"host": url, "recorder_url": rc.record.get("recorder_url"), "accounts": accounts,
-            "data_seed": int(config.get("seed", 1) or 1), "data_dir": str(rc.data_dir)}
+            "data_seed": int(config.get("seed", 1) or 1), "data_dir": str(rc.data_dir),
+            "user_db_url": (rc.record.get("addresses") or {}).get("user-db")}
+
+
+def ensure_accounts(user_db_url: str, needed: int) -> int:
+    """Grow the local shop's generated users to at least ``needed`` (one account per simulated user, so
+    two shoppers never edit one basket) and return how many there are."""
+    import asyncio
+
+    from sockdrill.shop.user import ensure_generated_users, generated_user_count
+
+    async def grow() -> int:
+        await ensure_generated_users(user_db_url, needed)
+        return await generated_user_count(user_db_url)
+
+    import asyncpg
+
+    try:
+        return asyncio.run(grow())
+    except (OSError, ValueError, asyncpg.PostgresError) as exc:
+        raise LoadError(f"could not create {needed} shopper accounts in user-db: {exc}") from None
 
 
 class LoadRun:
@@ -240,6 +260,8 @@ def start_load(
     config.validate()
     if accounts is not None:
         config.accounts = accounts
+    elif target.get("user_db_url") and int(target.get("accounts", 0)) < config.peak:
+        config.accounts = ensure_accounts(target["user_db_url"], config.peak)
     elif "accounts" in target:
         config.accounts = int(target["accounts"])
     else:

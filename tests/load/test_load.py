@@ -311,3 +311,26 @@ def test_a_stalled_shop_shows_failures_not_a_hung_generator(tmp_path: Path) -> N
     assert browse["failures"] >= 2 and browse["failures"] == browse["count"]
     assert 400 <= browse["p50_ms"] <= 1500  # each failed at the client timeout
     assert summary.steps["browse:home"]["failures"] == summary.steps["browse:home"]["count"]
+
+
+def test_a_default_shop_serves_twenty_shoppers_without_failures(tmp_path: Path) -> None:
+    """`sockdrill up` with no generated users, then 20 simulated users: each gets an account of its own
+    (created on demand), so no journey fails on a healthy shop because two shoppers share a basket."""
+    import shutil
+
+    from sockdrill.cluster import client
+    from sockdrill.shop.manifest import shop_deployments
+    from tests.conftest import make_data_dir
+
+    data_dir = make_data_dir("sockdrill-test-load-")
+    try:
+        client.up(shop_deployments(front_end_port=free_port()), data_dir=data_dir, timeout=180)
+        summary = run_load(None, None, users=20, spawn_rate=20, duration=30, seed=5, data_dir=data_dir,
+                           stats_path=tmp_path / "stats.jsonl")
+        assert summary.request_failures == 0, summary.steps
+        failed = {n: j["failures"] for n, j in summary.journeys.items() if j["failures"]}
+        assert not failed, failed
+        assert sum(j["count"] for j in summary.journeys.values()) > 100
+    finally:
+        client.down(data_dir, purge=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
