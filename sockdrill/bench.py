@@ -213,7 +213,14 @@ BENCHES: dict[str, Callable[[float], dict[str, Any]]] = {"runtime": bench_runtim
                                                                    "tracing": lambda d: _bench_tracing(d),
                                                                    "agents": lambda d: _bench_agents(d),
                                                                    "scenarios": lambda d: _bench_scenarios(d),
-                                                                   "validity": lambda d: _bench_validity(d)}
+                                                                   "validity": lambda d: _bench_validity(d),
+                                                                   "soak": lambda d: _bench_soak(d)}
+
+
+def _bench_soak(duration: float) -> dict[str, Any]:
+    from sockdrill.load.bench_soak import bench_soak
+
+    return bench_soak(duration)
 
 
 def _bench_validity(duration: float) -> dict[str, Any]:
