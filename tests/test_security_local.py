@@ -452,7 +452,9 @@ def test_doctor_reports_modes_and_pod_users(shop: Shop) -> None:
     assert users["user-db-0"] == ("postgres", stores.PG_USER)
     assert users["session-db-0"] == ("redis", stores.PG_USER)
     assert users["queue-0"] == ("redis", stores.PG_USER)
-    assert users["front-end-0"] == ("service", "root")  # see the README's security model: not yet dropped
+    # A service pod gets a new name when an earlier test restarted it: find the front-end's by role.
+    front = [v for k, v in users.items() if k.startswith("front-end")]
+    assert front and all(v == ("service", "root") for v in front), users  # README's security model: not yet dropped
     assert users["recorder"][1] == "root"
 
 
