@@ -379,7 +379,8 @@ def demo(
 # ---------------------------------------------------------------------------------------------- bench
 @app.command()
 def bench(
-    what: Annotated[str, typer.Argument(help="runtime | shop | all")] = "all",
+    what: Annotated[str, typer.Argument(help="runtime | shop | load | chaos | recorder | tracing | agents | "
+                                        "scenarios | validity | soak | all")] = "all",
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     duration: Annotated[float, typer.Option(help="seconds per measurement", min=1, max=600)] = 5.0,
 ) -> None:
