@@ -59,7 +59,7 @@ class ControlAPI:
     # ---- middlewares ------------------------------------------------------------------------
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.headers.get("X-Sockdrill-Token") != self.token:
+        if not secrets.compare_digest(request.headers.get("X-Sockdrill-Token", "").encode(), self.token.encode()):
             return _json({"error": "missing or wrong X-Sockdrill-Token"}, 401)
         return await handler(request)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ class Knob:
                 if isinstance(value, bool):
                     raise ValueError
                 out = float(value)
+                if not math.isfinite(out):  # NaN passes every range check; infinity is no setting
+                    raise ValueError
             else:
                 out = kind(value)
         except (TypeError, ValueError):
