@@ -146,10 +146,12 @@ def go_error(message: str, status: int) -> web.Response:
     return resp
 
 
-# Only a lost or unreachable store is reported as upstream's "database connection error"; any other
-# PostgreSQL error is a real 500 "internal error" (bad input never gets this far: see the NUL guard).
+# Only a lost or unreachable store is upstream's "database connection error"; any other PostgreSQL error
+# (a query that fails) is "database query error", the same 500 shape (bad input never gets this far:
+# see the NUL guard in shop/common/service.py).
 DB_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError,
              asyncpg.exceptions.CannotConnectNowError)
+QUERY_ERRORS = (asyncpg.PostgresError,)
 
 
 # ---- data set-up --------------------------------------------------------------------------------------
@@ -290,6 +292,9 @@ def build(svc: Service) -> None:
         except DB_ERRORS:
             svc.log.exception("catalogue query failed")
             return go_error("database connection error", 500)
+        except QUERY_ERRORS:
+            svc.log.exception("catalogue query failed")
+            return go_error("database query error", 500)
         return json_response([sock_json(r) for r in rows], content_type=JSON_TYPE)
 
     async def count_socks(request: web.Request) -> web.Response:
@@ -298,6 +303,9 @@ def build(svc: Service) -> None:
         except DB_ERRORS:
             svc.log.exception("catalogue count failed")
             return go_error("database connection error", 500)
+        except QUERY_ERRORS:
+            svc.log.exception("catalogue count failed")
+            return go_error("database query error", 500)
         return json_response({"size": n, "err": None}, content_type=JSON_TYPE)
 
     async def get_sock(request: web.Request) -> web.Response:
@@ -306,6 +314,9 @@ def build(svc: Service) -> None:
         except DB_ERRORS:
             svc.log.exception("catalogue get failed")
             return go_error("database connection error", 500)
+        except QUERY_ERRORS:
+            svc.log.exception("catalogue get failed")
+            return go_error("database query error", 500)
         if row is None:
             return go_error("not found", 404)
         return json_response(sock_json(row), content_type=JSON_TYPE)
@@ -316,6 +327,9 @@ def build(svc: Service) -> None:
         except DB_ERRORS:
             svc.log.exception("tags query failed")
             return go_error("database connection error", 500)
+        except QUERY_ERRORS:
+            svc.log.exception("tags query failed")
+            return go_error("database query error", 500)
         return json_response({"tags": [r["name"] for r in rows], "err": None}, content_type=JSON_TYPE)
 
     async def get_image(request: web.Request) -> web.Response:

@@ -288,14 +288,14 @@ def test_generated_products_are_loaded(tmp_path: Path) -> None:
         assert ok_json(get(svc, "/catalogue/size")) == {"size": n + 9, "err": None}
 
 
-def test_database_failure_is_upstream_500(cat: ServiceProcess) -> None:
+def test_a_failing_query_is_a_500_but_not_a_lost_connection(cat: ServiceProcess) -> None:
     db_run(cat.db_url, "ALTER TABLE sock RENAME TO sock_away")
     try:
         for path in ("/catalogue", "/catalogue/size", f"/catalogue/{HOLY}"):
             resp = get(cat, path)
             assert resp.status == 500, (path, resp.body)
             assert resp.content_type == ERROR_TYPE
-            assert resp.json() == {"error": "database connection error", "status_code": 500,
+            assert resp.json() == {"error": "database query error", "status_code": 500,
                                    "status_text": "Internal Server Error"}
     finally:
         db_run(cat.db_url, "ALTER TABLE sock_away RENAME TO sock")
