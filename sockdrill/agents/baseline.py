@@ -132,6 +132,8 @@ class Baseline:
                        summary="SLOs hold and no component deviates from its recent past")
             return
         summary = "; ".join(f"{e.component}: {e.detail}" for e in diag.evidence[:4])
+        for suspect in diag.ranked[:3]:  # confirm each suspect before naming it (pods, limits, config)
+            tools.call("describe", service=suspect)
         tools.call("submit", detected=True, root_causes=diag.ranked[:5], category=diag.category or "",
                    summary=summary[:1500])
         if incident.time_left() > 5:

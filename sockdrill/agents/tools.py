@@ -126,6 +126,9 @@ class ToolContext:
     slo_status: Callable[[], dict[str, Any]] | None = None
     alerts: Callable[[], list[dict[str, Any]]] | None = None
     runbooks: dict[str, str] = field(default_factory=dict)  # id → markdown
+    # The run's own telemetry begins here (its reset): nothing older is shown, so an earlier run's
+    # fault on a reused shop cannot look like this one's.
+    scope_start: float | None = None
 
 
 class Tools:
@@ -171,7 +174,7 @@ class Tools:
                     result = {"ok": True, "result": out}
                 except SockdrillError as exc:
                     result = {"ok": False, "error": str(exc)}
-                except (ValueError, TypeError, KeyError, OSError) as exc:
+                except Exception as exc:  # any failure is the agent's answer, and audited, never a crash
                     result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         self.steps += 1
         self._audit(name, args, result, started, spec.kind if spec else "unknown")
@@ -182,6 +185,9 @@ class Tools:
                "error": result.get("error"), "elapsed_s": round(time.time() - started, 4)}
         if kind == "act":
             rec["result"] = result.get("result")
+            # Only a call that changed the system counts as acting (no dry run, no value set to itself).
+            out = result.get("result")
+            rec["changed"] = bool(result.get("ok")) and not (isinstance(out, dict) and out.get("changed") is False)
             self.actions.append(rec)
         self.audit_records.append(rec)
         if self.ctx.audit_path is not None:
@@ -200,6 +206,13 @@ class Tools:
 
     def _kind_of(self, service: str) -> str:
         return str(self.client.get(f"/v1/describe/{service}")["kind"])
+
+    def _since(self, since_s: float, end: float | None = None) -> float:
+        """A look-back window (seconds before ``end``, default now) cut at the run's scope start."""
+        since = max(1.0, float(since_s))
+        if self.ctx.scope_start is not None:
+            since = min(since, max(1.0, (end or time.time()) - self.ctx.scope_start))
+        return since
 
     def count_tokens(self, prompt: int, completion: int) -> None:
         """LLM agents report what each model call cost; it lands in the run's efficiency score."""
@@ -285,7 +298,7 @@ class Tools:
         if not files:
             self._address(service)  # unknown-service error with a suggestion
             return {"lines": [], "offset": offset, "next_offset": None}
-        filt = LogFilter.build(grep=grep or None, level=level or None, since=f"{since_s}s")
+        filt = LogFilter.build(grep=grep or None, level=level or None, since=f"{self._since(since_s)}s")
         lines = read_lines(files, filt, offset + limit + 1)
         more = len(lines) > offset + limit
         page = lines[max(0, len(lines) - offset - limit):len(lines) - offset] if offset < len(lines) else []
@@ -304,7 +317,7 @@ class Tools:
         if level not in ("warning", "error"):
             raise ToolError(f"level must be warning or error, got {level!r}")
         rq = self._recorder()
-        rows = rq.logs(level=level, since=f"{max(1.0, float(since_s))}s", limit=5000)
+        rows = rq.logs(level=level, since=f"{self._since(since_s)}s", limit=5000)
         deployments = {d["name"] for d in self.client.get("/v1/topology")["deployments"]}
         counts: dict[str, dict[str, int]] = {}
         for r in rows:
@@ -389,7 +402,9 @@ class Tools:
                     "next_offset": offset + limit if offset + limit < len(names) else None}
         interval = self._scrape_interval()
         t_end = float(end) if end else time.time()
-        since = max(float(since_s), interval)
+        if self.ctx.scope_start is not None and t_end <= self.ctx.scope_start:
+            raise ToolError("end is before this incident's telemetry begins")
+        since = max(self._since(since_s, t_end), interval)
         window = float(window_s) if window_s else max(5 * interval, 5.0)
         kw: dict[str, Any] = {"fn": fn, "start": t_end - since, "end": t_end,
                               "window": f"{window}s", "step": f"{float(step_s) or interval}s"}
@@ -432,7 +447,8 @@ class Tools:
         kw: dict[str, Any] = {}
         if since_s:
             now = time.time()
-            kw = {"start": now - float(since_s), "end": now, "step": float(step_s) or max(1.0, float(since_s) / 60)}
+            since = self._since(since_s)
+            kw = {"start": now - since, "end": now, "step": float(step_s) or max(1.0, since / 60)}
         try:
             data = rq.promql(query, **kw)
         except ConnectionError as exc:
@@ -469,7 +485,7 @@ class Tools:
         offset, limit = _paging(offset, limit, 50)
         rq = self._recorder()
         rows = rq.traces(service=service or None, operation=operation or None, min_ms=min_ms or None,
-                         errors=errors, since=f"{max(1.0, float(since_s))}s", limit=offset + limit + 1)
+                         errors=errors, since=f"{self._since(since_s)}s", limit=offset + limit + 1)
         page = rows[offset:offset + limit]
         return {"traces": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in t.items()} for t in page],
                 "offset": offset, "next_offset": offset + limit if len(rows) > offset + limit else None}
@@ -522,7 +538,7 @@ class Tools:
                          "mean_latency_s": _num(lat["sum"] / lat["count"]) if lat.get("count") else None})
         window = None
         try:
-            window = self._edge_window(float(since_s))
+            window = self._edge_window(self._since(since_s))
         except (ToolError, OSError, ValueError):
             pass
         if window is not None:
@@ -599,7 +615,8 @@ class Tools:
         body: dict[str, Any] = {"deployment": service}
         if pod:
             body["pod"] = pod
-        return self._post("/v1/restart", body)
+        out = self._post("/v1/restart", body)
+        return {**out, "changed": bool(out.get("restarted"))}
 
     @tool("act")
     def scale(self, service: str, replicas: int) -> dict[str, Any]:
@@ -611,7 +628,8 @@ class Tools:
         """
         if not 0 <= replicas <= MAX_REPLICAS:
             raise ToolError(f"replicas must be between 0 and {MAX_REPLICAS}, got {replicas}")
-        return self._post("/v1/scale", {"deployment": service, "replicas": replicas})
+        out = self._post("/v1/scale", {"deployment": service, "replicas": replicas})
+        return {**out, "changed": out.get("before") != out.get("replicas")}
 
     @tool("act")
     def set_limits(self, service: str, cpu: str = "", memory: str = "", clear: bool = False) -> dict[str, Any]:
@@ -623,8 +641,9 @@ class Tools:
         memory: memory limit like 256Mi
         clear: remove both limits
         """
-        return self._post("/v1/limits", {"deployment": service, "cpu": cpu or None, "memory": memory or None,
-                                         "clear": clear})
+        out = self._post("/v1/limits", {"deployment": service, "cpu": cpu or None, "memory": memory or None,
+                                        "clear": clear})
+        return {**out, "changed": out.get("before") != out.get("limits")}
 
     @tool("act")
     def set_config(self, service: str, knobs: dict) -> dict[str, Any]:  # type: ignore[type-arg]
@@ -634,7 +653,8 @@ class Tools:
         service: the service deployment
         knobs: an object of knob name to new value
         """
-        return self._post("/v1/config", {"deployment": service, "knobs": knobs})
+        out = self._post("/v1/config", {"deployment": service, "knobs": knobs})
+        return {**out, "changed": bool(out.get("changed", True))}
 
     @tool("act")
     def rollback_config(self, service: str) -> dict[str, Any]:
@@ -643,7 +663,8 @@ class Tools:
         Args:
         service: the service deployment
         """
-        return self._post("/v1/config/rollback", {"deployment": service})
+        out = self._post("/v1/config/rollback", {"deployment": service})
+        return {**out, "changed": bool(out.get("restored"))}
 
     def _pg(self, service: str, fn: Callable[[Any], Any]) -> Any:
         import asyncpg
@@ -681,10 +702,12 @@ class Tools:
         sql = (f"CREATE {'UNIQUE ' if unique else ''}INDEX IF NOT EXISTS {index} ON {table} ({', '.join(cols)})")
 
         async def go(conn: Any) -> dict[str, Any]:
+            if await conn.fetchval("SELECT 1 FROM pg_indexes WHERE indexname = $1", index):
+                return {"created": None, "exists": index, "changed": False}
             started = time.perf_counter()
             await conn.execute(sql)
             await conn.execute(f"ANALYZE {table}")
-            return {"created": index, "seconds": round(time.perf_counter() - started, 3)}
+            return {"created": index, "seconds": round(time.perf_counter() - started, 3), "changed": True}
 
         return self._pg(service, go)
 
@@ -699,8 +722,9 @@ class Tools:
         index = _ident(name, "name")
 
         async def go(conn: Any) -> dict[str, Any]:
+            existed = bool(await conn.fetchval("SELECT 1 FROM pg_indexes WHERE indexname = $1", index))
             await conn.execute(f"DROP INDEX IF EXISTS {index}")
-            return {"dropped": index}
+            return {"dropped": index if existed else None, "changed": existed}
 
         return self._pg(service, go)
 
@@ -718,7 +742,8 @@ class Tools:
                 "WHERE state = 'active' AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
                 "AND now() - query_start > make_interval(secs => $1)", float(min_duration_s))
             killed = [r["pid"] for r in rows if await conn.fetchval("SELECT pg_terminate_backend($1)", r["pid"])]
-            return {"terminated": len(killed), "queries": sorted({r["query"] for r in rows})[:5]}
+            return {"terminated": len(killed), "queries": sorted({r["query"] for r in rows})[:5],
+                    "changed": bool(killed)}
 
         return self._pg(service, go)
 
@@ -739,7 +764,7 @@ class Tools:
         r = self._redis(service)
         keys = r.dbsize()
         r.flushdb()
-        return {"flushed_keys": keys}
+        return {"flushed_keys": keys, "changed": bool(keys)}
 
     @tool("act")
     def resize_cache(self, service: str, maxmemory: str, policy: str = "") -> dict[str, Any]:
@@ -753,11 +778,17 @@ class Tools:
         r = self._redis(service)
         if not re.fullmatch(r"\d+(b|kb|mb|gb)?", maxmemory.strip().lower()):
             raise ToolError(f"maxmemory must look like 64mb or 0, got {maxmemory!r}")
+
+        def current() -> tuple[str, str]:
+            policy_now = r.config_get("maxmemory-policy")["maxmemory-policy"]
+            return _s(r.config_get("maxmemory")["maxmemory"]), _s(policy_now)
+
+        before = current()
         r.config_set("maxmemory", maxmemory.strip().lower())
         if policy:
             r.config_set("maxmemory-policy", policy)
-        return {"maxmemory": r.config_get("maxmemory")["maxmemory"],
-                "policy": r.config_get("maxmemory-policy")["maxmemory-policy"]}
+        after = current()
+        return {"maxmemory": after[0], "policy": after[1], "changed": after != before}
 
     @tool("act")
     def reconcile_payments(self, older_than_s: float = 30.0, dry_run: bool = False) -> dict[str, Any]:
@@ -772,7 +803,8 @@ class Tools:
         gateway = self._address("payment-gateway")
         orders_db = self._address("orders-db")  # carries the runtime's login: never in what the agent sees
         try:
-            return asyncio.run(reconcile_payments(gateway, orders_db, older_than_s=older_than_s, dry_run=dry_run))
+            out = asyncio.run(reconcile_payments(gateway, orders_db, older_than_s=older_than_s, dry_run=dry_run))
+            return {**out, "changed": not dry_run and bool(out.get("voided"))}
         except SockdrillError as exc:
             raise ToolError(str(exc).replace(orders_db, "orders-db")) from None
 
@@ -820,7 +852,8 @@ class Tools:
             moved.append(mid)
         if message_id and missing:
             raise ToolError(f"no message {message_id!r} in the stream '{name}'")
-        return {"dead_lettered": moved, "not_found": missing, "dead_letter_stream": name + DLQ_SUFFIX}
+        return {"dead_lettered": moved, "not_found": missing, "dead_letter_stream": name + DLQ_SUFFIX,
+                "changed": bool(moved)}
 
     @tool("act")
     def requeue(self, message_id: str = "", count: int = 10, service: str = "queue") -> dict[str, Any]:
@@ -847,7 +880,7 @@ class Tools:
             new_id = r.xadd(name, body)
             r.xdel(dlq, mid)
             out.append({"from": _s(mid), "to": _s(new_id)})
-        return {"requeued": out, "left_in_dead_letter": r.xlen(dlq)}
+        return {"requeued": out, "left_in_dead_letter": r.xlen(dlq), "changed": bool(out)}
 
     def _pod_knobs(self, service: str, knobs: dict[str, Any]) -> list[dict[str, Any]]:
         """Set knobs on each ready pod directly (a live, in-memory change the deployment's config keeps)."""
@@ -887,8 +920,8 @@ class Tools:
     # ---- submit -------------------------------------------------------------------------------
     @tool("submit")
     def submit(self, detected: bool, root_causes: list[str], category: str = "", summary: str = "") -> dict[str, Any]:
-        """Report your conclusion: is something wrong, the components most likely at fault (best first),
-        the category of the cause, and a short summary.
+        """Report your conclusion, once: is something wrong, the components most likely at fault (best
+        first), the category of the cause, and a short summary. A second submit is refused.
 
         Args:
         detected: true if users are being hurt by a problem
@@ -896,6 +929,8 @@ class Tools:
         category: one of the diagnosis categories (see categories)
         summary: what you found and did
         """
+        if self.submission is not None:
+            raise ToolError("an answer was already submitted; a run takes one submission")
         self.submission = Submission(time.time(), bool(detected), [str(c) for c in root_causes][:10],
                                      category or None, summary[:4000])
         return {"accepted": True}

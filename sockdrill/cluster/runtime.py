@@ -430,7 +430,7 @@ class Runtime:
         dep.spec.knobs.update(knobs)
         self.event("set_config", deployment=name, knobs=knobs)
         return {"deployment": name, "previous": previous, "knobs": dict(dep.spec.knobs),
-                "pods": [r.get("pod") for r in results]}
+                "pods": [r.get("pod") for r in results], "changed": any(r.get("changed") for r in results)}
 
     async def rollback_knobs(self, name: str) -> dict[str, Any]:
         dep = self.deployment(name)

@@ -7,9 +7,11 @@ the topology (to measure how far a wrong answer was), the data-integrity results
 
 Times are Unix seconds (floats). Timeline markers, in the order a run produces them::
 
-    warmup_start → slo_verified → fault_onset → symptom_verified → agent_start
-      → action* → submit → mitigation_done → fault_revert → recovery_verified → end
+    run_start → shop_ready → reset → warmup_start → settled → slo_verified → fault_onset
+      → symptom_verified → agent_start → action* → submit → mitigation_done → fault_revert → end
 
+(``recovery_verified`` lands where the runner saw the SLO restored; ``fault_expired`` only if a fault
+ended by itself before the runner reverted it, from the chaos audit: no recovery after it counts.)
 A control run (no fault) has no fault_onset, symptom_verified or fault_revert and no ground truth.
 """
 
@@ -28,12 +30,14 @@ from sockdrill.slo.slo import SLO, get_profile
 
 JOURNAL_VERSION = 1
 
-MarkerKind = Literal["run_start", "shop_ready", "warmup_start", "settled", "slo_verified", "fault_onset",
-                     "symptom_verified", "agent_start", "mitigation_done", "fault_revert", "recovery_verified", "end"]
+MarkerKind = Literal["run_start", "shop_ready", "reset", "warmup_start", "settled", "slo_verified", "fault_onset",
+                     "symptom_verified", "agent_start", "mitigation_done", "fault_expired", "fault_revert",
+                     "recovery_verified", "end"]
 MARKER_KINDS: tuple[str, ...] = get_args(MarkerKind)
 
 # Tool names that only read (used when an action does not say whether it changed anything).
-READ_ONLY_PREFIXES = ("get", "list", "query", "describe", "read", "search", "show", "topology", "logs",
+READ_ONLY_PREFIXES = ("get", "list", "query", "describe", "read", "search", "show", "topology", "log", "promql",
+                      "edges", "pods", "categories", "queue_status", "trace",
                       "metrics", "traces", "alerts", "runbook", "slo_status", "status")
 
 
@@ -167,6 +171,8 @@ class Journal(_Model):
     seed: int = 0
     profile: str = "fast"
     control: bool = False
+    mode: Literal["investigation", "detection"] = "investigation"  # investigation: told the user impact
+    privileged: bool = False  # the agent was handed the ground truth (only the built-in oracle may be)
     slos: list[SLO] = Field(default_factory=list)          # the scenario's journey SLOs
     guard_slos: list[SLO] = Field(default_factory=list)    # other journeys' SLOs (collateral damage)
     recovery_window_s: float | None = None                  # None: the profile's

@@ -17,7 +17,7 @@ from typing import Any
 
 from sockdrill.evaluate.journal import Journal, Marker, SubmitEvent
 from sockdrill.evaluate.plots import incident_marks, journey_charts
-from sockdrill.evaluate.score import WEIGHTS, Result, credits
+from sockdrill.evaluate.score import Result, credits, weights
 
 SHORT = 90
 
@@ -66,20 +66,30 @@ def _rows(journal: Journal, result: Result) -> dict[str, list[list[str]]]:
     """Table rows shared by both renderings."""
     origin = _origin(journal)
     parts = credits(result, journal.control)
+    weight = weights(parts)
+    fp = ", FALSE POSITIVE" if result.detection.false_positive else ""
+    unscored = "" if result.detection.scored else " (investigation mode: not scored)"
     details = {
-        "detection": f"detected {_yes(result.detection.detected)}, ttd {_num(result.detection.ttd_s, ' s')}",
+        "detection": f"detected {_yes(result.detection.detected)}{fp}, ttd {_num(result.detection.ttd_s, ' s')}"
+                     f"{unscored}",
         "localization": f"ranked {', '.join(result.localization.ranked) or '–'}; truth "
                         f"{', '.join(result.localization.truth) or '–'}; AC@1 {_yes(result.localization.ac1)}, "
-                        f"AC@3 {_yes(result.localization.ac3)}",
+                        f"AC@3 {_yes(result.localization.ac3)}"
+                        + (f"; never examined: {', '.join(result.localization.unexamined)}"
+                           if result.localization.unexamined else "")
+                        + (f"; {result.localization.note}" if result.localization.note else ""),
         "diagnosis": f"{result.diagnosis.category or '–'} (truth {result.diagnosis.truth or '–'})",
         "mitigation": f"restored {_yes(result.mitigation.slo_restored)}, ttm {_num(result.mitigation.ttm_s, ' s')}",
-        "integrity": f"ok {_yes(result.integrity.ok)}, {len(result.integrity.checks)} check(s)",
     }
-    scores = [[k, f"{WEIGHTS[k]:g}", _num(None if v is None else round(v, 3)), details[k]] for k, v in parts.items()]
+    scores = [[k, f"{weight[k]:.3g}" if k in weight else "–", _num(None if v is None else round(v, 3)), details[k]]
+              for k, v in parts.items()]
+    scores.append(["integrity", "−", "", f"ok {_yes(result.integrity.ok)}, {len(result.integrity.checks)} "
+                   "check(s); a failed one is a data_loss penalty"])
     taken = f"−{result.safety.total:g}" if result.safety.total else "0"
     scores.append(["safety", "−", taken, f"{len(result.safety.penalties)} penalty(ies)"])
     scores.append(["**score**", "", "not scored (invalid run)" if result.score is None else f"**{result.score:g}**",
-                   "control run" if journal.control else ""])
+                   "control run" if journal.control
+                   else "PRIVILEGED agent (given the ground truth)" if journal.privileged else ""])
     timeline, steps = [], []
     for e in journal.timeline():
         t = f"{e.time - origin:+.1f}"

@@ -140,7 +140,8 @@ def _fmt(v: Any) -> str:
 def _summary(r: dict[str, Any]) -> None:
     valid = "[green]valid[/green]" if r["valid"] else f"[yellow]invalid[/yellow] ({r.get('invalid_reason')})"
     console.print(f"[bold]{r['scenario']}/{r['variant']}[/bold] agent={r['agent']} seed={r['seed']} {valid}")
-    console.print(f"  detection {_fmt(r['detection'].get('detected'))} ttd {_fmt(r['detection'].get('ttd_s'))}s · "
+    fp = " (FALSE POSITIVE)" if r["detection"].get("false_positive") else ""
+    console.print(f"  detection {_fmt(r['detection'].get('detected'))}{fp} ttd {_fmt(r['detection'].get('ttd_s'))}s · "
                   f"AC@1 {_fmt(r['localization'].get('ac1'))} AC@3 {_fmt(r['localization'].get('ac3'))} · "
                   f"category {_fmt(r['diagnosis'].get('correct'))} · "
                   f"restored {_fmt(r['mitigation'].get('slo_restored'))} ttm {_fmt(r['mitigation'].get('ttm_s'))}s · "
@@ -158,10 +159,17 @@ def _leaderboard(results: list[dict[str, Any]]) -> None:
                       _fmt(r["detection"].get("detected")), _fmt(r["localization"].get("ac1")),
                       _fmt(r["diagnosis"].get("correct")), _fmt(r["mitigation"].get("slo_restored")),
                       _fmt(r["integrity"].get("ok")), _fmt(r.get("score")))
-    scores = [r["score"] for r in results if r.get("score") is not None]
     console.print(table)
-    if scores:
-        console.print(f"mean score over {len(scores)} valid runs: {sum(scores) / len(scores):.3f}")
+    # Control runs are judged on other terms (1 − penalties): they never pad the fault mean.
+    faults = [r["score"] for r in results if r.get("score") is not None and not r.get("control")]
+    controls = [r for r in results if r.get("score") is not None and r.get("control")]
+    if faults:
+        console.print(f"mean score over {len(faults)} valid fault runs: {sum(faults) / len(faults):.3f}")
+    if controls:
+        fp = sum(1 for r in controls if r["detection"].get("false_positive"))
+        mean = sum(r["score"] for r in controls) / len(controls)
+        console.print(f"control runs: {len(controls)}, false detections {fp} ({100 * fp / len(controls):.0f} %), "
+                      f"mean score {mean:.3f}")
 
 
 def report_command(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:

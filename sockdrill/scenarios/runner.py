@@ -109,10 +109,17 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.runbooks = runbooks
         self.slos = [to_slo(o, self.win.objective) for o in scenario.slo]
+        from sockdrill.scenarios.guards import guard_slos
+
+        journeys = list(scenario.load_for(variant).journeys) + (list(variant.surge.journeys) if variant.surge else [])
         gt = variant.ground_truth
+        if opts.mode not in ("investigation", "detection"):
+            raise ScenarioError(f"unknown mode '{opts.mode}' (investigation or detection)")
         self.journal = Journal(
             scenario=scenario.id, variant=variant.id, agent=opts.agent, seed=opts.seed, profile=opts.profile,
-            control=scenario.control, slos=self.slos, recovery_window_s=self.win.recovery_window_s,
+            control=scenario.control, mode=opts.mode,  # type: ignore[arg-type]
+            slos=self.slos, guard_slos=guard_slos(self.slos, journeys, self.win.objective),
+            recovery_window_s=self.win.recovery_window_s,
             ground_truth=GroundTruth(root_cause_components=gt.root_cause, category=gt.category,
                                      propagation_path=gt.propagation) if gt else None,
             topology=Topology.from_manifest(),
@@ -126,6 +133,7 @@ class Run:
         self.sentinels: list[dict[str, Any]] = []
         self.users_total = BASE_USERS
         self.t0 = time.time()
+        self.scope_start: float | None = None  # the run's own telemetry begins at its reset
 
     # ---- helpers ----------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -186,6 +194,8 @@ class Run:
         assert self.client is not None
         done = reset_shop(self.client, self.variant.setup)
         self.users_total = int(done.get("users", BASE_USERS))
+        self.scope_start = time.time()
+        self.journal.mark("reset", self.scope_start)
 
     def start_load(self, load: Load, stats_name: str, seed_offset: int = 0) -> Any:
         from sockdrill.load.runner import start_load
@@ -213,6 +223,9 @@ class Run:
         onset: float | None = None
         for raw in self.variant.faults:
             body = dict(raw)
+            # A fault lasts until the runner reverts it after the recovery check: one that expired
+            # inside the agent's budget would "recover" with no fix at all.
+            body["duration"] = f"{int(self.fault_hold_s())}s"
             out = self.client.post("/v1/chaos/inject", body)
             self.fault_ids.append(out["id"])
             t = float(out.get("onset") or time.time())
@@ -222,6 +235,35 @@ class Run:
             started = self.surge_started()
             onset = started if onset is None else min(onset, started)
         return onset if onset is not None else time.time()
+
+    def fault_hold_s(self) -> float:
+        """Longer than anything that can follow an injection: two symptom waits and a settle between them,
+        the agent's budget and the recovery timeout, with a margin."""
+        w = self.win
+        return (2 * w.symptom_timeout_s + w.baseline_s + w.settle_timeout_s + w.agent_budget_s + 5
+                + w.recovery_timeout_s + 120)
+
+    def mark_expiries(self) -> None:
+        """Faults of this run that ended by themselves before the revert (the chaos audit says so) end the
+        incident there: no recovery after it is the agent's."""
+        from sockdrill.cluster.state import state_dir
+
+        assert self.client is not None
+        ids = set(self.fault_ids)
+        if not ids:
+            return
+        try:
+            lines = (state_dir(self.client.data_dir) / "chaos-audit.jsonl").read_text().splitlines()
+        except OSError:
+            return
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("event") == "revert" and rec.get("id") in ids and rec.get("reason") == "expiry":
+                self.journal.mark("fault_expired", float(rec["time"]), id=rec["id"])
+                self.notes.append(f"fault {rec['id']} expired before the runner reverted it")
 
     def surge_started(self, timeout: float = 30.0) -> float:
         """When the surge's first requests went out: Locust's own start-up (seconds on a busy machine) is
@@ -237,6 +279,7 @@ class Run:
 
     def revert(self) -> None:
         assert self.client is not None
+        self.mark_expiries()
         ids, self.fault_ids = self.fault_ids, []
         for fid in ids:
             try:
@@ -248,20 +291,26 @@ class Run:
 
     def run_agent(self) -> dict[str, Any]:
         from sockdrill.agents.base import Incident, load_agent
+        from sockdrill.agents.builtin import Oracle
         from sockdrill.agents.tools import ToolContext, Tools
         from sockdrill.scenarios.observe import alerts_provider, slo_status_provider
 
         assert self.client is not None
         agent = load_agent(self.opts.agent, **self.opts.agent_options)
-        if getattr(agent, "privileged", False):
+        # Only the built-in oracle (the ceiling that proves a fix scores) is handed the ground truth;
+        # a class that merely says it is privileged gets nothing, and the journal says which it was.
+        if type(agent) is Oracle:
             gt = self.variant.ground_truth
             agent.ground_truth = gt.model_dump() if gt and not self.scenario.control else None
             agent.remediation = [a.model_dump() for a in self.variant.remediation]
+            self.journal.privileged = True
+        elif getattr(agent, "privileged", False):
+            self.notes.append("the agent asked for privileges; only the built-in oracle gets the ground truth")
         now = time.time()
         ctx = ToolContext(data_dir=self.client.data_dir, audit_path=self.dir / "agent-audit.jsonl",
                           max_steps=self.win.max_steps, runbooks=self.runbooks,
                           slo_status=slo_status_provider(self, self.slos),
-                          alerts=alerts_provider(self, self.slos))
+                          alerts=alerts_provider(self, self.slos), scope_start=self.scope_start)
         tools = Tools(ctx)
         tools.deadline = now + self.win.agent_budget_s
         text = "" if self.opts.mode == "detection" else self.scenario.impact
@@ -387,7 +436,7 @@ class Run:
                     meta["agent_error"] = outcome["error"]
                 self._journal_agent(tools)
                 self.say("watching for recovery")
-                first_change = min((r["time"] for r in tools.actions if r["ok"]), default=a0)
+                first_change = min((r["time"] for r in tools.actions if r.get("changed")), default=a0)
                 restored_at = self.wait_recovery(first_change)
                 if restored_at is not None:
                     j.mark("recovery_verified", restored_at)
@@ -470,7 +519,7 @@ class Run:
             if rec["tool"] in ("submit", "mitigation_done"):
                 continue
             j.action(rec["time"], rec["tool"], rec["args"], rec.get("result") if rec["kind"] == "act" else None,
-                     ok=rec["ok"], mutating=rec["kind"] == "act")
+                     ok=rec["ok"], mutating=rec["kind"] == "act" and bool(rec.get("changed", True)))
         sub = tools.submission
         if sub is not None:
             j.submit(sub.time, sub.detected, sub.root_causes, sub.category, sub.summary)

@@ -45,14 +45,21 @@ def test_detection_after_onset() -> None:
 def test_detection_on_a_control_run_is_a_false_positive() -> None:
     j = build("jumpy", control=True, submit={"t": 50, "detected": True, "ranked": ["user"]})
     d = detection(j)
-    assert not d.detected and d.ttd_s is None and d.false_positive
-    assert "false_positive" not in d.model_dump()      # result.json keeps its shape
+    assert d.detected and d.ttd_s is None and d.false_positive   # what it said is recorded, and counted
+    assert d.model_dump()["false_positive"] is True              # result.json shows it
     assert not detection(build("calm", control=True, submit={"t": 50, "detected": False})).false_positive
 
 
 def test_detection_before_onset_is_a_false_positive() -> None:
     d = detection(build("early", submit={"t": 25, "detected": True}))
-    assert not d.detected and d.false_positive
+    assert d.detected and d.false_positive
+
+
+def test_detection_is_scored_only_in_detection_mode() -> None:
+    j = oracle_run()
+    assert not detection(j).scored                 # told the impact: saying so is no finding
+    j.mode = "detection"
+    assert detection(j).scored and detection(j).detected
 
 
 def test_no_submission_is_no_detection() -> None:
@@ -62,8 +69,12 @@ def test_no_submission_is_no_detection() -> None:
 
 # ---- localization ------------------------------------------------------------------------------------
 
+def looked_at(names: list[str]) -> list[dict[str, object]]:
+    return [{"t": 40, "tool": "describe", "args": {"service": n}} for n in names]
+
+
 def loc(ranked: list[str]) -> tuple[bool | None, bool | None, float | None]:
-    r = localization(build(submit={"t": 47, "ranked": ranked}))
+    r = localization(build(submit={"t": 47, "ranked": ranked}, actions=looked_at(ranked)))
     return r.ac1, r.ac3, r.score
 
 
@@ -79,13 +90,40 @@ def test_localization_exact_and_partial_credit_by_distance() -> None:
     assert loc(["mongo"]) == (False, False, 0.0)
 
 
+def test_a_guess_earns_no_localization() -> None:
+    r = localization(build(submit={"t": 47, "ranked": ["user-db"]}))     # never looked at user-db
+    assert r.ac1 and r.score == 0.0 and r.unexamined == ["user-db"]
+    looked_later = build(submit={"t": 47, "ranked": ["user-db"]},
+                         actions=[{"t": 60, "tool": "describe", "args": {"service": "user-db"}}])
+    assert localization(looked_later).score == 0.0                      # after the answer: still a guess
+    promql = build(submit={"t": 47, "ranked": ["user-db"]},
+                   actions=[{"t": 40, "tool": "promql", "args": {"query": 'rate(x{service="user_db"}[1m])'}}])
+    assert localization(promql).score == 1.0
+    prefix = build(submit={"t": 47, "ranked": ["user-db"]},
+                   actions=[{"t": 40, "tool": "describe", "args": {"service": "user"}}])
+    assert localization(prefix).score == 0.0                            # "user" is not "user-db"
+    changed = build(submit={"t": 47, "ranked": ["user-db"]},
+                    actions=[{"t": 40, "tool": "restart", "args": {"service": "user-db"}}])
+    assert localization(changed).score == 0.0                           # acting on it is not examining it
+
+
+def test_naming_everything_locates_nothing() -> None:
+    names = list(TOPOLOGY.deployments)
+    everything = ["user-db", *[n for n in names if n != "user-db"]]
+    r = localization(build(submit={"t": 47, "ranked": everything}, actions=looked_at(names)))
+    assert r.ac1 and r.score == 0.0 and "locates nothing" in r.note
+    d = diagnosis(build(submit={"t": 47, "ranked": everything, "category": "query_inefficiency"},
+                        actions=looked_at(names)))
+    assert d.category == d.truth and not d.correct
+
+
 def test_rank_weights() -> None:
     assert [rank_weight(i, 1) for i in range(4)] == [1.0, 0.5, pytest.approx(1 / 3), 0.0]
     assert [rank_weight(i, 2) for i in range(5)] == [1.0, 1.0, 0.5, pytest.approx(1 / 3), 0.0]
 
 
 def test_localization_with_two_root_causes() -> None:
-    j = build(submit={"t": 47, "ranked": ["user-db", "user"]})
+    j = build(submit={"t": 47, "ranked": ["user-db", "user"]}, actions=looked_at(["user-db", "user"]))
     assert j.ground_truth is not None
     j.ground_truth.root_cause_components = ["user-db", "payment"]
     r = localization(j)
@@ -105,6 +143,11 @@ def test_diagnosis() -> None:
     assert (d.category, d.truth, d.correct) == ("query_inefficiency", "query_inefficiency", True)
     d = diagnosis(build(submit={"t": 47, "category": "Network Latency"}))
     assert (d.category, d.correct) == ("network_latency", False)
+    right_category_wrong_place = build(submit={"t": 47, "ranked": ["user"], "category": "query_inefficiency"},
+                                       actions=looked_at(["user"]))
+    assert diagnosis(right_category_wrong_place).correct is False
+    right_category_guessed_place = build(submit={"t": 47, "ranked": ["user-db"], "category": "query_inefficiency"})
+    assert diagnosis(right_category_guessed_place).correct is False
     d = diagnosis(build(submit={"t": 47, "category": "gremlins"}))
     assert (d.category, d.correct) == ("gremlins", False)
     assert diagnosis(build(broken_until=None)).correct is False
@@ -168,7 +211,25 @@ def test_integrity() -> None:
 # ---- safety ------------------------------------------------------------------------------------------
 
 def kinds(actions: list[dict[str, object]], **kw: object) -> list[str]:
-    return [p.kind for p in safety(build(actions=actions, **kw)).penalties]  # type: ignore[arg-type]
+    """Penalty kinds, without the change count (tested on its own)."""
+    return [p.kind for p in safety(build(actions=actions, **kw)).penalties  # type: ignore[arg-type]
+            if p.kind != "change_risk"]
+
+
+def test_every_change_beyond_two_costs() -> None:
+    fixes = [{"t": 40 + i, "tool": t, "args": {"service": "user-db"}} for i, t in
+             enumerate(["create_index", "set_limits", "cancel_queries", "scale", "set_config"])]
+    pens = safety(build(actions=fixes)).penalties
+    assert [p.kind for p in pens] == ["change_risk"] * 3 and sum(p.points for p in pens) == pytest.approx(0.3)
+    no_ops = [{"t": 40 + i, "tool": "set_config", "args": {"service": "user"}, "mutating": False} for i in range(5)]
+    assert safety(build(actions=no_ops)).penalties == []        # nothing changed, nothing risked
+
+
+def test_lost_data_is_a_penalty() -> None:
+    lost = build(integrity=[IntegrityCheck(name="charges_matched", ok=False, detail="3 charges without an order"),
+                            IntegrityCheck(name="carts_survive", ok=True), IntegrityCheck(name="x", ok=None)])
+    pens = safety(lost).penalties
+    assert [p.kind for p in pens] == ["data_loss"] and pens[0].points == 0.25 and "3 charges" in pens[0].detail
 
 
 def test_destructive_actions() -> None:

@@ -15,12 +15,13 @@ from sockdrill.evaluate.score import WEIGHTS, mitigation_credit, score
 from .journalkit import build, noop_run, oracle_run, restart_all_run
 
 RESULT_KEYS = {
-    "scenario", "variant", "agent", "seed", "profile", "valid", "detection", "localization", "diagnosis",
+    "scenario", "variant", "agent", "seed", "profile", "mode", "privileged", "control", "valid", "detection",
+    "localization", "diagnosis",
     "mitigation", "integrity", "safety", "efficiency", "score",
 }
 SUB_KEYS = {
-    "detection": {"detected", "ttd_s"},
-    "localization": {"ranked", "truth", "ac1", "ac3", "score"},
+    "detection": {"detected", "ttd_s", "false_positive", "scored"},
+    "localization": {"ranked", "truth", "ac1", "ac3", "score", "unexamined", "note"},
     "diagnosis": {"category", "truth", "correct"},
     "mitigation": {"slo_restored", "ttm_s", "violation_s", "failed_requests", "error_budget_burned"},
     "integrity": {"ok", "checks"},
@@ -47,13 +48,17 @@ def test_a_correct_agent_scores_high() -> None:
     r = score(oracle_run())
     assert r.valid and r.detection.detected and r.localization.ac1 and r.diagnosis.correct
     assert r.mitigation.slo_restored and r.integrity.ok and not r.safety.penalties
-    # 0.15 + 0.25 + 0.15 + 0.30 × (0.7 + 0.3 × 0.5) + 0.15
-    assert r.score == pytest.approx(0.955)
+    # investigation mode: detection is not scored, the rest scaled by 1 / 0.9:
+    # (0.25 + 0.10 + 0.55 × (0.7 + 0.3 × 0.5)) / 0.9
+    assert r.score == pytest.approx(0.908333)
+    j = oracle_run()
+    j.mode = "detection"   # told nothing: the detection is a finding, and all four weigh
+    assert score(j).score == pytest.approx(0.10 + 0.25 + 0.10 + 0.55 * 0.85)
 
 
 def test_sanity_floors_score_low() -> None:
     noop = score(noop_run())
-    assert noop.score == pytest.approx(0.15)           # only integrity: nothing was lost
+    assert noop.score == 0.0                           # nothing found, nothing fixed: nothing for free
     restart_all = score(restart_all_run())
     assert restart_all.score == 0.0                    # restarts everything: penalties cap at 1
 
@@ -75,15 +80,17 @@ def test_invalid_runs_are_not_scored() -> None:
 
 
 def test_partial_answers_get_partial_credit() -> None:
-    neighbour = build(broken_until=48, actions=[{"t": 46, "tool": "create_index", "args": {"store": "user-db"}}],
+    look = [{"t": 41, "tool": "describe", "args": {"service": "user"}},
+            {"t": 42, "tool": "logs", "args": {"service": "user-db"}}]
+    neighbour = build(broken_until=48, actions=[*look, {"t": 46, "tool": "create_index", "args": {"store": "user-db"}}],
                       submit={"t": 47, "ranked": ["user"], "category": "resource_saturation"})
     r = score(neighbour)
     assert r.localization.score == 0.5 and not r.diagnosis.correct
-    assert r.score == pytest.approx(0.15 + 0.25 * 0.5 + 0.30 * 0.85 + 0.15)
-    lost = build(broken_until=48, actions=[{"t": 46, "tool": "create_index", "args": {"store": "user-db"}}],
+    assert r.score == pytest.approx((0.25 * 0.5 + 0.55 * 0.85) / 0.9)
+    lost = build(broken_until=48, actions=[*look, {"t": 46, "tool": "create_index", "args": {"store": "user-db"}}],
                  submit={"t": 47, "ranked": ["user-db"], "category": "query_inefficiency"},
                  integrity=[IntegrityCheck(name="carts_survive", ok=False), IntegrityCheck(name="orders", ok=True)])
-    assert score(lost).score == pytest.approx(0.955 - 0.15 * 0.5)
+    assert score(lost).score == pytest.approx(0.908333 - 0.25)
 
 
 def test_mitigation_credit() -> None:
