@@ -43,6 +43,9 @@ class Shop:
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self.client.post(path, body)
 
+    def get(self, path: str) -> Any:
+        return self.client.get(path)
+
 
 def wait_for(pred: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
     """Poll ``pred`` until it returns something truthy and return that; AssertionError after ``timeout``."""

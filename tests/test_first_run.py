@@ -132,7 +132,7 @@ def test_a_dead_load_generator_is_a_run_error_with_its_log(shop: Shop, tmp_path:
     from sockdrill.scenarios.runner import Run, RunOptions
 
     catalogue = load_catalogue()
-    sc, variants = catalogue.get("control/steady")
+    sc, variants = catalogue.get("control-login/steady")
     run = Run(sc, variants[0], RunOptions(agent="noop", out=tmp_path, data_dir=shop.data_dir), {})
     run.bring_up()
     run.load_run = run.start_load(sc.load_for(variants[0]), "load.jsonl")

@@ -38,6 +38,12 @@ BUILTIN = {
     "oracle": "sockdrill.agents.builtin:Oracle",
     "baseline": "sockdrill.agents.baseline:Baseline",
     "llm": "sockdrill.agents.llm:LlmAgent",
+    # Gaming strategies (``gaming.py``): each must score ~0; the tests and ``bench agents`` prove it.
+    "gaming-sleeper": "sockdrill.agents.gaming:Sleeper",
+    "gaming-shotgun": "sockdrill.agents.gaming:Shotgun",
+    "gaming-majority": "sockdrill.agents.gaming:MajorityGuesser",
+    "gaming-replayer": "sockdrill.agents.gaming:RunbookReplayer",
+    "gaming-peeker": "sockdrill.agents.gaming:Peeker",
 }
 
 

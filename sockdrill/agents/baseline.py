@@ -279,9 +279,9 @@ class Baseline:
             if symptom[s] <= 0:
                 continue
             d = self._ok(tools.call("describe", service=s)) or {}
-            if d.get("knobs"):
+            if d.get("config_revision"):  # its rollout history: the configuration was changed lately
                 ev.append(Evidence(s, "config", 1.0 + symptom[s] / 4,
-                                   f"configuration differs from defaults: {sorted(d['knobs'])}"))
+                                   f"configuration changed {d['config_revision']} time(s) lately"))
         return self._localize(ev, symptom, kinds, roles, calls, scan_best[1])
 
     def _localize(self, ev: list[Evidence], symptom: dict[str, float], kinds: dict[str, str],
@@ -410,10 +410,11 @@ class Baseline:
         if cat == "misconfiguration":
             # Roll back further while the configuration still differs and the SLOs still fail.
             for _ in range(3):
-                d = self._ok(tools.call("describe", service=top)) or {}
-                if not d.get("knobs") or not self._failing(tools) or incident.time_left() < 3:
+                if not self._failing(tools) or incident.time_left() < 3:
                     break
-                tools.call("rollback_config", service=top)
+                res = self._ok(tools.call("rollback_config", service=top)) or {}
+                if not res.get("changed"):
+                    break  # nothing older to go back to
                 self._settle(tools, incident)
         chain = set(diag.ranked[:3])
         if any("payment" in roles.get(c, "") or "order" in roles.get(c, "") for c in chain | {top}) \

@@ -46,6 +46,8 @@ class Oracle:
         if self.ground_truth is None:  # a control run: nothing is wrong
             tools.call("submit", detected=False, root_causes=[], summary="no fault")
             return
+        for component in self.ground_truth["root_cause"]:  # a diagnosis names what it looked at
+            tools.call("describe", service=component)
         tools.call("submit", detected=True, root_causes=list(self.ground_truth["root_cause"]),
                    category=self.ground_truth["category"], summary="applied the runbook's remediation")
         for action in self.remediation:

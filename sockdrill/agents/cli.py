@@ -60,13 +60,9 @@ def open_tools(data_dir: Path | None, run: Path | None, max_steps: int = 10_000)
 
 
 def _runbooks() -> dict[str, str]:
-    from sockdrill.scenarios.catalogue_loader import load_catalogue
     from sockdrill.scenarios.runner import collect_runbooks
 
-    try:
-        return collect_runbooks(list(load_catalogue().scenarios.values()))
-    except SockdrillError:
-        return {}
+    return collect_runbooks()
 
 
 def parse_arg(item: str) -> tuple[str, Any]:

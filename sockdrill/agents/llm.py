@@ -66,9 +66,8 @@ class LlmAgent:
             raise LlmError(f"the model endpoint {self.base_url} failed: {exc}") from None
 
     def run(self, tools: Any, incident: Incident) -> None:
-        from sockdrill.agents.registry import all_tools
-
-        specs = [s.openai() for s in all_tools().values()]
+        specs = [{"type": "function", "function": {"name": s["name"], "description": s["description"],
+                                                   "parameters": s["parameters"]}} for s in tools.specs()]
         task = (f"Users report: {incident.text}" if incident.text else
                 "You are on call; nobody has reported anything. Check whether users are being hurt.")
         messages: list[dict[str, Any]] = [

@@ -227,7 +227,8 @@ class Tools:
 
     @tool("observe")
     def describe(self, service: str) -> dict[str, Any]:
-        """One deployment in detail: pods (status, ready, restarts, CPU/memory use), limits, config knobs.
+        """One deployment in detail: pods (status, ready, restarts, CPU/memory use), requests and limits,
+        its configuration (every setting with its current value) and config revision (changes so far).
 
         Args:
         service: the deployment name, e.g. user or user-db
@@ -235,7 +236,26 @@ class Tools:
         d = self.client.get(f"/v1/describe/{service}")
         for pod in d.get("pods", []):
             pod.pop("pid", None)
-        return {k: v for k, v in d.items() if k not in ("env",)}
+        # What kubectl would show: no "set by someone" marks (knobs, defaults), no environment.
+        out = {k: v for k, v in d.items() if k not in ("env", "knobs", "default_limits")}
+        if d.get("kind") == "service":
+            if self._third_party(d):
+                out["config"] = "a third-party service: its configuration is not ours to see"
+            else:
+                cfg = self.client.get(f"/v1/config/{service}")
+                out["config"] = cfg.get("config", {})
+                out["config_revision"] = cfg.get("revision", 0)
+                out["config_changed_at"] = cfg.get("changed_at")
+        return out
+
+    @staticmethod
+    def _third_party(described: dict[str, Any]) -> bool:
+        return "third-party" in str(described.get("role", ""))
+
+    def _own_service(self, service: str) -> None:
+        """Config tools work on the shop's services, not on a third party's (the payment gateway)."""
+        if self._third_party(self.client.get(f"/v1/describe/{service}")):
+            raise ToolError(f"'{service}' is a third-party service: its configuration is not ours to change")
 
     @tool("observe")
     def pods(self) -> list[dict[str, Any]]:
@@ -639,7 +659,7 @@ class Tools:
         service: the deployment name
         cpu: CPU limit like 500m or 1
         memory: memory limit like 256Mi
-        clear: remove both limits
+        clear: put both limits back to the deployment's standard ones
         """
         out = self._post("/v1/limits", {"deployment": service, "cpu": cpu or None, "memory": memory or None,
                                         "clear": clear})
@@ -653,8 +673,10 @@ class Tools:
         service: the service deployment
         knobs: an object of knob name to new value
         """
+        self._own_service(service)
         out = self._post("/v1/config", {"deployment": service, "knobs": knobs})
-        return {**out, "changed": bool(out.get("changed", True))}
+        # The answer says what this call did, not what others set before it.
+        return {"deployment": service, "set": knobs, "pods": out.get("pods", []), "changed": bool(out.get("changed"))}
 
     @tool("act")
     def rollback_config(self, service: str) -> dict[str, Any]:
@@ -663,8 +685,9 @@ class Tools:
         Args:
         service: the service deployment
         """
+        self._own_service(service)
         out = self._post("/v1/config/rollback", {"deployment": service})
-        return {**out, "changed": bool(out.get("restored"))}
+        return {"deployment": service, "restored": out.get("restored", {}), "changed": bool(out.get("restored"))}
 
     def _pg(self, service: str, fn: Callable[[Any], Any]) -> Any:
         import asyncpg
@@ -883,22 +906,13 @@ class Tools:
         return {"requeued": out, "left_in_dead_letter": r.xlen(dlq), "changed": bool(out)}
 
     def _pod_knobs(self, service: str, knobs: dict[str, Any]) -> list[dict[str, Any]]:
-        """Set knobs on each ready pod directly (a live, in-memory change the deployment's config keeps)."""
-        import urllib.request
-
-        out = []
-        for pod in self.client.get(f"/v1/describe/{service}").get("pods", []):
-            if not pod.get("ready") or not pod.get("port"):
-                continue
-            req = urllib.request.Request(f"http://127.0.0.1:{pod['port']}/admin/config", method="PUT",
-                                         data=json.dumps(knobs).encode(),
-                                         headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                out.append({"pod": pod["name"], "changed": json.loads(resp.read()).get("changed")})
-        return out
+        """Set knobs on every ready pod through the runtime, outside the config history (a momentary
+        change such as a breaker reset is not a config push to roll back)."""
+        out = self._post("/v1/config", {"deployment": service, "knobs": knobs, "record": False})
+        return [{"pod": p} for p in out.get("pods", [])]
 
     def _breaker_reset(self) -> dict[str, Any]:
-        current = self.client.get("/v1/describe/payment").get("knobs", {}).get("breaker_enabled", True)
+        current = self.client.get("/v1/config/payment").get("config", {}).get("breaker_enabled", True)
         # Turning the breaker off closes it and forgets its failures; then it goes back to how it was.
         self._pod_knobs("payment", {"breaker_enabled": False})
         pods = self._pod_knobs("payment", {"breaker_enabled": bool(current)})

@@ -100,6 +100,45 @@ class ConfigKnob(FaultKind):
                    note="service knobs through SOCKDRILL_KNOBS (a rollout), restored after the duration")
 
 
+class ThirdPartyErrorParams(Params):
+    error_rate: float = Field(description="share of requests the third party answers 503 (0..1)", ge=0, le=1)
+
+
+@register
+class ThirdPartyErrors(ConfigKnob):
+    """A simulated third party (the payment gateway) fails a share of requests. Its behaviour is the
+    world's, not the shop's configuration: nothing an agent can see in a config view or roll back."""
+
+    id = "thirdparty.errors"
+    summary = "a third-party service (the payment gateway) answers a share of requests with 503"
+    Params = ThirdPartyErrorParams  # type: ignore[assignment]
+    target_help = "a third-party deployment (payment-gateway)"
+
+    def check(self, rt: Any, spec: FaultSpec) -> None:
+        dep = deployment(rt, spec.target, kinds=("service",))
+        if "third-party" not in dep.spec.role:
+            raise FaultError(f"target: {spec.target!r} is not a third-party service")
+
+    async def inject(self, ctx: Ctx, spec: FaultSpec) -> dict[str, Any]:
+        rt = ctx.runtime
+        self.check(rt, spec)
+        described = await _describe_knobs(rt, spec.target)
+        knobs = {"transient_error_rate": float(spec.params["error_rate"])}
+        if "transient_error_rate" not in described:
+            raise FaultError(f"target: {spec.target!r} cannot simulate errors")
+        dep = deployment(rt, spec.target)
+        previous = {k: described[k].get("value") for k in knobs}
+        try:
+            await rt.set_knobs(spec.target, knobs, record=False)  # not a config push: no history, no rollback
+        except ClusterError as exc:
+            raise FaultError(f"params: {exc}") from None
+        return {"previous": previous, "in_spec": {k: k in dep.spec.knobs for k in knobs}, "set": knobs}
+
+    def render(self, spec: FaultSpec, opts: RenderOptions) -> list[dict[str, Any]]:
+        knob_spec = spec.model_copy(update={"params": {"transient_error_rate": spec.params["error_rate"]}})
+        return super().render(knob_spec, opts)
+
+
 class SkewParams(Params):
     offset: str = Field("-10m", description="signed Go duration, e.g. -10m or 1h")
 

@@ -46,6 +46,7 @@ class ControlAPI:
         r.add_post("/v1/limits", self.limits)
         r.add_post("/v1/config", self.config)
         r.add_post("/v1/config/rollback", self.config_rollback)
+        r.add_get("/v1/config/{name}", self.config_view)
         r.add_post("/v1/config/reset", self.config_reset)
         r.add_post("/v1/env", self.env)
         r.add_post("/v1/env/rollback", self.env_rollback)
@@ -146,7 +147,11 @@ class ControlAPI:
         knobs = data.get("knobs")
         if not isinstance(knobs, dict):
             raise ValueError("'knobs' must be an object of name → value")
-        return _json(await self.runtime.set_knobs(self._str(data, "deployment") or "", knobs))
+        record = data.get("record", True) is not False  # false: a momentary change, kept out of the history
+        return _json(await self.runtime.set_knobs(self._str(data, "deployment") or "", knobs, record=record))
+
+    async def config_view(self, request: web.Request) -> web.Response:
+        return _json(await self.runtime.effective_config(request.match_info["name"]))
 
     async def config_rollback(self, request: web.Request) -> web.Response:
         data = await self._body(request)

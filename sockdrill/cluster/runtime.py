@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from sockdrill.cluster import stores
+from sockdrill.cluster.admin import ADMIN_HEADER, ADMIN_TOKEN_ENV
 from sockdrill.cluster.cgroups import CgroupManager
 from sockdrill.cluster.mesh import Backend, Edge, Mesh, Protocol
 from sockdrill.cluster.pods import Pod, ProbeSettings, RestartPolicy
@@ -67,6 +69,15 @@ class Deployment:
         self.knob_history: list[dict[str, Any]] = []
         self.env_history: list[dict[str, str]] = []
         self._slot_ports: dict[str, int] = {}
+        # The manifest's limits: what "clear" goes back to (every pod has limits, as in a real cluster).
+        self.default_limits = {"cpu_millicores": spec.cpu_millicores, "memory_bytes": spec.memory_bytes}
+        # Like a Deployment's rollout history: how many config changes, the last one when (no contents).
+        self.config_revision = 0
+        self.config_changed_at: float | None = None
+
+    def config_changed(self) -> None:
+        self.config_revision += 1
+        self.config_changed_at = time.time()
 
     @property
     def name(self) -> str:
@@ -134,6 +145,7 @@ class Runtime:
         self.restart_policy = restart_policy or RestartPolicy()
         self.probe = probe or ProbeSettings()
         self.extra_env = dict(pod_env or {})
+        self.admin_token = secrets.token_hex(16)
         self.deployments = {s.name: Deployment(self, s) for s in specs}
         for spec in specs:
             for dest in spec.calls:
@@ -171,7 +183,8 @@ class Runtime:
     # ---- start / stop -------------------------------------------------------------------
     async def start(self, host_ports: dict[str, int] | None = None) -> None:
         host_ports = host_ports or {}
-        self.http = aiohttp.ClientSession()
+        # Pods' /admin endpoints answer only this token (in their environment, which only root reads).
+        self.http = aiohttp.ClientSession(headers={ADMIN_HEADER: self.admin_token})
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # What another local user must not read: the state (token, passwords), run journals (the ground
         # truth of faults), pod logs, the services' durable files; the stores' folders only traversable.
@@ -266,7 +279,7 @@ class Runtime:
             # The runtime's password file is not the services': they log in with the URLs below.
             "PGPASSFILE": os.devnull,
             "PORT": str(pod.port), "SOCKDRILL_SERVICE": dep.name, "SOCKDRILL_POD": pod.name,
-            "SOCKDRILL_SEED": str(self.seed), "PYTHONUNBUFFERED": "1",
+            "SOCKDRILL_SEED": str(self.seed), "PYTHONUNBUFFERED": "1", ADMIN_TOKEN_ENV: self.admin_token,
             "SOCKDRILL_KNOBS": json.dumps(dep.spec.knobs),
             # Durable state of a service (e.g. the payment gateway's ledger) is per deployment, so it
             # outlives any one pod (replaced pods get new names) and replicas share it.
@@ -390,9 +403,9 @@ class Runtime:
         if not self.cgroups.available:
             raise UnsupportedError(f"resource limits are unsupported on this host: {self.cgroups.reason}")
         before = {"cpu_millicores": dep.spec.cpu_millicores, "memory_bytes": dep.spec.memory_bytes}
-        if clear:
-            dep.spec.cpu_millicores = None
-            dep.spec.memory_bytes = None
+        if clear:  # back to the manifest's limits
+            dep.spec.cpu_millicores = dep.default_limits["cpu_millicores"]
+            dep.spec.memory_bytes = dep.default_limits["memory_bytes"]
         if cpu_millicores is not None:
             dep.spec.cpu_millicores = cpu_millicores
         if memory_bytes is not None:
@@ -424,13 +437,15 @@ class Runtime:
                 if resp.status >= 400:
                     raise ClusterError(f"{pod.name} refused the config: {body.get('error', body)}")
                 results.append(body)
-        if record:
+        changed = any(r.get("changed") for r in results)
+        if record and changed:  # applying the same values again is no new revision
             dep.knob_history.append(dict(dep.spec.knobs))
+            dep.config_changed()
         previous = dict(dep.spec.knobs)
         dep.spec.knobs.update(knobs)
         self.event("set_config", deployment=name, knobs=knobs)
         return {"deployment": name, "previous": previous, "knobs": dict(dep.spec.knobs),
-                "pods": [r.get("pod") for r in results], "changed": any(r.get("changed") for r in results)}
+                "pods": [r.get("pod") for r in results], "changed": changed}
 
     async def rollback_knobs(self, name: str) -> dict[str, Any]:
         dep = self.deployment(name)
@@ -450,14 +465,30 @@ class Runtime:
         if target:
             await self.set_knobs(name, target, record=False)
         dep.spec.knobs = dict(previous)
+        dep.config_changed()
         self.event("rollback_config", deployment=name, restored=target)
         return {"deployment": name, "restored": target, "knobs": dict(dep.spec.knobs)}
+
+    async def effective_config(self, name: str) -> dict[str, Any]:
+        """Every knob of a service with the value its pods run with (defaults included, unmarked), and its
+        config revision: what ``kubectl describe`` and ``rollout history`` would show."""
+        dep = self.deployment(name)
+        out: dict[str, Any] = {"deployment": name, "config": {}, "revision": dep.config_revision,
+                               "changed_at": dep.config_changed_at}
+        pod = next((p for p in dep.pods.values() if p.ready), None) if dep.spec.kind == "service" else None
+        if pod is not None:
+            async with self.http.get(f"http://127.0.0.1:{pod.port}/admin/config",
+                                     timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                described = (await resp.json(content_type=None)).get("knobs", {})
+            out["config"] = {k: v.get("value") for k, v in sorted(described.items())}
+        return out
 
     async def reset_knobs(self, name: str) -> dict[str, Any]:
         """Every knob this deployment was given goes back to the service's default; history is cleared."""
         dep = self.deployment(name)
         if dep.spec.kind != "service" or not dep.spec.knobs:
             dep.knob_history.clear()
+            dep.config_revision, dep.config_changed_at = 0, None
             return {"deployment": name, "restored": {}}
         pod = next((p for p in dep.pods.values() if p.ready), None)
         if pod is None:
@@ -469,6 +500,7 @@ class Runtime:
             await self.set_knobs(name, target, record=False)
         dep.spec.knobs = {}
         dep.knob_history.clear()
+        dep.config_revision, dep.config_changed_at = 0, None
         self.event("reset_config", deployment=name)
         return {"deployment": name, "restored": target}
 
@@ -502,6 +534,9 @@ class Runtime:
             "address": self.shown_url(dep.name) if dep.ingress else None,
             "calls": list(dep.spec.calls),
             "limits": {"cpu_millicores": dep.spec.cpu_millicores, "memory_bytes": dep.spec.memory_bytes},
+            "requests": {"cpu_millicores": dep.spec.cpu_request_millicores,
+                         "memory_bytes": dep.spec.memory_request_bytes},
+            "default_limits": dict(dep.default_limits),
             "knobs": dict(dep.spec.knobs), "env": dict(dep.spec.env),
             "pods": [p.describe() for p in dep.pods.values()],
         }

@@ -29,6 +29,9 @@ class DeploymentSpec(BaseModel):
     host_port: int | None = None  # fixed host-facing port (front-end: 8079); others get a free one
     cpu_millicores: int | None = Field(default=None, ge=1)
     memory_bytes: int | None = Field(default=None, ge=1 << 20)
+    # What the pod asks the scheduler for (shown, as kubectl shows it; only limits are enforced here).
+    cpu_request_millicores: int | None = Field(default=None, ge=1)
+    memory_request_bytes: int | None = Field(default=None, ge=1 << 20)
     role: str = ""  # short description shown in topology
 
     @field_validator("name")

@@ -19,6 +19,18 @@ JOURNEY_TARGETS: dict[str, tuple[float, float]] = {
 }
 
 
+def journey_slos(journeys: list[str], objective: float) -> list[SLO]:
+    """The SLOs an on-call engineer's dashboard shows: the same two for every journey the traffic drives,
+    whatever the scenario (so which SLOs are listed tells nothing of what is wrong, or whether anything is)."""
+    out = []
+    for journey in dict.fromkeys(journeys):
+        if journey in JOURNEY_TARGETS:
+            p95, errors = JOURNEY_TARGETS[journey]
+            out.append(SLO(journey, "latency_p95", p95, objective=objective))
+            out.append(SLO(journey, "error_rate", errors, objective=objective))
+    return out
+
+
 def guard_slos(scenario_slos: list[SLO], journeys: list[str], objective: float) -> list[SLO]:
     """The SLOs of every journey in ``journeys`` that the scenario's own SLOs do not cover."""
     covered = {s.journey for s in scenario_slos}

@@ -55,7 +55,7 @@ def alerts_provider(run: Any, slos: list[SLO]) -> Callable[[], list[dict[str, An
         for slo in slos:
             for rule in rules:
                 if firing(slo, samples, now, rule):
-                    out.append({"alert": "SLOBurnRate", "slo": slo.label, "rule": rule.name,
+                    out.append({"alert": "SLOBurnRate", "journey": slo.journey, "slo": slo.label, "rule": rule.name,
                                 "severity": rule.severity, "burn_rate_over": rule.burn_rate})
         return out
 

@@ -36,11 +36,11 @@ def reset_shop(client: RuntimeClient, setup: Setup) -> dict[str, Any]:
             if dep["replicas"] != want:
                 client.post("/v1/scale", {"deployment": name, "replicas": want})
                 done.setdefault("scaled", {})[name] = want
+            # Always: a run's config history (revisions) must not show in the next run.
+            client.post("/v1/config/reset", {"deployment": name})
             if dep["knobs"]:
-                client.post("/v1/config/reset", {"deployment": name})
                 done.setdefault("knobs_reset", []).append(name)
-        lim = dep["limits"]
-        if (lim["cpu_millicores"] or lim["memory_bytes"]) and name not in setup.limits:
+        if dep["limits"] != dep.get("default_limits", dep["limits"]) and name not in setup.limits:
             try:
                 client.post("/v1/limits", {"deployment": name, "clear": True})
             except SockdrillError:

@@ -15,9 +15,7 @@ import json
 import random
 import shutil
 import tempfile
-import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,13 +103,19 @@ class Run:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         # Resolved now: child processes (Locust, the recorder) run in other working directories.
         name = f"{stamp}-{scenario.id}-{variant.id}-{opts.agent.replace(':', '_')}-s{opts.seed}"
-        self.dir = Path(opts.out).expanduser().resolve() / name
-        self.dir.mkdir(parents=True, exist_ok=True)
+        out = Path(opts.out).expanduser().resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        self.final_dir = out / name
+        # While the agent is on call the run lives in a private folder with a name that says nothing (the
+        # descriptive name would tell a listing of runs/ the scenario); it gets its name when it is done.
+        self.dir = Path(tempfile.mkdtemp(dir=out, prefix=".run-"))
+        self.dir.chmod(0o700)
         self.runbooks = runbooks
         self.slos = [to_slo(o, self.win.objective) for o in scenario.slo]
-        from sockdrill.scenarios.guards import guard_slos
+        from sockdrill.scenarios.guards import guard_slos, journey_slos
 
         journeys = list(scenario.load_for(variant).journeys) + (list(variant.surge.journeys) if variant.surge else [])
+        self.dashboard_slos = journey_slos(journeys, self.win.objective)  # what the agent is shown
         gt = variant.ground_truth
         if opts.mode not in ("investigation", "detection"):
             raise ScenarioError(f"unknown mode '{opts.mode}' (investigation or detection)")
@@ -290,48 +294,44 @@ class Run:
             self.surge_run.stop()
 
     def run_agent(self) -> dict[str, Any]:
-        from sockdrill.agents.base import Incident, load_agent
-        from sockdrill.agents.builtin import Oracle
+        """The agent runs in its own process as its own user (``agents/sandbox.py``); this process keeps
+        the tools, answers its calls and audits them."""
+        from sockdrill.agents.base import BUILTIN
+        from sockdrill.agents.sandbox import ORACLE_REF, AgentProcess
         from sockdrill.agents.tools import ToolContext, Tools
+        from sockdrill.cluster.stores import _cache_dir_of
         from sockdrill.scenarios.observe import alerts_provider, slo_status_provider
 
         assert self.client is not None
-        agent = load_agent(self.opts.agent, **self.opts.agent_options)
-        # Only the built-in oracle (the ceiling that proves a fix scores) is handed the ground truth;
-        # a class that merely says it is privileged gets nothing, and the journal says which it was.
-        if type(agent) is Oracle:
+        # Only the built-in oracle (the ceiling that proves a fix scores) is handed the ground truth.
+        truth = None
+        if BUILTIN.get(self.opts.agent, self.opts.agent) == ORACLE_REF:
             gt = self.variant.ground_truth
-            agent.ground_truth = gt.model_dump() if gt and not self.scenario.control else None
-            agent.remediation = [a.model_dump() for a in self.variant.remediation]
+            truth = {"ground_truth": gt.model_dump() if gt and not self.scenario.control else None,
+                     "remediation": [a.model_dump() for a in self.variant.remediation]}
             self.journal.privileged = True
-        elif getattr(agent, "privileged", False):
-            self.notes.append("the agent asked for privileges; only the built-in oracle gets the ground truth")
         now = time.time()
         ctx = ToolContext(data_dir=self.client.data_dir, audit_path=self.dir / "agent-audit.jsonl",
                           max_steps=self.win.max_steps, runbooks=self.runbooks,
-                          slo_status=slo_status_provider(self, self.slos),
-                          alerts=alerts_provider(self, self.slos), scope_start=self.scope_start)
+                          # Every journey's SLOs, as on an SRE's dashboard: which one burns is the finding.
+                          slo_status=slo_status_provider(self, self.dashboard_slos),
+                          alerts=alerts_provider(self, self.dashboard_slos),
+                          scope_start=self.scope_start)
         tools = Tools(ctx)
         tools.deadline = now + self.win.agent_budget_s
         text = "" if self.opts.mode == "detection" else self.scenario.impact
-        incident = Incident(mode=self.opts.mode, text=text, started=now, deadline=now + self.win.agent_budget_s,
-                            budget_steps=self.win.max_steps)
-        error: list[str] = []
-
-        def target() -> None:
-            try:
-                agent.run(tools, incident)
-            except Exception as exc:  # an agent's crash ends its turn; it is recorded, not raised
-                error.append(f"{type(exc).__name__}: {exc}")
-                (self.dir / "agent-error.txt").write_text(traceback.format_exc())
-
-        thread = threading.Thread(target=target, name="agent", daemon=True)
-        thread.start()
-        thread.join(self.win.agent_budget_s + 5)
-        if thread.is_alive():
-            self.notes.append("the agent overran its time budget; its later calls are refused")
-            tools.deadline = 0.0
-        return {"tools": tools, "error": error[0] if error else None}
+        incident = {"mode": self.opts.mode, "text": text, "started": now, "deadline": now + self.win.agent_budget_s,
+                    "budget_steps": self.win.max_steps}
+        proc = AgentProcess(self.opts.agent, self.opts.agent_options, incident, tools, self.dir / "agent.log",
+                            _cache_dir_of(self.client.data_dir), truth=truth)
+        try:
+            proc.start()
+            proc.serve(self.win.agent_budget_s)
+        except SockdrillError as exc:
+            proc.stop()
+            proc.error = proc.error or str(exc)
+        self.notes.extend(proc.notes)
+        return {"tools": tools, "error": proc.error}
 
     def wait_recovery(self, since: float) -> float | None:
         """When every SLO was restored for a whole recovery window (the mitigation oracle's own test,
@@ -533,35 +533,37 @@ class Run:
         from sockdrill.evaluate.score import score
 
         j = self.journal
+        final = self.final_dir
+        n = 1
+        while final.exists():
+            n += 1
+            final = self.final_dir.with_name(f"{self.final_dir.name}-{n}")
+        j.meta["run_dir"] = str(final)
         (self.dir / "journal.json").write_text(j.to_json())
         result = score(j)
         data = json.loads(result.model_dump_json())
         data["invalid_reason"] = j.meta.get("invalid_reason")
         data["notes"] = j.meta.get("notes", [])
-        data["run_dir"] = str(self.dir)
+        data["run_dir"] = str(final)
         (self.dir / "result.json").write_text(json.dumps(data, indent=2))
         write_report(j, result, self.dir)
+        self.dir.rename(final)  # still 0700: the journal holds the ground truth
+        self.dir = final
         return data
 
 
-def collect_runbooks(scenarios: list[Scenario]) -> dict[str, str]:
-    """Every runbook of the catalogue under a neutral id (its heading), so the id names no scenario."""
-    import re
+RUNBOOK_DIR = Path(__file__).resolve().parent / "runbooks"
 
-    out: dict[str, str] = {}
-    for sc in scenarios:
-        for var in sc.variants:
-            if not var.runbook.strip():
-                continue
-            head = next((ln.lstrip("# ").strip() for ln in var.runbook.splitlines() if ln.startswith("#")), var.title)
-            rid = re.sub(r"[^a-z0-9]+", "-", head.lower()).strip("-")[:60]
-            out[rid] = var.runbook
-    return out
+
+def collect_runbooks(scenarios: list[Scenario] | None = None) -> dict[str, str]:
+    """The runbooks every agent gets, one per alert (``scenarios/runbooks/*.md``), whatever the scenario:
+    each covers every cause its alert can have, how to tell them apart and how to fix each."""
+    return {p.stem: p.read_text() for p in sorted(RUNBOOK_DIR.glob("*.md"))}
 
 
 def run_variant(scenario: Scenario, variant: Variant, opts: RunOptions,
                 all_scenarios: list[Scenario] | None = None) -> dict[str, Any]:
-    runbooks = collect_runbooks(all_scenarios or [scenario])
+    runbooks = collect_runbooks()
     return Run(scenario, variant, opts, runbooks).execute()
 
 

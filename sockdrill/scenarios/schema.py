@@ -1,7 +1,8 @@
 """What a scenario file holds, validated with pydantic.
 
 A scenario is one seed user-journey failure (``login-latency``); its variants are the root causes the
-seed lists, each a fault recipe with its ground truth, runbook and the remediation that fixes it::
+seed lists, each a fault recipe with its ground truth and the remediation that fixes it (runbooks are
+written per alert, in ``scenarios/runbooks/``, never per variant: a variant's runbook would be its answer)::
 
     id: login-latency
     version: 1
@@ -19,7 +20,6 @@ seed lists, each a fault recipe with its ground truth, runbook and the remediati
       - id: frontend-user-delay
         faults: [{kind: network.delay, target: front-end->user, mode: one, params: {latency_ms: 2000}}]
         ground_truth: {root_cause: [user], category: network_latency, propagation: [user, front-end]}
-        runbook: "..."
         remediation: [{tool: restart, args: {service: user}}]
 
 Field paths in errors are reported as ``variants[2].faults[0].params.latency_ms``.
@@ -128,7 +128,6 @@ class Variant(Strict):
     ground_truth: GroundTruth | None = None
     key_metrics: list[str] = Field(default_factory=list)
     validation: list[str] = Field(default_factory=list)  # PromQL the seed would run
-    runbook: str = ""
     remediation: list[Action] = Field(default_factory=list)
     symptom: Symptom | None = None  # overrides the scenario's symptom
 
@@ -138,6 +137,14 @@ class Variant(Strict):
         if not ID.match(v):
             raise ValueError(f"variant id {v!r} must be lower-case letters, digits and '-'")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_runbook(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "runbook" in data:
+            raise ValueError("a variant has no runbook: runbooks are per alert (sockdrill/scenarios/runbooks/), "
+                             "since one written for the variant would hand the agent its answer")
+        return data
 
 
 class Scenario(Strict):

@@ -39,13 +39,20 @@ def shop_deployments(
         external["queue"] = amqp_url
     common_env = dict(env or {})
 
+    # Every pod has requests and limits, as in a real cluster (so a limit is no tell by itself). The limits
+    # are generous for 2 cores: they bind only when someone lowers them.
     def svc(name: str, calls: list[str], role: str, **kw: object) -> DeploymentSpec:
         return DeploymentSpec(name=name, kind="service", module=name, replicas=replicas.get(name, 1),
-                              calls=calls, env=dict(common_env), role=role, **kw)  # type: ignore[arg-type]
+                              calls=calls, env=dict(common_env), role=role, cpu_millicores=1000,
+                              memory_bytes=1 << 30, cpu_request_millicores=100, memory_request_bytes=128 << 20,
+                              **kw)  # type: ignore[arg-type]
 
     def store(name: str, kind: str, role: str) -> DeploymentSpec:
+        ext = external.get(name)
         return DeploymentSpec(name=name, kind=kind, replicas=1, role=role,  # type: ignore[arg-type]
-                              external_url=external.get(name))
+                              external_url=ext, cpu_millicores=None if ext else 2000,
+                              memory_bytes=None if ext else 2 << 30, cpu_request_millicores=None if ext else 250,
+                              memory_request_bytes=None if ext else 256 << 20)
 
     return [
         store("catalogue-db", "postgres", "catalogue database"),

@@ -17,7 +17,7 @@ def _run(shop: Shop, ref: str, out: Path, seed: int = 1) -> dict:
 
 
 def test_control_run_is_not_a_detection(shop: Shop, tmp_path: Path) -> None:
-    result = _run(shop, "control/steady", tmp_path)
+    result = _run(shop, "control-login/steady", tmp_path)
     assert result["valid"], result.get("invalid_reason")
     assert result["detection"]["detected"] is False
     assert not [p for p in result["safety"]["penalties"] if p["kind"] == "false_detection"]

@@ -71,14 +71,39 @@ def test_observe_tools(tools: Tools) -> None:
 
 
 def test_set_and_roll_back_config(tools: Tools) -> None:
-    before = ok(tools.call("describe", service="orders"))["knobs"]
+    described = ok(tools.call("describe", service="orders"))
+    before, revision = described["config"], described["config_revision"]
+    # Every setting is shown with its value, changed or not: which were set is nobody's business.
+    assert {"payment_timeout_s", "payment_retries", "fetch_timeout_s"} <= set(before) and "knobs" not in described
     try:
-        ok(tools.call("set_config", service="orders", knobs={"payment_retries": 2}))
-        assert ok(tools.call("describe", service="orders"))["knobs"]["payment_retries"] == 2
+        out = ok(tools.call("set_config", service="orders", knobs={"payment_retries": before["payment_retries"] + 1}))
+        assert out["changed"] is True and set(out) == {"deployment", "set", "pods", "changed"}
+        after = ok(tools.call("describe", service="orders"))
+        assert after["config"]["payment_retries"] == before["payment_retries"] + 1
+        assert after["config_revision"] == revision + 1
+        same = tools.call("set_config", service="orders", knobs={"payment_retries": before["payment_retries"] + 1})
+        assert ok(same)["changed"] is False and tools.actions[-1]["changed"] is False   # a no-op is no act
         ok(tools.call("rollback_config", service="orders"))
-        assert ok(tools.call("describe", service="orders"))["knobs"] == before
+        assert ok(tools.call("describe", service="orders"))["config"] == before
     finally:
         tools.client.post("/v1/config/reset", {"deployment": "orders"})
+
+
+def test_a_third_party_s_config_is_neither_shown_nor_changed(tools: Tools) -> None:
+    d = ok(tools.call("describe", service="payment-gateway"))
+    assert "transient_error_rate" not in str(d)
+    assert "third-party" in tools.call("set_config", service="payment-gateway",
+                                       knobs={"transient_error_rate": 0})["error"]
+    assert "third-party" in tools.call("rollback_config", service="payment-gateway")["error"]
+
+
+def test_a_second_submission_is_refused(tools: Tools) -> None:
+    if tools.submission is not None:
+        pytest.skip("this session's tools already hold a submission")
+    assert ok(tools.call("submit", detected=False, root_causes=[]))["accepted"]
+    second = tools.call("submit", detected=True, root_causes=["user-db"])
+    assert "already submitted" in second["error"] and tools.submission is not None
+    assert tools.submission.detected is False
 
 
 def test_scale_is_bounded(tools: Tools) -> None:
@@ -86,9 +111,11 @@ def test_scale_is_bounded(tools: Tools) -> None:
 
 
 def test_reset_gateway_closes_the_breaker_and_keeps_config(tools: Tools) -> None:
+    before = ok(tools.call("describe", service="payment"))
     out = ok(tools.call("reset_gateway"))
     assert out["breaker"] == "closed" and out["pods"]
-    assert ok(tools.call("describe", service="payment"))["knobs"] == {}
+    after = ok(tools.call("describe", service="payment"))
+    assert after["config"] == before["config"] and after["config_revision"] == before["config_revision"]
 
 
 def test_dead_letter_and_requeue(tools: Tools, shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,7 @@ operator changed other knobs meanwhile."""
 
 from __future__ import annotations
 
-import json
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -15,9 +15,17 @@ from tests.conftest import Shop
 
 
 def _knob(shop: Shop, service: str, name: str) -> Any:
-    port = shop.describe(service)["pods"][0]["port"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/config", timeout=5) as resp:
-        return json.loads(resp.read())["knobs"][name]["value"]
+    return shop.get(f"/v1/config/{service}")["config"][name]
+
+
+def test_a_pod_s_admin_endpoint_answers_only_the_runtime(shop: Shop) -> None:
+    port = shop.describe("orders")["pods"][0]["port"]
+    for method, body in (("GET", None), ("PUT", b'{"payment_timeout_s": 0.01}')):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/admin/config", data=body, method=method)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=5)
+        assert err.value.code == 403
+    assert _knob(shop, "orders", "payment_timeout_s") != 0.01
 
 
 def test_knob_set_then_restored_exactly(shop: Shop, chaos: Any) -> None:
@@ -47,3 +55,21 @@ def test_unknown_knob_or_bad_value_is_a_clear_error(shop: Shop, chaos: Any) -> N
         inject(chaos, "config.knob", "orders")
     assert active(chaos) == []
     assert _knob(shop, "orders", "payment_timeout_s") == 5.0
+
+
+def test_a_third_party_s_errors_are_a_fault_not_a_config_change(shop: Shop, chaos: Any) -> None:
+    before = shop.get("/v1/config/payment-gateway")
+    fault = inject(chaos, "thirdparty.errors", "payment-gateway", duration=30, params={"error_rate": 0.15})
+    try:
+        now = shop.get("/v1/config/payment-gateway")
+        assert now["config"]["transient_error_rate"] == 0.15
+        assert now["revision"] == before["revision"]            # no config push, nothing to roll back
+        with pytest.raises(ClusterError, match="no earlier config"):
+            shop.post("/v1/config/rollback", {"deployment": "payment-gateway"})
+    finally:
+        chaos.post("/v1/chaos/clear", {"id": fault["id"]})
+    assert shop.get("/v1/config/payment-gateway")["config"]["transient_error_rate"] == \
+        before["config"]["transient_error_rate"]
+    with pytest.raises(ClusterError, match="not a third-party"):
+        chaos.post("/v1/chaos/inject", {"kind": "thirdparty.errors", "target": "orders",
+                                        "params": {"error_rate": 0.1}, "duration": "5s"})

@@ -42,6 +42,7 @@ EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "datastore.drop_index": ("user-db", {}),
     "datastore.redis_config": ("session-db", {"maxmemory": "1mb", "maxmemory_policy": "noeviction"}),
     "config.knob": ("orders", {"payment_timeout_s": 0.05}),
+    "thirdparty.errors": ("payment-gateway", {"error_rate": 0.15}),
     "time.skew": ("orders", {"offset": "-10m"}),
 }
 

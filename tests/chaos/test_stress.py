@@ -73,7 +73,7 @@ def test_cpu_limit_throttles_then_is_lifted(shop: Shop, chaos: Any, cgroups: Non
     assert cores <= 0.12, cores
     assert _pod(shop)["throttling"].get("nr_throttled", 0) > t0
     wait_for(lambda: not active(chaos), timeout=6)
-    assert shop.describe("payment")["limits"]["cpu_millicores"] is None
+    assert shop.describe("payment")["limits"]["cpu_millicores"] == 1000     # the manifest's limit again
 
 
 def test_limit_restores_the_pre_fault_value(shop: Shop, chaos: Any, cgroups: None) -> None:
@@ -82,6 +82,6 @@ def test_limit_restores_the_pre_fault_value(shop: Shop, chaos: Any, cgroups: Non
         fault = inject(chaos, "resource.limit", "payment", duration=30, params={"memory": "256Mi", "cpu": "500m"})
         assert shop.describe("payment")["limits"] == {"cpu_millicores": 500, "memory_bytes": 256 << 20}
         chaos.post("/v1/chaos/clear", {"id": fault["id"]})
-        assert shop.describe("payment")["limits"] == {"cpu_millicores": None, "memory_bytes": 512 << 20}
+        assert shop.describe("payment")["limits"] == {"cpu_millicores": 1000, "memory_bytes": 512 << 20}
     finally:
         shop.post("/v1/limits", {"deployment": "payment", "clear": True})

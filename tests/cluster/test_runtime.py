@@ -179,7 +179,7 @@ def test_cpu_limit_holds_a_busy_pod(shop: Shop) -> None:
         assert shop.describe("catalogue")["limits"]["cpu_millicores"] == 100
     finally:
         shop.post("/v1/limits", {"deployment": "catalogue", "clear": True})
-    assert shop.describe("catalogue")["limits"]["cpu_millicores"] is None
+    assert shop.describe("catalogue")["limits"]["cpu_millicores"] == 1000  # clear: back to the manifest's
 
 
 def test_mesh_delay_toxic_adds_the_delay(shop: Shop) -> None:

@@ -61,6 +61,6 @@ def test_restart_all_is_not_a_full_score(shop: Shop, ref: str, tmp_path: Path) -
 
 @pytest.mark.parametrize("agent", ["noop", "oracle", "restart-all"])
 def test_control_run_has_no_detection_credit(shop: Shop, agent: str, tmp_path: Path) -> None:
-    r = run(shop, "control/steady", agent, tmp_path)
+    r = run(shop, "control-login/steady", agent, tmp_path)
     assert r["valid"], r.get("invalid_reason")
     assert r["detection"]["detected"] is False

@@ -70,7 +70,7 @@ def pod_dir() -> Iterator[str]:
 
 
 GW_DEFAULTS = {"latency_ms": 5.0, "latency_jitter_ms": 2.0, "transient_error_rate": 0.0, "max_concurrent": 64}
-PAY_DEFAULTS = {"gateway_timeout_s": 3.0, "gateway_retries": 1, "gateway_retry_backoff_s": 0.05,
+PAY_DEFAULTS = {"gateway_timeout_s": 3.0, "gateway_retries": 2, "gateway_retry_backoff_s": 0.05,
                 "breaker_enabled": True, "breaker_failure_threshold": 5, "breaker_reset_s": 10.0,
                 "http_pool_size": 100}
 

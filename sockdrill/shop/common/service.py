@@ -28,6 +28,7 @@ from typing import Any, cast
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sockdrill.cluster.admin import ADMIN_HEADER, ADMIN_TOKEN_ENV
 from sockdrill.shop.common import env
 from sockdrill.shop.common.http import UpstreamError, Upstreams
 from sockdrill.shop.common.knobs import Knob, Knobs
@@ -156,10 +157,23 @@ class Service:
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
-    async def _get_config(self, _request: web.Request) -> web.Response:
+    def _check_admin(self, request: web.Request) -> None:
+        """Only the runtime (which holds the pod's admin token) may read or change its configuration."""
+        import hmac
+        import os
+
+        expected = os.environ.get(ADMIN_TOKEN_ENV, "")
+        given = request.headers.get(ADMIN_HEADER, "")
+        if expected and not hmac.compare_digest(given.encode(), expected.encode()):
+            raise web.HTTPForbidden(text=json.dumps({"error": "admin endpoints need the runtime's token"}),
+                                    content_type="application/json")
+
+    async def _get_config(self, request: web.Request) -> web.Response:
+        self._check_admin(request)
         return json_response({"service": self.name, "pod": self.pod, "knobs": self.knobs.describe()})
 
     async def _put_config(self, request: web.Request) -> web.Response:
+        self._check_admin(request)
         updates = await read_json(request)
         try:
             changes = self.knobs.set(updates)

@@ -1,0 +1,258 @@
+"""Running an agent in its own process, as its own user, reaching nothing but the tools.
+
+The runner keeps the real ``Tools`` (with the control-plane token, the datastore logins, the audit);
+the agent gets a child process (``host.py``) that can only ask for tool calls over a pipe. As root,
+the child runs as the system user ``sockdrill-agent`` (not the stores' user, which owns the database
+files), in a private empty folder, with a scrubbed environment, from:
+
+- a root-owned, world-readable copy of this Python (stdlib only) in the cache, when the running one is
+  not reachable by that user (a pyenv under /root, a venv in a private home);
+- an SDK folder with just the agent contract and the built-in agents: no catalogue, no runner, no
+  cluster client, so there is nothing of the answer to import;
+- for a ``module:Class`` agent, a copy of its top-level module or package (found without running it).
+
+What the agent cannot reach: the run directory and the shop's state (0700, root), the control token
+(a 0600 file, never in its environment), other runs' journals, the stores' files (another user).
+Agents that need third-party packages speak to sockdrill over MCP instead (``sockdrill mcp``).
+Not root (a developer's machine): the child runs as the same user, and the run's notes say so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sockdrill.agents.base import BUILTIN, AgentError
+from sockdrill.cluster.stores import _locked, reachable_by
+
+AGENT_USER = "sockdrill-agent"
+ORACLE_REF = "sockdrill.agents.builtin:Oracle"
+SDK_FILES = ("__init__.py", "errors.py", "agents/base.py", "agents/baseline.py", "agents/builtin.py",
+             "agents/gaming.py", "agents/llm.py", "agents/host.py")
+STDLIB_SKIP = {"test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "site-packages",
+               "__pycache__"}
+# Variables an agent may need (its model endpoint), passed through when set; nothing else is.
+PASS_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "ANTHROPIC_API_KEY", "HTTPS_PROXY",
+            "HTTP_PROXY", "NO_PROXY", "SSL_CERT_FILE", "TZ")
+
+
+def agent_user() -> str | None:
+    """None when not root; else the agent's system user, created if missing."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(AGENT_USER)
+        return AGENT_USER
+    except KeyError:
+        pass
+    res = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", AGENT_USER],
+                         capture_output=True, text=True)
+    if res.returncode != 0 and "already exists" not in res.stderr:
+        raise AgentError(f"cannot create the system user '{AGENT_USER}' for agents: {res.stderr.strip()}")
+    return AGENT_USER
+
+
+def _copy_stdlib(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, symlinks=True,
+                    ignore=lambda _d, names: [n for n in names if n in STDLIB_SKIP or n.startswith("config-")])
+
+
+def python_for(user: str, cache_dir: Path) -> tuple[Path, dict[str, str]]:
+    """An interpreter ``user`` can run, and the environment it needs (PYTHONHOME, library path)."""
+    exe = Path(os.path.realpath(sys.executable))
+    home = Path(sys.base_prefix)
+    if reachable_by(exe.parent, user) and reachable_by(home, user):
+        return exe, {}
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    target = cache_dir / f"agent-python-{sys.version.split()[0]}"
+    env = {"PYTHONHOME": str(target), "LD_LIBRARY_PATH": str(target / "lib")}
+    if (target / ".sockdrill-ready").exists():
+        return target / "bin" / exe.name, env
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(cache_dir / ".agent-python.lock"):
+        if not (target / ".sockdrill-ready").exists():
+            shutil.rmtree(target, ignore_errors=True)
+            tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".agent-python."))
+            staged = tmp / "py"
+            (staged / "bin").mkdir(parents=True)
+            shutil.copy2(exe, staged / "bin" / exe.name)
+            libdir = Path(sysconfig.get_config_var("LIBDIR") or home / "lib")
+            (staged / "lib").mkdir()
+            for lib in libdir.glob("libpython*.so*"):
+                shutil.copy2(lib, staged / "lib" / lib.name, follow_symlinks=False)
+            _copy_stdlib(Path(sysconfig.get_paths()["stdlib"]), staged / "lib" / f"python{version}")
+            for root, dirs, files in os.walk(staged):
+                for name in dirs + files:
+                    p = os.path.join(root, name)
+                    if not os.path.islink(p):
+                        os.chmod(p, 0o755 if name in dirs or os.access(p, os.X_OK) else 0o644)
+            os.chmod(staged, 0o755)
+            (staged / ".sockdrill-ready").touch()
+            staged.rename(target)
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not reachable_by(target, user):
+        raise AgentError(f"the cache directory {cache_dir} is not reachable by the agent user '{user}' (a parent "
+                         "folder is private); set SOCKDRILL_CACHE_DIR to a folder such as /var/cache/sockdrill")
+    return target / "bin" / exe.name, env
+
+
+def build_sdk(dest: Path) -> Path:
+    """Just the agent side of sockdrill, under ``dest/sdk``."""
+    pkg = Path(__file__).resolve().parent.parent
+    root = dest / "sdk"
+    for rel in SDK_FILES:
+        out = root / "sockdrill" / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(pkg / rel, out)
+    (root / "sockdrill" / "agents" / "__init__.py").write_text('"""The agent SDK: base, built-in agents, host."""\n')
+    return root
+
+
+def copy_agent_module(ref: str, dest: Path) -> Path | None:
+    """The top-level module or package of a ``module:Class`` agent, copied under ``dest/agent``
+    (located without importing it: nothing of the agent runs as root)."""
+    if BUILTIN.get(ref, ref).startswith("sockdrill.agents."):
+        return None
+    top = ref.partition(":")[0].split(".")[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError) as exc:
+        raise AgentError(f"cannot find agent module '{top}': {exc}") from None
+    if spec is None or (spec.origin is None and not spec.submodule_search_locations):
+        raise AgentError(f"cannot find agent module '{top}' (is it on the Python path?)")
+    root = dest / "agent"
+    root.mkdir(parents=True, exist_ok=True)
+    if spec.submodule_search_locations:
+        src = Path(next(iter(spec.submodule_search_locations)))
+        shutil.copytree(src, root / top, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    elif spec.origin and spec.origin.endswith(".py"):
+        shutil.copy2(spec.origin, root / f"{top}.py")
+    else:
+        raise AgentError(f"agent module '{top}' is not Python source ({spec.origin})")
+    return root
+
+
+class AgentProcess:
+    """One agent run in a child process, served by the runner's ``tools`` until it is done or out of time."""
+
+    def __init__(self, ref: str, options: dict[str, Any], incident: dict[str, Any], tools: Any,
+                 log_path: Path, cache_dir: Path, truth: dict[str, Any] | None = None) -> None:
+        self.ref, self.options, self.incident, self.tools = ref, options, incident, tools
+        self.log_path, self.cache_dir = log_path, cache_dir
+        self.truth = truth if BUILTIN.get(ref, ref) == ORACLE_REF else None
+        self.error: str | None = None
+        self.notes: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self.workdir: Path | None = None
+
+    def start(self) -> None:
+        user = agent_user()
+        self.workdir = Path(tempfile.mkdtemp(prefix="sockdrill-agent-"))
+        self.workdir.chmod(0o711)
+        paths = [str(build_sdk(self.workdir))]
+        extra = copy_agent_module(self.ref, self.workdir)
+        if extra is not None:
+            paths.append(str(extra))
+        home = self.workdir / "home"
+        home.mkdir()
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "PYTHONPATH": os.pathsep.join(paths),
+               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
+        env.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
+        if user is None:
+            exe, pyenv = Path(sys.executable), {}
+            self.notes.append("the agent ran as the same user as sockdrill (not root): it is not isolated")
+            preexec = None
+        else:
+            exe, pyenv = python_for(user, self.cache_dir)
+            info = pwd.getpwnam(user)
+            for root, dirs, files in os.walk(self.workdir):
+                for name in dirs + files:
+                    os.lchown(os.path.join(root, name), 0, 0)
+                    os.chmod(os.path.join(root, name), 0o755 if name in dirs else 0o644)
+            os.chown(home, info.pw_uid, info.pw_gid)
+            os.chmod(home, 0o700)
+            uid, gid = info.pw_uid, info.pw_gid
+
+            def preexec() -> None:
+                os.setgroups([])
+                os.setgid(gid)
+                os.setuid(uid)
+
+        env.update(pyenv)
+        log = open(self.log_path, "w")  # noqa: SIM115 - closed when the process ends
+        self.proc = subprocess.Popen(
+            [str(exe), "-s", "-m", "sockdrill.agents.host"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=log, cwd=str(home), env=env, text=True, preexec_fn=preexec,
+            start_new_session=True, bufsize=1)
+        log.close()
+        header = {"agent": self.ref, "options": self.options, "incident": self.incident,
+                  "specs": self.tools.specs(), "truth": self.truth}
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(header, default=str) + "\n")
+        self.proc.stdin.flush()
+
+    def serve(self, budget_s: float) -> None:
+        """Answer the child's calls until it says done, exits, or overruns ``budget_s`` (then it is killed)."""
+        assert self.proc is not None and self.proc.stdout is not None and self.proc.stdin is not None
+        deadline = time.time() + budget_s
+        timer = threading.Timer(budget_s + 5, self._overrun)
+        timer.daemon = True
+        timer.start()
+        try:
+            for line in self.proc.stdout:
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    self.error = f"the agent broke the tool protocol: {line[:120]!r}"
+                    break
+                op = msg.get("op") if isinstance(msg, dict) else None
+                if op == "done":
+                    self.error = msg.get("error")
+                    break
+                if op == "call" and isinstance(msg.get("args"), dict):
+                    result = self.tools.call(str(msg.get("name", "")), **msg["args"]) \
+                        if time.time() <= deadline + 5 else {"ok": False, "error": "time budget exhausted"}
+                elif op == "tokens":
+                    self.tools.count_tokens(int(msg.get("prompt", 0)), int(msg.get("completion", 0)))
+                    result = {"ok": True}
+                else:
+                    result = {"ok": False, "error": "unknown request (call, tokens or done)"}
+                try:
+                    self.proc.stdin.write(json.dumps({"result": result, "steps": self.tools.steps}, default=str)
+                                          + "\n")
+                    self.proc.stdin.flush()
+                except (BrokenPipeError, OSError):
+                    break
+        finally:
+            timer.cancel()
+            self.stop()
+
+    def _overrun(self) -> None:
+        self.notes.append("the agent overran its time budget and was stopped; its later calls were refused")
+        self.tools.deadline = 0.0
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, 9)
+            except OSError:
+                pass
+            self.proc.wait(timeout=10)
+        if self.proc is not None and self.proc.returncode not in (0, None, -9) and self.error is None:
+            tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:] if self.log_path.exists() else []
+            self.error = f"the agent process exited with code {self.proc.returncode}: {' | '.join(tail)}"
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
