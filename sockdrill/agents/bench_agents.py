@@ -1,10 +1,15 @@
-"""``sockdrill bench agents``: how well the baseline agent localizes, categorises and detects.
+"""``sockdrill bench agents``: how well an agent localizes, categorises and detects, and what gaming earns.
 
-One shop (1 s scrapes, as the fast profile's own shops) runs every variant of the catalogue, a few fault
-files that are NOT in the catalogue (the baseline has never seen them), and control runs, with the
-``baseline`` agent in the fast profile. Figures: AC@1 / AC@3 and category accuracy over valid fault runs
-(catalogue and held-out separately), time to detect (submit − fault onset), and false detections on
-control runs. Goals: AC@1 ≥ 0.8, no false detection, TTD ≤ 30 s.
+One shop (1 s scrapes, as the fast profile's own shops) runs, for each seed in ``SOCKDRILL_BENCH_SEEDS``
+(default 1,2,3): every variant of the catalogue, the held-out fault files below (targets and kinds the
+catalogue does not use; the baseline is never tuned on them) and the control variants
+``SOCKDRILL_BENCH_CONTROLS`` times each (default 2: 2 variants x 2 x 3 seeds = 12 control runs), with
+the agent ``SOCKDRILL_BENCH_AGENT`` (default baseline), fast profile.
+
+Figures, per seed and as mean ± sd over the seeds: AC@1 / AC@3 and category accuracy over valid fault
+runs (catalogue and held-out separately), mean score over fault runs, false-positive rate on control runs.
+With ``SOCKDRILL_BENCH_GAMING=1`` each gaming strategy (``agents/gaming.py``) also runs on every catalogue
+variant (seed 1) and the highest score each reached is reported: all must stay under 0.35.
 """
 
 from __future__ import annotations
@@ -94,7 +99,19 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "slo_restored": sum(bool(r["mitigation"].get("slo_restored")) for r in valid)}
 
 
-def bench_agents(duration: float = 5.0, controls: int = 2, only: list[str] | None = None) -> dict[str, Any]:
+def _rate(rows: list[dict[str, Any]], pred: Any) -> float | None:
+    valid = [r for r in rows if r["valid"]]
+    return round(sum(1 for r in valid if pred(r)) / len(valid), 3) if valid else None
+
+
+def _mean_sd(values: list[float | None]) -> dict[str, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "sd": None}
+    return {"mean": round(statistics.mean(vals), 3), "sd": round(statistics.stdev(vals), 3) if len(vals) > 1 else 0.0}
+
+
+def bench_agents(duration: float = 5.0, controls: int | None = None, only: list[str] | None = None) -> dict[str, Any]:
     """``duration`` is ignored (each run takes the fast profile's windows)."""
     from sockdrill.cluster import client as cluster_client
     from sockdrill.cluster.ports import free_port
@@ -102,42 +119,75 @@ def bench_agents(duration: float = 5.0, controls: int = 2, only: list[str] | Non
     from sockdrill.scenarios.runner import RunOptions, run_variant
     from sockdrill.shop.manifest import shop_deployments
 
+    agent = os.environ.get("SOCKDRILL_BENCH_AGENT", "baseline")
+    seeds = [int(x) for x in os.environ.get("SOCKDRILL_BENCH_SEEDS", "1,2,3").split(",") if x.strip()]
+    controls = controls or int(os.environ.get("SOCKDRILL_BENCH_CONTROLS", "2"))
+    gaming = os.environ.get("SOCKDRILL_BENCH_GAMING", "") == "1"
     catalogue = list(load_catalogue().scenarios.values())
     extra = held_out()
-    everything = catalogue + extra
     data_dir = Path(tempfile.mkdtemp(prefix="sockdrill-bench-agents-"))
     data_dir.chmod(0o711)
     out = Path(tempfile.mkdtemp(prefix="sockdrill-bench-agents-runs-"))
     os.environ["SOCKDRILL_SCRAPE_INTERVAL"] = "1"  # inherited by the supervisor and its recorder
-    rows: dict[str, list[dict[str, Any]]] = {"catalogue": [], "held_out": [], "control": []}
+    per_seed: dict[int, dict[str, list[dict[str, Any]]]] = {}
     per_run: list[dict[str, Any]] = []
+    gaming_best: dict[str, dict[str, Any]] = {}
+
+    def one(sc: Any, var: Any, who: str, seed: int) -> dict[str, Any]:
+        opts = RunOptions(agent=who, profile="fast", seed=seed, out=out, data_dir=data_dir)
+        result = run_variant(sc, var, opts)
+        per_run.append({"run": f"{sc.id}/{var.id}#s{seed}", "agent": who, "valid": result["valid"],
+                        "invalid_reason": result.get("invalid_reason"),
+                        "ranked": result["localization"].get("ranked"), "ac1": result["localization"].get("ac1"),
+                        "category": result["diagnosis"].get("correct"), "score": result.get("score"),
+                        "false_positive": result["detection"].get("false_positive")})
+        return result
+
     try:
         cluster_client.up(shop_deployments(front_end_port=free_port()), data_dir=data_dir, timeout=240,
                           pod_env={"SOCKDRILL_DATA_USERS": "2000", "SOCKDRILL_SCRAPE_INTERVAL": "1"})
-        plan: list[tuple[str, Any, Any, int]] = []
-        for sc in everything:
-            group = "control" if sc.control else ("held_out" if sc in extra else "catalogue")
-            for var in sc.variants:
-                ref = f"{sc.id}/{var.id}"
-                if only and not any(ref.startswith(o) for o in only):
-                    continue
-                seeds = range(1, controls + 1) if sc.control else [1]
-                plan.extend((group, sc, var, seed) for seed in seeds)
-        for group, sc, var, seed in plan:
-            opts = RunOptions(agent="baseline", profile="fast", seed=seed, out=out, data_dir=data_dir)
-            result = run_variant(sc, var, opts, everything)
-            rows[group].append(result)
-            per_run.append({"run": f"{sc.id}/{var.id}#s{seed}", "valid": result["valid"],
-                            "invalid_reason": result.get("invalid_reason"),
-                            "ranked": result["localization"].get("ranked"),
-                            "ac1": result["localization"].get("ac1"), "category": result["diagnosis"].get("correct"),
-                            "ttd_s": result["detection"].get("ttd_s"),
-                            "detected": result["detection"].get("detected")})
+        for seed in seeds:
+            rows: dict[str, list[dict[str, Any]]] = {"catalogue": [], "held_out": [], "control": []}
+            for sc in catalogue + extra:
+                group = "control" if sc.control else ("held_out" if sc in extra else "catalogue")
+                for var in sc.variants:
+                    if only and not any(f"{sc.id}/{var.id}".startswith(o) for o in only):
+                        continue
+                    for _ in range(controls if sc.control else 1):
+                        rows[group].append(one(sc, var, agent, seed))
+            per_seed[seed] = rows
+        if gaming:
+            from sockdrill.agents.base import BUILTIN
+
+            for who in [a for a in BUILTIN if a.startswith("gaming-")]:
+                for sc in catalogue:
+                    for var in ([] if sc.control else sc.variants):
+                        r = one(sc, var, who, 1)
+                        best = gaming_best.get(who)
+                        if r["valid"] and (best is None or (r["score"] or 0) > best["score"]):
+                            gaming_best[who] = {"score": r["score"] or 0.0, "run": f"{sc.id}/{var.id}"}
     finally:
-        cluster_client.down(data_dir)
+        cluster_client.down(data_dir, purge=True)
         shutil.rmtree(data_dir, ignore_errors=True)
-    control_valid = [r for r in rows["control"] if r["valid"]]
-    return {"catalogue": _summary(rows["catalogue"]), "held_out": _summary(rows["held_out"]),
-            "control": {"runs": len(rows["control"]), "valid": len(control_valid),
-                        "false_detections": sum(bool(r["detection"].get("detected")) for r in control_valid)},
-            "runs": per_run, "run_dirs": str(out)}
+
+    def figures(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        faults = [r["score"] for r in rows["catalogue"] + rows["held_out"] if r["valid"]]
+        return {
+            "catalogue": _summary(rows["catalogue"]), "held_out": _summary(rows["held_out"]),
+            "fault_score_mean": _mean_sd(faults)["mean"],
+            "control": {"runs": len(rows["control"]), "valid": sum(r["valid"] for r in rows["control"]),
+                        "false_positive_rate": _rate(rows["control"],
+                                                     lambda r: r["detection"].get("false_positive"))},
+        }
+
+    seeds_out = {s: figures(rows) for s, rows in per_seed.items()}
+    spread: dict[str, Any] = {}
+    for group in ("catalogue", "held_out"):
+        for key in ("ac1", "ac3", "category_accuracy"):
+            spread[f"{group}_{key}"] = _mean_sd([f[group].get(key) for f in seeds_out.values()])
+    spread["fault_score"] = _mean_sd([f["fault_score_mean"] for f in seeds_out.values()])
+    spread["control_false_positive_rate"] = _mean_sd([f["control"]["false_positive_rate"]
+                                                      for f in seeds_out.values()])
+    return {"agent": agent, "seeds": seeds, "over_seeds": spread, "per_seed": seeds_out,
+            "control_runs": sum(f["control"]["runs"] for f in seeds_out.values()),
+            "gaming_best": gaming_best or None, "runs": per_run, "run_dirs": str(out)}

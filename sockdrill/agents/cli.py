@@ -65,16 +65,26 @@ def _runbooks() -> dict[str, str]:
     return collect_runbooks()
 
 
-def parse_arg(item: str) -> tuple[str, Any]:
-    """``k=v``: v is read as JSON when it parses (numbers, booleans, lists, objects), else as text."""
+def parse_arg(item: str, schema: dict[str, Any] | None = None) -> tuple[str, Any]:
+    """``k=v``, read by the parameter's type in the tool's schema: text for strings (``service=123`` stays
+    "123"), JSON for numbers, booleans, lists and objects (a clear error when it is not); without a
+    schema, JSON when it parses, else text."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise _fail(f"--arg must look like NAME=VALUE, got {item!r}", 2)
+    key = key.strip()
+    kind = ((schema or {}).get("properties", {}).get(key) or {}).get("type")
+    if kind == "string":
+        return key, raw
     try:
         value: Any = json.loads(raw)
     except ValueError:
+        if kind in ("integer", "number", "boolean", "array", "object"):
+            example = {"integer": "3", "number": "0.5", "boolean": "true", "array": '["a","b"]',
+                       "object": '{"k": 1}'}[kind]
+            raise _fail(f"--arg {key}: expected a {kind} (e.g. {key}={example}), got {raw!r}", 2) from None
         value = raw
-    return key.strip(), value
+    return key, value
 
 
 def _print(result: dict[str, Any], as_json: bool) -> None:
@@ -109,7 +119,10 @@ def call_command(
     json_out: Annotated[bool, typer.Option("--json", help="plain JSON output")] = False,
 ) -> None:
     """Call one tool against the running shop (audited)."""
-    args = dict(parse_arg(a) for a in arg)
+    from sockdrill.agents.registry import all_tools
+
+    spec = all_tools().get(name)
+    args = dict(parse_arg(a, spec.parameters if spec else None) for a in arg)
     tools = open_tools(data_dir, run)
     result = tools.call(name, **args)
     _print(result, json_out)

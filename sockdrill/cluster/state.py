@@ -87,8 +87,12 @@ def process_start_time(pid: int) -> float | None:
 
 
 def same_process(pid: int, started: float | None) -> bool:
+    """Whether ``pid`` is still the process recorded with start time ``started``. A record without a start
+    time proves nothing (the pid may have been reused by anyone's process): never treated as ours."""
+    if started is None:
+        return False
     now = process_start_time(pid)
-    if now is None or (started is not None and abs(now - started) >= 1.0):
+    if now is None or abs(now - started) >= 1.0:
         return False
     try:  # an exited child its parent has not reaped yet (a test that ran ``up`` itself) holds nothing
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE

@@ -153,3 +153,18 @@ def test_audit_log_records_every_call(tools: Tools) -> None:
     assert lines[0]["ok"] and not lines[1]["ok"] and lines[1]["error"]
     assert lines[2]["kind"] == "act" and "result" in lines[2] and not lines[2]["ok"]
     assert tools.submission is not None and tools.submission.root_causes == ["user"]
+
+
+def test_cli_arguments_are_read_by_the_tool_s_schema() -> None:
+    import typer
+
+    from sockdrill.agents.cli import parse_arg
+    from sockdrill.agents.registry import all_tools
+
+    tools = all_tools()
+    assert parse_arg("service=123", tools["describe"].parameters) == ("service", "123")   # text stays text
+    assert parse_arg("replicas=2", tools["scale"].parameters) == ("replicas", 2)
+    assert parse_arg("knobs={\"a\": 1}", tools["set_config"].parameters) == ("knobs", {"a": 1})
+    with pytest.raises(typer.Exit) as err:
+        parse_arg("replicas=two", tools["scale"].parameters)
+    assert err.value.exit_code == 2

@@ -1,9 +1,9 @@
 """The runner with the sanity agents on every catalogue variant (fast profile, the shared shop).
 
 - oracle (reads the ground truth, applies the variant's remediation): every oracle passes;
-- noop: no detection, no mitigation credit;
-- restart-all: never a full score;
-- control: nobody gets detection credit for a fault that is not there.
+- noop: the fault lasts (users are not served again by themselves) and nothing is credited;
+- restart-all: even where a restart fixes things, the blunt instrument's risk costs more than it gains;
+- control: doing nothing is right; reporting an incident there is a counted false detection.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def test_oracle_passes_every_check(shop: Shop, ref: str, tmp_path: Path) -> None
     assert r["mitigation"]["slo_restored"] is True, r["mitigation"]
     assert r["integrity"]["ok"] in (True, None), r["integrity"]
     assert not r["safety"]["penalties"], r["safety"]
+    assert r["privileged"] is True   # said in result.json: the oracle was handed the ground truth
     assert r["score"] >= 0.8
 
 
@@ -47,20 +48,31 @@ def test_oracle_passes_every_check(shop: Shop, ref: str, tmp_path: Path) -> None
 def test_noop_gets_no_credit(shop: Shop, ref: str, tmp_path: Path) -> None:
     r = run(shop, ref, "noop", tmp_path)
     assert r["valid"], r.get("invalid_reason")
-    assert r["detection"]["detected"] is False
-    assert r["mitigation"]["slo_restored"] is False or r["score"] < 0.5
-    assert r["score"] < 0.5
+    assert r["detection"]["detected"] is False and r["privileged"] is False
+    # The fault lasts until the runner reverts it: nothing recovers by itself inside the agent's time.
+    assert r["mitigation"]["slo_restored"] is False, r["mitigation"]
+    assert r["score"] == 0.0
 
 
-@pytest.mark.parametrize("ref", ["login-latency/frontend-user-delay", "order-failure/payment-timeout-config"])
-def test_restart_all_is_not_a_full_score(shop: Shop, ref: str, tmp_path: Path) -> None:
-    r = run(shop, ref, "restart-all", tmp_path)
+def test_restart_all_fixes_by_accident_and_still_scores_low(shop: Shop, tmp_path: Path) -> None:
+    # Restarting every service replaces the user pod behind the slow path: users are served again...
+    r = run(shop, "login-latency/frontend-user-delay", "restart-all", tmp_path)
     assert r["valid"], r.get("invalid_reason")
-    assert r["score"] < 0.9
+    assert r["mitigation"]["slo_restored"] is True, r["mitigation"]
+    # ...but nine changes to production, most of them needless, cost more than the fix earns.
+    kinds = {p["kind"] for p in r["safety"]["penalties"]}
+    assert {"change_risk", "restart"} <= kinds, kinds
+    assert r["score"] < 0.35
 
 
 @pytest.mark.parametrize("agent", ["noop", "oracle", "restart-all"])
-def test_control_run_has_no_detection_credit(shop: Shop, agent: str, tmp_path: Path) -> None:
-    r = run(shop, "control-login/steady", agent, tmp_path)
+def test_control_runs_count_false_detections(shop: Shop, agent: str, tmp_path: Path) -> None:
+    r = run(shop, "control-checkout/steady", agent, tmp_path)
     assert r["valid"], r.get("invalid_reason")
-    assert r["detection"]["detected"] is False
+    assert r["control"] is True
+    if agent == "restart-all":  # it reports an incident that is not there, and restarts everything
+        assert r["detection"]["detected"] is True and r["detection"]["false_positive"] is True
+        assert r["score"] == 0.0
+    else:
+        assert r["detection"]["detected"] is False and r["detection"]["false_positive"] is False
+        assert r["score"] == 1.0
