@@ -103,7 +103,49 @@ async def _charges_matched(gateway: str, orders_db: str, since: float) -> Integr
     return IntegrityCheck(name="charges_matched", ok=not violations, detail=detail, violations=violations[:50])
 
 
-def run_integrity(client: RuntimeClient, sentinels: list[dict[str, Any]], since: float) -> list[IntegrityCheck]:
+def queue_published(client: RuntimeClient) -> int | None:
+    """Messages the shipping queue has accepted so far (its own counter); None when it is not our Redis."""
+    import redis
+
+    from sockdrill.shop.queue import queue_name
+
+    url = client.record.get("addresses", {}).get("queue", "")
+    if not str(url).startswith("redis"):
+        return None
+    try:
+        r = redis.Redis.from_url(url, socket_timeout=5)
+        return int(r.hget(f"{queue_name()}:stats", "published") or 0)
+    except (redis.RedisError, OSError, ValueError):
+        return None
+
+
+async def _shipments_queued(orders_db: str, since: float, published_before: int,
+                            read_published: Any) -> IntegrityCheck:
+    """Every order this run shipped was really handed to the queue: a shipping service that answers 201
+    while dropping the message (publisher confirms off) loses the customer's parcel silently."""
+    import asyncpg
+
+    conn = await asyncpg.connect(orders_db, timeout=10)
+    try:
+        shipped = int(await conn.fetchval(
+            "SELECT count(*) FROM customer_orders WHERE status IN ('shipped', 'delivered') "
+            "AND created_at >= to_timestamp($1)", since) or 0)
+    finally:
+        await conn.close()
+    # Read after the count: every order counted was published (or dropped) before it was marked shipped.
+    now = read_published()
+    if now is None:
+        return IntegrityCheck(name="shipments_queued", ok=None, detail="the queue's counter is unreadable")
+    published = now - published_before
+    missing = max(0, shipped - published)
+    detail = f"{shipped} orders shipped, {published} shipments queued"
+    return IntegrityCheck(name="shipments_queued", ok=missing == 0,
+                          detail=detail + (f": {missing} shipments lost" if missing else ""),
+                          violations=[{"shipped": shipped, "queued": published}] if missing else [])
+
+
+def run_integrity(client: RuntimeClient, sentinels: list[dict[str, Any]], since: float,
+                  published_before: int | None = None) -> list[IntegrityCheck]:
     from sockdrill.evaluate.integrity import CartExpectation, check_carts, check_order_views, check_orders
 
     addr = client.record["addresses"]
@@ -117,6 +159,9 @@ def run_integrity(client: RuntimeClient, sentinels: list[dict[str, Any]], since:
             out.append(await _charges_matched(addr["payment-gateway"], addr["orders-db"], since))
         else:
             out.append(IntegrityCheck(name="charges_matched", ok=None, detail="no payment ledger in this shop"))
+        if published_before is not None:
+            out.append(await _shipments_queued(addr["orders-db"], since, published_before,
+                                               lambda: queue_published(client)))
         try:
             out.append(await check_order_views(addr["orders-db"], {}))
         except Exception as exc:  # a view check that cannot run is reported, not raised

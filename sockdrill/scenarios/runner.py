@@ -138,6 +138,7 @@ class Run:
         self.users_total = BASE_USERS
         self.t0 = time.time()
         self.scope_start: float | None = None  # the run's own telemetry begins at its reset
+        self.published_before: int | None = None  # the shipping queue's counter when the load started
 
     # ---- helpers ----------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -397,9 +398,10 @@ class Run:
             j.mark("shop_ready", time.time())
             self.say("shop up; resetting it and loading data")
             self.reset()
-            from sockdrill.scenarios.integrity_setup import prepare_sentinels
+            from sockdrill.scenarios.integrity_setup import prepare_sentinels, queue_published
 
             load = self.scenario.load_for(self.variant)
+            self.published_before = queue_published(self.client)  # type: ignore[arg-type]
             self.say(f"data loaded ({self.users_total} shoppers); starting the load and warming up")
             self.load_run = self.start_load(load, "load.jsonl")
             start = time.time()
@@ -447,7 +449,8 @@ class Run:
             from sockdrill.scenarios.integrity_setup import run_integrity
 
             try:
-                j.integrity = run_integrity(self.client, self.sentinels, start)  # type: ignore[arg-type]
+                j.integrity = run_integrity(self.client, self.sentinels, start,  # type: ignore[arg-type]
+                                            self.published_before)
             except Exception as exc:  # a broken check is reported in the run, never a lost run
                 self.notes.append(f"integrity checks failed to run: {type(exc).__name__}: {exc}")
         except SockdrillError as exc:

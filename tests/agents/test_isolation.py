@@ -7,8 +7,11 @@ import re
 import time
 import urllib.request
 
+import pytest
+
 from sockdrill.agents.registry import all_tools
 from sockdrill.agents.tools import Tools
+from sockdrill.scenarios.catalogue_loader import load_catalogue
 from tests.conftest import Shop
 
 # Distinctive parameter values, so a leak cannot hide behind a common number.
@@ -37,28 +40,51 @@ def _outputs(tools: Tools) -> dict[str, str]:
     return outputs
 
 
-def test_no_tool_output_reveals_the_fault(shop: Shop, tools: Tools) -> None:
+# One fault of each family the catalogue and the held-out files use, with values distinctive enough that a
+# leak cannot hide behind a common number. Values that are the observable state itself (a CPU limit in
+# describe, a timeout in the effective config) are legitimately visible and not searched.
+KINDS: dict[str, dict[str, object]] = {
+    "network.delay": {"target": "front-end->catalogue", "params": {"latency_ms": LATENCY_MS, "jitter_ms": 3}},
+    "resource.limit": {"target": "catalogue", "params": {"cpu": "917m"}},
+    "config.knob": {"target": "orders", "params": {"fetch_timeout_s": 7.77}},
+    "thirdparty.errors": {"target": "payment-gateway", "params": {"error_rate": 0.0123}},
+    "datastore.redis_config": {"target": "queue", "params": {"maxmemory": "123457kb"}},
+    "datastore.query_storm": {"target": "catalogue-db", "params": {"concurrency": 1, "table": "sock",
+                                                                   "column": "name"}},
+}
+# What an agent would search for: the fault machinery, each kind and parameter name, the knob a third-party
+# fault sets (never shown), and every scenario, variant and runbook-as-answer identifier of the catalogue.
+SCENARIO_IDS = sorted({sc.id for sc in load_catalogue().scenarios.values()} |
+                      {v.id for sc in load_catalogue().scenarios.values() for v in sc.variants} - {"steady"})
+NEEDLES = ["toxic", "toxics", "chaos", "injected", "ground_truth", "remediation", "fault", "faults",
+           "latency_ms", "jitter_ms", "transient_error_rate", "query_storm", "redis_config",
+           "thirdparty", *KINDS, *SCENARIO_IDS]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_no_tool_output_reveals_the_fault(shop: Shop, tools: Tools, kind: str) -> None:
     observe = {n for n, s in all_tools().items() if s.kind == "observe"}
-    fault = shop.post("/v1/chaos/inject", {"kind": "network.delay", "target": "front-end->catalogue",
-                                           "params": {"latency_ms": LATENCY_MS, "jitter_ms": 3}, "duration": "2m"})
+    fault = shop.post("/v1/chaos/inject", {"kind": kind, "duration": "2m", **KINDS[kind]})
     try:
-        for _ in range(5):  # traffic through the faulty edge, so every tool has something to show
+        for _ in range(5):  # traffic through the faulty part, so every tool has something to show
             urllib.request.urlopen(shop.url + "/catalogue?size=2", timeout=10).read()
         time.sleep(1)
         outputs = _outputs(tools)
+        outputs["describe:payment-gateway"] = json.dumps(tools.call("describe", service="payment-gateway"))
+        outputs["describe:orders"] = json.dumps(tools.call("describe", service="orders"))
     finally:
         shop.post("/v1/chaos/clear", {"id": fault["id"]})
     covered = {k.split("#")[0].split(":")[0] for k in outputs}
     assert observe - covered - {"read_runbook"} == set(), "every observe tool is searched"
-    needles = [fault["id"], "network.delay", "toxic", "toxics", "chaos", "injected", "latency_ms",
-               "jitter_ms", "ground_truth", "fault", "faults"]
     # Whole words only: "fault" inside "DEFAULT" (SQL in pg_stat_statements) is no leak.
-    patterns = [re.compile(rf"(?<![a-z0-9]){re.escape(n.lower())}(?![a-z0-9])") for n in needles]
+    patterns = [re.compile(rf"(?<![a-z0-9_]){re.escape(n.lower())}(?![a-z0-9_])") for n in [fault["id"], *NEEDLES]]
     leaks = [(key, p.pattern) for key, text in outputs.items() for p in patterns if p.search(text.lower())]
-    # The parameter's value is searched in the text the tools return (names, labels, messages), not in
-    # measured numbers, where 1237 may honestly occur as a request count.
-    number = re.compile(rf"(?<![0-9A-Za-z.]){LATENCY_MS}(?![0-9A-Za-z])")  # not inside hex ids
-    leaks += [(key, number.pattern) for key, text in outputs.items() if any(number.search(t) for t in _strings(text))]
+    if kind == "network.delay":
+        # The parameter's value is searched in the text the tools return (names, labels, messages), not in
+        # measured numbers, where 1237 may honestly occur as a request count.
+        number = re.compile(rf"(?<![0-9A-Za-z.]){LATENCY_MS}(?![0-9A-Za-z])")  # not inside hex ids
+        leaks += [(key, number.pattern) for key, text in outputs.items()
+                  if any(number.search(t) for t in _strings(text))]
     assert leaks == []
 
 

@@ -662,6 +662,8 @@ def test_user_proxies(client: requests.Session, fe: FrontEndProcess, fakes: Fake
     body = client.get(fe.url + "/customers/whoever")
     assert body.status_code == 200 and body.json()["status_code"] == 401
     assert_json_error(client.post(fe.url + "/addresses", json={"street": "x"}), 401)
+    for listing in ("/customers", "/addresses", "/cards", "/cards/card-1"):  # nobody's data to anonymous users
+        assert_json_error(client.get(fe.url + listing), 401)
     login(client, fe.url)
     assert client.get(fe.url + "/card").json() == {"number": "5918"}
     assert client.get(fe.url + "/address").json()["city"] == "Glasgow"
@@ -673,11 +675,31 @@ def test_user_proxies(client: requests.Session, fe: FrontEndProcess, fakes: Fake
     resp = client.post(fe.url + "/cards", json=card)
     assert resp.status_code == 200 and "id" in resp.json()
     assert_json_error(client.post(fe.url + "/cards", json="4111"), 400)
-    everyone = client.get(fe.url + "/customers")
-    assert everyone.status_code == 200 and everyone.json()["_embedded"]["customer"][0]["username"] == "user"
+    own = client.get(fe.url + "/customers")          # upstream lists every customer; we list only oneself
+    assert own.status_code == 200 and [c["username"] for c in own.json()["_embedded"]["customer"]] == ["user"]
+    assert not [c for c in fakes.called("user", "GET") if c.path == "/customers"]
+    assert client.get(fe.url + "/cards").status_code == 200
+    assert not [c for c in fakes.called("user", "GET") if c.path in ("/cards", "/addresses")]
     deleted = client.delete(fe.url + "/cards/card-1")
     assert deleted.status_code == 200 and json.loads(deleted.json()) == {"status": True}  # string-wrapped
     assert fakes.called("user", "DELETE")[-1].path == "/cards/card-1"
+
+
+@pytest.mark.parametrize("raw", ["/orders/../orders", "/orders/..%2Forders", "/catalogue/../customers",
+                                 "/catalogue/images/../../cards", "/orders/./x", "/catalogue//size"])
+def test_a_path_never_climbs_to_another_resource(fe: FrontEndProcess, fakes: FakeBackends, raw: str) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(fe.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn.request("GET", raw)  # sent exactly as written: no client-side normalisation
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status in (400, 404), (raw, resp.status)
+    listed = [c for c in fakes.called("orders", "GET") + fakes.called("user", "GET")
+              if c.path in ("/orders", "/customers", "/cards")]
+    assert listed == []
 
 
 # ---- session-db down ------------------------------------------------------------------------------

@@ -106,7 +106,9 @@ class Upstreams:
         if self._session is None:
             await self.start()
         assert self._session is not None
-        url = path if path.startswith("http") else self.base(destination) + path
+        if not path.startswith("/"):  # a path on the destination, never a URL of the caller's choosing
+            raise ValueError(f"an upstream path must start with '/', got {path[:60]!r}")
+        url = self.base(destination) + path
         hdrs = dict(headers or {})
         limit = self.default_timeout if timeout is None else timeout
         started = time.perf_counter()

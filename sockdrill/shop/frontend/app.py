@@ -122,6 +122,20 @@ def seg(value: str) -> str:
     return quote(value, safe="")
 
 
+def sub_path(tail: str) -> str:
+    """A client's path below a resource (``size``, an id, an image file), re-encoded segment by segment:
+    ``..``, ``.`` and empty segments are refused (they would climb to another resource on the backend, e.g.
+    ``/orders/../orders`` lists every customer's orders), and nothing in a segment can add another."""
+    parts = tail.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ApiError(400, "invalid path")
+    return "/".join(seg(p) for p in parts)
+
+
+def with_query(request: web.Request, path: str) -> str:
+    return path + (f"?{request.query_string}" if request.query_string else "")
+
+
 def href_path(href: str) -> str:
     """``http://user/customers/1/cards`` → ``/customers/1/cards``: call it through our own edge."""
     parts = urlsplit(href)
@@ -232,7 +246,8 @@ class FrontEnd:
 
     # ---- catalogue ------------------------------------------------------------------------------
     async def catalogue_image(self, request: web.Request, _s: Session) -> web.StreamResponse:
-        up = await self.http.request("catalogue", "GET", request.raw_path)
+        path = "/catalogue/images/" + sub_path(request.match_info["file"])
+        up = await self.http.request("catalogue", "GET", with_query(request, path))
         resp = web.Response(body=up.body, status=up.status)
         for name in ("Content-Type", "Cache-Control", "ETag", "Last-Modified"):
             if name in up.headers:
@@ -240,7 +255,9 @@ class FrontEnd:
         return resp
 
     async def catalogue(self, request: web.Request, _s: Session) -> web.StreamResponse:
-        up = await self.http.request("catalogue", "GET", request.raw_path)
+        tail = request.match_info.get("tail")
+        path = "/catalogue" + (f"/{sub_path(tail)}" if tail else "")
+        up = await self.http.request("catalogue", "GET", with_query(request, path))
         return untyped(up.body, 200)  # upstream: always 200, whatever catalogue said
 
     async def tags(self, request: web.Request, _s: Session) -> web.StreamResponse:
@@ -319,7 +336,8 @@ class FrontEnd:
         return untyped(json.dumps(orders).encode(), 201)  # sic: upstream answers 201
 
     async def get_order(self, request: web.Request, _s: Session) -> web.StreamResponse:
-        up = await self.http.request("orders", "GET", request.raw_path)
+        path = "/orders/" + sub_path(request.match_info["tail"])
+        up = await self.http.request("orders", "GET", with_query(request, path))
         resp = web.Response(body=up.body, status=up.status)
         if up.body and "Content-Type" in up.headers:
             resp.headers["Content-Type"] = up.headers["Content-Type"]
@@ -362,9 +380,27 @@ class FrontEnd:
         up = await self.http.request("user", "GET", f"/customers/{seg(cid)}")
         return untyped(up.body, 200)
 
-    async def user_get(self, request: web.Request, _s: Session) -> web.StreamResponse:
-        up = await self.http.request("user", "GET", request.raw_path)
-        return untyped(up.body, 200)
+    async def user_get(self, request: web.Request, session: Session) -> web.StreamResponse:
+        """``GET /customers``, ``/addresses``, ``/cards`` and ``/cards/{id}``: the logged-in customer's own
+        (upstream lists every customer's, cards included, to anyone; we do not hand that out)."""
+        cid = self.logged_in(request, session)
+        kind = request.path.split("/")[1]
+        if kind == "customers":
+            up = await self.http.request("user", "GET", f"/customers/{seg(cid)}")
+            own = up.json() if up.status == 200 else None
+            return untyped(json.dumps({"_embedded": {"customer": [own] if own else []}}).encode(), 200)
+        up = await self.http.request("user", "GET", f"/customers/{seg(cid)}/{kind}")
+        card_id = request.match_info.get("id")
+        if card_id is None:
+            return untyped(up.body, 200)
+        try:
+            cards = up.json()["_embedded"]["card"]
+        except (KeyError, TypeError, ValueError):
+            cards = []
+        mine = next((c for c in cards if isinstance(c, dict) and str(c.get("id")) == card_id), None)
+        if mine is None:
+            raise ApiError(404, "card not found")
+        return untyped(json.dumps(mine).encode(), 200)
 
     async def user_delete(self, request: web.Request, _s: Session) -> web.StreamResponse:
         kind = request.path.split("/")[1]
