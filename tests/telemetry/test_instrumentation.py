@@ -120,8 +120,8 @@ def test_cpu_limit_shows_as_throttling(shop: Shop) -> None:
             if limits["memory_bytes"]:
                 body["memory"] = str(limits["memory_bytes"])
             shop.post("/v1/limits", body)
-    assert "container_spec_cpu_quota" not in {n for n, s in scrape(shop).items()
-                                              if any(lab.get("pod") == pod for lab, _ in s)}
+    # Back to the manifest's limit (every pod has one): 1000m is a quota of 100,000 µs per 100 ms period.
+    assert value(scrape(shop), "container_spec_cpu_quota", pod=pod) == limits["cpu_millicores"] * 100
 
 
 def test_postgres_metrics(shop: Shop) -> None:
