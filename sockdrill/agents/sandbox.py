@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from sockdrill.agents.base import BUILTIN, AgentError
-from sockdrill.cluster.stores import _locked, reachable_by
+from sockdrill.cluster.stores import _locked, reachable_by, system_user
 
 AGENT_USER = "sockdrill-agent"
 ORACLE_REF = "sockdrill.agents.builtin:Oracle"
@@ -48,19 +48,8 @@ PASS_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "ANTHROPIC_API_
 
 
 def agent_user() -> str | None:
-    """None when not root; else the agent's system user, created if missing."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(AGENT_USER)
-        return AGENT_USER
-    except KeyError:
-        pass
-    res = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", AGENT_USER],
-                         capture_output=True, text=True)
-    if res.returncode != 0 and "already exists" not in res.stderr:
-        raise AgentError(f"cannot create the system user '{AGENT_USER}' for agents: {res.stderr.strip()}")
-    return AGENT_USER
+    """None when not root; else the agents' system user (not the stores', which owns their files)."""
+    return system_user(AGENT_USER, "agents")
 
 
 def _copy_stdlib(src: Path, dst: Path) -> None:

