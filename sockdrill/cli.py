@@ -360,7 +360,7 @@ def parse_duration(text: str) -> float:
 # ---------------------------------------------------------------------------------------------- demo
 @app.command()
 def demo(
-    scenario: Annotated[str, typer.Option(help="the variant to run")] = "login-latency/user-db-cpu",
+    scenario: Annotated[str, typer.Option(help="the variant to run")] = "order-failure/payment-timeout-config",
     agent: Annotated[str, typer.Option(help="the agent on call")] = "baseline",
     out: Annotated[Path, typer.Option(help="where the run directory goes")] = Path("runs"),
     fault: Annotated[Path | None, typer.Option(help="a scenario file outside the catalogue "
