@@ -57,6 +57,18 @@ def test_busy_port_is_refused(tmp_path: Path) -> None:
         assert_clean_error(run("up", "--port", str(port), data_dir=tmp_path), "already in use")
 
 
+def test_up_json_never_prints_a_password(shop: Shop) -> None:
+    import json
+    from urllib.parse import urlsplit
+
+    res = run("up", "--json", data_dir=shop.data_dir)  # the shop is up already: it says so, and where
+    assert res.returncode == 0, res.stderr
+    addresses = json.loads(res.stdout)["addresses"]
+    assert addresses and all(urlsplit(u).password is None for u in addresses.values()), addresses
+    secrets = [u.password for u in map(urlsplit, shop.addresses.values()) if u.password]
+    assert secrets and not any(p in res.stdout for p in secrets)
+
+
 def test_status_and_actions_on_the_shared_shop(shop: Shop) -> None:
     res = run("status", "--json", data_dir=shop.data_dir)
     assert res.returncode == 0, res.stderr

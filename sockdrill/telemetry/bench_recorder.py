@@ -100,11 +100,13 @@ def start_recorder(run_dir: Path, control_url: str, token: str, logs_dir: Path, 
     run_dir.mkdir(parents=True, exist_ok=True)
     log = open(run_dir / "recorder.log", "ab")  # noqa: SIM115 - handed to the child
     try:
+        # The token goes in the environment: a command line is readable by every local user.
         proc = subprocess.Popen(
             [sys.executable, "-m", "sockdrill.telemetry.recorder", str(run_dir), "--control-url", control_url,
-             "--token", token, "--port", str(port), "--interval", f"{interval:g}", "--logs-dir", str(logs_dir),
+             "--port", str(port), "--interval", f"{interval:g}", "--logs-dir", str(logs_dir),
              "--prometheus", prometheus, *(extra or [])],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            env={**os.environ, "SOCKDRILL_CONTROL_TOKEN": token})
     finally:
         log.close()
     url = f"http://127.0.0.1:{port}"
