@@ -30,10 +30,16 @@ def cgroups(shop: Shop) -> None:
 
 
 def _workers(shop: Shop) -> list[psutil.Process]:
+    """This shop's fault workers: its supervisor's descendants only (another shop on the machine, a
+    benchmark or a second test run, has workers of its own)."""
     pid = _pod(shop)["pid"]
+    supervisor = psutil.Process(int(shop.client.record["supervisor"]["pid"]))
     out = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
+    for p in supervisor.children(recursive=True):
+        try:
+            cmd = p.cmdline()
+        except psutil.Error:
+            continue
         if "sockdrill.chaos.worker" in cmd and p.pid != pid:
             out.append(p)
     return out
