@@ -46,6 +46,8 @@ def shop_journey(pg: Any, base: str) -> None:
     """What a shopper does; ``base`` is the front-end URL."""
     from playwright.sync_api import expect
 
+    # Waits are for the page to get there, not timing goals: a busy CI machine may take seconds per call.
+    expect.set_options(timeout=15_000)
     # Home page and log in through the dialog.
     pg.goto(base + "/")
     expect(pg.locator("#featured .tile").first).to_be_visible()

@@ -33,7 +33,8 @@ def test_pause_freezes_then_resumes(shop: Shop, chaos: Any) -> None:
     before = _pod(shop)
     url = shop.addresses["payment"] + "/health"
     inject(chaos, "pod.pause", "payment", duration=2.0)
-    assert _proc_state(before["pid"]) == "T"
+    # SIGSTOP is delivered at once, but a busy machine may not have descheduled the process yet.
+    wait_for(lambda: _proc_state(before["pid"]) == "T", timeout=1.0, interval=0.02)
     with pytest.raises((TimeoutError, urllib.error.URLError, OSError)):
         get_ms(url, timeout=0.5)
     wait_for(lambda: _proc_state(before["pid"]) != "T", timeout=5)
