@@ -106,8 +106,10 @@ def up(
     url = rc.record.get("front_end_url")
     if json_out:
         # Addresses without their passwords: this output ends up in terminals, logs and CI transcripts.
+        from sockdrill.cluster.state import without_password
+
         console.print_json(json.dumps({"already_up": already, "front_end_url": url,
-                                       "addresses": {k: _without_password(v) for k, v in
+                                       "addresses": {k: without_password(str(v)) for k, v in
                                                      rc.record.get("addresses", {}).items()}}))
         return
     if already:
@@ -357,17 +359,6 @@ def parse_duration(text: str) -> float:
     if not m:
         raise ValueError(f"duration {text!r} is not like 30s, 5m or 1h")
     return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
-
-
-def _without_password(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(str(url))
-    if parts.password is None:
-        return str(url)
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, f"{parts.username}@{host}" if parts.username else host, parts.path,
-                       parts.query, parts.fragment))
 
 
 # ---------------------------------------------------------------------------------------------- demo

@@ -26,7 +26,7 @@ from sockdrill.cluster.mesh import Backend, Edge, Mesh, Protocol
 from sockdrill.cluster.pods import Pod, ProbeSettings, RestartPolicy
 from sockdrill.cluster.ports import free_port
 from sockdrill.cluster.spec import DeploymentSpec
-from sockdrill.cluster.state import private_dir, state_dir, write_json
+from sockdrill.cluster.state import private_dir, state_dir, without_password, write_json
 from sockdrill.errors import ClusterError, UnsupportedError, did_you_mean
 
 MAX_REPLICAS = 16
@@ -334,11 +334,7 @@ class Runtime:
 
     def shown_url(self, name: str) -> str:
         """``host_url`` without a password, for views (status, describe: the agents see those)."""
-        parts = urlsplit(self.host_url(name))
-        if parts.password is None:
-            return urlunsplit(parts)
-        host = parts.netloc.rsplit("@", 1)[1]
-        return urlunsplit((parts.scheme, f"{parts.username}@{host}", parts.path, parts.query, parts.fragment))
+        return without_password(self.host_url(name))
 
     # ---- operator actions --------------------------------------------------------------------
     async def scale(self, name: str, replicas: int) -> dict[str, Any]:
