@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,9 @@ def soak_level(loads: list[dict[str, Any]], seconds: float, out: Path) -> dict[s
     return {"users": sum(ld["users"] for ld in loads), "seconds": seconds,
             "requests": sum(s.requests for s in summaries),
             "failed_requests": sum(s.request_failures for s in summaries),
-            "failed_journeys": failed, "rss_mib_first": mib[0], "rss_mib_last": mib[-1],
+            "failed_journeys": failed,
+            "errors": dict(sum((Counter(s.errors) for s in summaries), Counter()).most_common(10)),
+            "rss_mib_first": mib[0], "rss_mib_last": mib[-1],
             "rss_mib_max_rise_per_min": max((b - a for a, b in itertools.pairwise(mib)), default=0.0),
             "rss_mib_per_min": mib}
 

@@ -85,6 +85,8 @@ def print_summary(summary: LoadSummary, out: Console = console) -> None:
         steps.add_row(name, str(s["count"]), str(s["failures"]), f"{100 * s['error_rate']:.2f}", _ms(s["p50_ms"]),
                       _ms(s["p95_ms"]), _ms(s["p99_ms"]))
     out.print(steps)
+    for why, count in list(summary.errors.items())[:10]:
+        out.print(f"[red]{count}×[/red] {why}", highlight=False, markup=True)
     out.print(f"{summary.requests} requests ({summary.rps:.1f}/s), {summary.request_failures} failed; "
               f"generator CPU {summary.generator_cpu_s:.2f}s"
               + (f"; per-second stats in {summary.stats_path}" if summary.stats_path else ""), highlight=False)

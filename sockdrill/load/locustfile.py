@@ -63,7 +63,8 @@ _stats_file = open(CONFIG.stats_path, "a", buffering=1) if CONFIG.stats_path els
 
 @events.request.add_listener
 def _on_request(name: str, response_time: float, exception: BaseException | None, **_kw: Any) -> None:
-    AGGREGATOR.request(name, (response_time or 0.0) / 1000.0, exception is None)
+    AGGREGATOR.request(name, (response_time or 0.0) / 1000.0, exception is None,
+                       None if exception is None else str(exception))
 
 
 def _emit(environment: Any, final: bool = False) -> None:

@@ -24,6 +24,7 @@ This module is pure Python (no locust, no gevent) so it can be imported anywhere
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -127,6 +128,12 @@ class Series:
         return float(max(self.hist))
 
 
+# Why requests failed, kept as a tally so a summary can say it (ids and numbers masked so that one cause is
+# one line); at most this many kinds, so a storm of distinct messages cannot grow the generator.
+MAX_ERROR_KINDS = 50
+_MASK = re.compile(r"\b[0-9a-f]{8}(?:-[0-9a-f]{4,})+\b|\b[0-9a-f]{8,}\b|\b\d+(\.\d+)?\b")
+
+
 class Aggregator:
     """Collects journey and step observations; ``flush`` turns the last second into one record."""
 
@@ -135,17 +142,21 @@ class Aggregator:
         self.steps: dict[str, Series] = {}
         self.requests = 0
         self.request_failures = 0
+        self.errors: dict[str, int] = {}  # "step: problem" (ids and numbers masked) → count
         self._win_requests = 0
         self.peak_users = 0
 
     def journey(self, name: str, seconds: float, ok: bool, declined: bool = False) -> None:
         self.journeys.setdefault(name, Series()).add(seconds, ok, declined)
 
-    def request(self, name: str, seconds: float, ok: bool) -> None:
+    def request(self, name: str, seconds: float, ok: bool, error: str | None = None) -> None:
         self.requests += 1
         self._win_requests += 1
         if not ok:
             self.request_failures += 1
+            key = f"{name}: {_MASK.sub('#', error or 'failed')[:160]}"
+            if key in self.errors or len(self.errors) < MAX_ERROR_KINDS:
+                self.errors[key] = self.errors.get(key, 0) + 1
         if split_step(name) is not None:
             self.steps.setdefault(name, Series()).add(seconds, ok)
 
@@ -174,7 +185,8 @@ class Aggregator:
                 "requests": self.requests, "request_failures": self.request_failures,
                 "rps": round(self.requests / duration_s, 3) if duration_s > 0 else 0.0,
                 "journeys": {n: stats(s) for n, s in sorted(self.journeys.items(), key=_journey_order)},
-                "steps": {n: stats(s) for n, s in sorted(self.steps.items())}}
+                "steps": {n: stats(s) for n, s in sorted(self.steps.items())},
+                "errors": dict(sorted(self.errors.items(), key=lambda kv: -kv[1]))}
 
 
 def _journey_order(item: tuple[str, Any]) -> tuple[int, str]:
@@ -234,6 +246,7 @@ class LoadSummary:
     stopped_early: bool = False
     stop_reason: str = ""
     stats_path: str | None = None
+    errors: dict[str, int] = field(default_factory=dict)  # why requests failed: "step: problem" → count
 
     @property
     def failures(self) -> int:

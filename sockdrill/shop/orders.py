@@ -3,7 +3,9 @@
 POST /orders (upstream's checkout): the four hrefs from the front-end are fetched from ``user`` and
 ``carts`` at once, the total is computed like upstream (float32, 4.99 shipping), payment authorises
 it, shipping gets a shipment, the order is saved and returned as plain JSON. A decline is a 406 and
-leaves nothing behind; timeouts and other upstream failures are 500s.
+leaves nothing behind; timeouts and other upstream failures are 500s. An href that names a customer,
+address, card or cart its owner does not have (a 4xx from user or carts) is a 406 invalid order, where
+upstream's Spring answers 500: the client sent a bad order, nothing failed.
 
 Hrefs name hosts as the front-end sees them (``http://user/customers/…``): the host, or failing that
 the first path segment, picks the deployment, and the call goes through the mesh with the href's path.
@@ -190,6 +192,8 @@ class Orders:
         if resp.status >= 400:
             self.svc.log.warning("%s %s answered %d", dest, path, resp.status,
                                  extra={"fields": {"destination": dest, "status": resp.status}})
+            if resp.status < 500:  # the order names a customer, address, card or cart that is not there
+                raise CheckoutFailed(406, INVALID_ORDER, "invalid")
             raise CheckoutFailed(500, IO_ERROR, "error")
 
     async def _authorise(self, payload: dict[str, Any], key: str) -> None:
@@ -264,8 +268,9 @@ class Orders:
         except CheckoutFailed as exc:
             self.checkouts.labels(self.svc.name, exc.outcome).inc()
             raise spring_error(exc.status, exc.message, request.path,
-                               "sockdrill.orders.PaymentDeclinedException" if exc.status == 406
-                               else "java.lang.IllegalStateException") from None
+                               {"declined": "sockdrill.orders.PaymentDeclinedException",
+                                "invalid": "sockdrill.orders.InvalidOrderException"}.get(
+                                   exc.outcome, "java.lang.IllegalStateException")) from None
         self.checkouts.labels(self.svc.name, status).inc()
         return json_response(doc, status=201, content_type=negotiate(request))
 

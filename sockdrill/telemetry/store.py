@@ -22,8 +22,11 @@ import sqlite3
 import zlib
 from array import array
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+import re2  # type: ignore[import-untyped]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -64,19 +67,37 @@ def canonical(labels: dict[str, str]) -> str:
     return json.dumps(labels, sort_keys=True, separators=(",", ":"))
 
 
+MAX_REGEX_CHARS = 512
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is the caller's error, reported to it, not logged by RE2
+_RE2_OPTIONS.max_mem = 8 << 20  # a pattern whose automaton needs more is refused, never run
+
+
+@lru_cache(maxsize=256)
+def label_regex(pattern: str) -> Any:
+    """A label regex compiled by RE2: linear time in the label's length whatever the pattern, so an
+    agent's ``(.|.|.|.)*Z`` cannot stall the recorder (Python's ``re`` backtracks exponentially on it).
+    RE2 is also the syntax Prometheus itself uses for ``=~``. ValueError for a pattern it refuses."""
+    if len(pattern) > MAX_REGEX_CHARS:
+        raise ValueError(f"regex longer than {MAX_REGEX_CHARS} characters")
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        why = exc.args[0] if exc.args else exc
+        why = why.decode(errors="replace") if isinstance(why, bytes) else str(why)
+        raise ValueError(f"bad regex {pattern[:80]!r}: {why}") from None
+
+
 def parse_matcher(text: str) -> Matcher:
     """``'k=v'``, ``'k!=v'``, ``'k=~re'``, ``'k!~re'`` → a matcher; ValueError otherwise."""
-    m = re.fullmatch(r"\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*", text)
+    m = re.fullmatch(r"\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*", text, flags=re.S)
     if m is None:
-        raise ValueError(f"label matcher {text!r} is not like name=value, name!=value, name=~regex")
+        raise ValueError(f"label matcher {text[:120]!r} is not like name=value, name!=value, name=~regex")
     value = m.group(3)
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         value = value[1:-1]
     if m.group(2) in ("=~", "!~"):
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"bad regex in {text!r}: {exc}") from None
+        label_regex(value)
     return m.group(1), m.group(2), value
 
 
@@ -88,9 +109,9 @@ def matches(labels: dict[str, str], matchers: Sequence[Matcher]) -> bool:
         elif op == "!=":
             ok = have != value
         elif op == "=~":
-            ok = re.fullmatch(value, have) is not None
+            ok = label_regex(value).fullmatch(have) is not None
         else:
-            ok = re.fullmatch(value, have) is None
+            ok = label_regex(value).fullmatch(have) is None
         if not ok:
             return False
     return True

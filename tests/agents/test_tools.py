@@ -70,6 +70,20 @@ def test_observe_tools(tools: Tools) -> None:
     assert tools.call("metrics", name="x", offset=-1)["ok"] is False
 
 
+def test_a_backtracking_regex_does_not_stall_the_recorder(tools: Tools) -> None:
+    """Issue 14 item 7, the way it was found: Python's re spends exponential time on this pattern against
+    any pod name of 20-odd characters, which held the recorder at 100 % CPU for the rest of the run. With
+    RE2 the query answers (empty) and the recorder stays healthy; a pattern RE2 refuses is a clear error."""
+    evil = ok(tools.call("metrics", name="container_cpu_usage_seconds_total",
+                         labels={"pod": "~(.|.|.|.)*Z", "service": "~(a|aa)*(b|bb)*c"}))
+    assert evil["series"] == []
+    after = ok(tools.call("metrics", name="container_cpu_usage_seconds_total", labels={"pod": "~.*-0"}))
+    assert after["series"], "the recorder stopped answering after a backtracking regex"
+    for bad in ("~(a", "~(a)\\1", "~" + "a" * 600):
+        refused = tools.call("metrics", name="container_cpu_usage_seconds_total", labels={"pod": bad})
+        assert refused["ok"] is False and "regex" in refused["error"], refused
+
+
 def test_set_and_roll_back_config(tools: Tools) -> None:
     described = ok(tools.call("describe", service="orders"))
     before, revision = described["config"], described["config_revision"]

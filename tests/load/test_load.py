@@ -94,7 +94,8 @@ def test_shapes_follow_their_curves() -> None:
 def test_aggregation_per_second_and_samples() -> None:
     agg = Aggregator()
     for ms in range(1, 101):
-        agg.request("browse:home", ms / 1000, ok=ms != 50)
+        agg.request("browse:home", ms / 1000, ok=ms != 50,
+                    error=None if ms != 50 else "GET /catalogue/03fef6ac-1896-4ce8: status 503, expected (200,)")
     agg.request("/not-a-step", 0.01, ok=True)
     agg.journey("browse", 0.2, ok=True)
     agg.journey("browse", 0.4, ok=False)
@@ -122,6 +123,7 @@ def test_aggregation_per_second_and_samples() -> None:
     assert rec2["journeys"]["browse"]["p50"] is None
     summary = agg.summary(2.0)
     assert summary["journeys"]["browse"]["failures"] == 1 and summary["steps"]["browse:home"]["p50_ms"] == 50
+    assert summary["errors"] == {"browse:home: GET /catalogue/#: status #, expected (#,)": 1}
 
 
 def test_flag_parsing_and_config_checks() -> None:
@@ -311,6 +313,8 @@ def test_a_stalled_shop_shows_failures_not_a_hung_generator(tmp_path: Path) -> N
     assert browse["failures"] >= 2 and browse["failures"] == browse["count"]
     assert 400 <= browse["p50_ms"] <= 1500  # each failed at the client timeout
     assert summary.steps["browse:home"]["failures"] == summary.steps["browse:home"]["count"]
+    assert sum(summary.errors.values()) == summary.request_failures  # and each says why
+    assert all(why.startswith("browse:home: GET /catalogue") and "timed out" in why for why in summary.errors)
 
 
 def test_a_default_shop_serves_twenty_shoppers_without_failures(tmp_path: Path) -> None:
