@@ -34,6 +34,13 @@ class Shop:
     def addresses(self) -> dict[str, str]:
         return dict(self.client.record.get("addresses", {}))
 
+    @property
+    def telemetry(self) -> dict[str, str]:
+        """The header every telemetry endpoint of this shop asks for (its telemetry token)."""
+        from sockdrill.cluster.admin import telemetry_headers
+
+        return telemetry_headers(self.client.record.get("telemetry_token"))
+
     def status(self) -> dict[str, Any]:
         return self.client.get("/v1/status")
 

@@ -36,10 +36,11 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(SYSTEM_P
                                 reason="needs root, setpriv and a system python3 to act as another user")
 
 
-def as_nobody(code: str, timeout: float = 30) -> Any:
+def as_nobody(code: str, timeout: float = 30, args: list[str] | None = None) -> Any:
     """Run ``code`` (standard library only) as the user nobody; it prints one JSON value."""
     res = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", SYSTEM_PYTHON, "-I", "-c", code],
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", SYSTEM_PYTHON, "-I", "-c", code,
+         *(args or [])],
         capture_output=True, text=True, timeout=timeout, cwd="/", env={"PATH": "/usr/bin:/bin"},
     )
     assert res.returncode == 0, res.stderr
@@ -68,8 +69,8 @@ def healthy(shop: Shop) -> None:
 def secrets_of(data_dir: Path) -> list[str]:
     sdir = state_dir(data_dir)
     creds = read_json(sdir / stores.CREDENTIALS_FILE)
-    token = read_json(sdir / "runtime.json")["token"]
-    return [token] + [pw for entry in creds.values() for pw in entry.values()]
+    record = read_json(sdir / "runtime.json")
+    return [record["token"], record["telemetry_token"]] + [pw for entry in creds.values() for pw in entry.values()]
 
 
 # ---- 1. the control plane: token and state files, command lines, /v1/env -----------------------------
@@ -148,13 +149,57 @@ def test_no_secret_on_any_command_line(shop: Shop) -> None:
     assert set(seen["environ"].values()) == {"PermissionError"}, seen["environ"]
     assert pod_environ(recorder)["SOCKDRILL_CONTROL_TOKEN"] == record["token"]
     # ... and the recorder, given the token that way, still reads its targets from the control API.
-    health = wait_for(lambda: _json(record["recorder_url"] + "/health").get("targets"), timeout=30)
+    health = wait_for(lambda: _json(record["recorder_url"] + "/health", shop.telemetry).get("targets"), timeout=30)
     assert health > 3
 
 
-def _json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as resp:
+def _json(url: str, headers: dict[str, str] | None = None) -> Any:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as resp:
         return json.loads(resp.read())
+
+
+TELEMETRY_AS_NOBODY = r"""
+import json, sys, urllib.error, urllib.request
+out = {}
+for name, method, url, body in json.loads(sys.argv[1]):
+    req = urllib.request.Request(url, method=method, data=None if body is None else body.encode(),
+                                 headers={"Content-Type": "application/json", "Authorization": "Bearer guess"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            out[name] = [resp.status, resp.read(300).decode(errors="replace")]
+    except urllib.error.HTTPError as exc:
+        out[name] = [exc.code, exc.read(300).decode(errors="replace")]
+print(json.dumps(out))
+"""
+
+
+def test_telemetry_answers_only_its_token(shop: Shop) -> None:
+    """Issue 14: each pod's /metrics, the runtime's /metrics and the flight recorder's API (queries, pushed
+    samples, spans) were open to every local user: an agent could read telemetry outside its tools (no
+    audit, no budget, no incident scope) and anyone could push samples into what the agent is shown.
+    As nobody, with a guessed token: refused, and nothing pushed lands. The shop's own scrapes go on."""
+    record = read_json(state_dir(shop.data_dir) / "runtime.json")
+    rec = record["recorder_url"]
+    fake = json.dumps({"samples": [{"name": "nobody_was_here", "labels": {"journey": "login"}, "value": 0.0}]})
+    attempts = [["pod-metrics", "GET", f"http://127.0.0.1:{pod(shop, 'user')['port']}/metrics", None],
+                ["front-end-metrics", "GET", shop.url + "/metrics", None],
+                ["queue-master-prometheus", "GET", f"http://127.0.0.1:{pod(shop, 'queue-master')['port']}/prometheus",
+                 None],
+                ["runtime-metrics", "GET", record["metrics_url"], None],
+                ["recorder-query", "GET", rec + "/api/names", None],
+                ["recorder-targets", "GET", rec + "/api/targets", None],
+                ["recorder-ingest", "POST", rec + "/v1/ingest", fake],
+                ["recorder-traces", "POST", rec + "/v1/traces", "{}"]]
+    seen = as_nobody(TELEMETRY_AS_NOBODY, args=[json.dumps(attempts)])
+    assert {name: status for name, (status, _body) in seen.items()} == {a[0]: 401 for a in attempts}, seen
+    assert _json(rec + "/health") == {"ok": True}  # liveness for anyone, nothing about what it records
+    # With the token (what the recorder sends), the same endpoints answer, and the shop is scraped.
+    req = urllib.request.Request(f"http://127.0.0.1:{pod(shop, 'user')['port']}/metrics", headers=shop.telemetry)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert b"http_request_duration_seconds" in resp.read()
+    assert wait_for(lambda: all(t["up"] for t in _json(rec + "/api/targets", shop.telemetry)), timeout=30)
+    names = _json(rec + "/api/names", shop.telemetry)
+    assert "http_request_duration_seconds_count" in names and "nobody_was_here" not in names
 
 
 SITECUSTOMIZE = "open({marker!r}, 'w').write(str(__import__('os').getuid()))\n"

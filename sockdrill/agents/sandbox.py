@@ -159,7 +159,7 @@ class AgentProcess:
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
         env.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
         if user is None:
-            exe, pyenv = Path(sys.executable), {}
+            exe, pyenv = Path(sys.executable), dict[str, str]()
             self.notes.append("the agent ran as the same user as sockdrill (not root): it is not isolated")
             preexec = None
         else:

@@ -373,14 +373,18 @@ class Tools:
     def _recorder(self) -> Any:
         from sockdrill.telemetry.query import RemoteQuery
 
-        return RemoteQuery(self._recorder_url(), timeout=20.0)
+        return RemoteQuery(self._recorder_url(), timeout=20.0, token=self.client.record.get("telemetry_token"))
 
     def _scrape_interval(self) -> float:
         if self._interval is None:
             import urllib.request
 
+            from sockdrill.cluster.admin import telemetry_headers
+
+            req = urllib.request.Request(self._recorder_url() + "/health",
+                                         headers=telemetry_headers(self.client.record.get("telemetry_token")))
             try:
-                with urllib.request.urlopen(self._recorder_url() + "/health", timeout=5) as resp:
+                with urllib.request.urlopen(req, timeout=5) as resp:
                     self._interval = float(json.loads(resp.read()).get("interval") or 5.0)
             except (OSError, ValueError):
                 return 5.0

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from sockdrill.cluster import stores
-from sockdrill.cluster.admin import ADMIN_HEADER, ADMIN_TOKEN_ENV
+from sockdrill.cluster.admin import ADMIN_HEADER, ADMIN_TOKEN_ENV, TELEMETRY_TOKEN_ENV
 from sockdrill.cluster.cgroups import CgroupManager
 from sockdrill.cluster.mesh import Backend, Edge, Mesh, Protocol
 from sockdrill.cluster.pods import Pod, ProbeSettings, RestartPolicy
@@ -146,6 +146,7 @@ class Runtime:
         self.probe = probe or ProbeSettings()
         self.extra_env = dict(pod_env or {})
         self.admin_token = secrets.token_hex(16)
+        self.telemetry_token = secrets.token_hex(16)  # pods' and the runtime's /metrics, the recorder's API
         self.deployments = {s.name: Deployment(self, s) for s in specs}
         for spec in specs:
             for dest in spec.calls:
@@ -280,6 +281,7 @@ class Runtime:
             "PGPASSFILE": os.devnull,
             "PORT": str(pod.port), "SOCKDRILL_SERVICE": dep.name, "SOCKDRILL_POD": pod.name,
             "SOCKDRILL_SEED": str(self.seed), "PYTHONUNBUFFERED": "1", ADMIN_TOKEN_ENV: self.admin_token,
+            TELEMETRY_TOKEN_ENV: self.telemetry_token,
             "SOCKDRILL_KNOBS": json.dumps(dep.spec.knobs),
             # Durable state of a service (e.g. the payment gateway's ledger) is per deployment, so it
             # outlives any one pod (replaced pods get new names) and replicas share it.

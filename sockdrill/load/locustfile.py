@@ -20,6 +20,7 @@ import gevent
 from gevent.queue import Full, Queue
 from locust import events
 
+from sockdrill.cluster.admin import TELEMETRY_TOKEN_ENV, telemetry_headers
 from sockdrill.load import journeys, shapes
 from sockdrill.load.config import ENV_VAR, LoadConfig
 from sockdrill.load.sli import Aggregator, to_samples
@@ -58,6 +59,7 @@ def _on_sigterm() -> None:
 gevent.signal_handler(signal.SIGTERM, _on_sigterm)
 
 _pushes: Queue = Queue(maxsize=60)
+_TOKEN_HEADERS = telemetry_headers(os.environ.pop(TELEMETRY_TOKEN_ENV, None))  # the recorder asks for it
 _stats_file = open(CONFIG.stats_path, "a", buffering=1) if CONFIG.stats_path else None  # noqa: SIM115
 
 
@@ -96,7 +98,7 @@ def _flusher(environment: Any) -> None:
 def _push(samples: list[dict[str, Any]]) -> None:
     req = urllib.request.Request(f"{str(CONFIG.recorder_url).rstrip('/')}/v1/ingest",
                                  data=json.dumps({"samples": samples}).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **_TOKEN_HEADERS})
     try:
         with urllib.request.urlopen(req, timeout=2.0) as resp:
             resp.read()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from sockdrill.cluster.admin import TELEMETRY_TOKEN_ENV
 from sockdrill.errors import SockdrillError
 from sockdrill.load.choices import account_for
 from sockdrill.load.config import ENV_VAR, LoadConfig, parse_mix
@@ -93,7 +94,8 @@ def shop_target(data_dir: Path | None = None) -> dict[str, Any]:
         accounts = int(pod_env.get("SOCKDRILL_DATA_USERS", 0) or 0)
     except (TypeError, ValueError):
         accounts = 0
-    return {"host": url, "recorder_url": rc.record.get("recorder_url"), "accounts": accounts,
+    return {"host": url, "recorder_url": rc.record.get("recorder_url"),
+            "telemetry_token": rc.record.get("telemetry_token"), "accounts": accounts,
             "data_seed": int(config.get("seed", 1) or 1), "data_dir": str(rc.data_dir),
             "user_db_url": (rc.record.get("addresses") or {}).get("user-db")}
 
@@ -120,7 +122,8 @@ def ensure_accounts(user_db_url: str, needed: int) -> int:
 class LoadRun:
     """A Locust process running one load: ``stop()`` ends it early, ``wait()`` returns its summary."""
 
-    def __init__(self, config: LoadConfig, workdir: Path, keep_workdir: bool) -> None:
+    def __init__(self, config: LoadConfig, workdir: Path, keep_workdir: bool, telemetry_token: str | None = None
+                 ) -> None:
         self.config = config
         self.workdir = workdir
         self._keep = keep_workdir
@@ -130,6 +133,9 @@ class LoadRun:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
         env[ENV_VAR] = config.to_json()
         env["PYTHONUNBUFFERED"] = "1"
+        env.pop(TELEMETRY_TOKEN_ENV, None)
+        if telemetry_token:  # the shop's recorder asks for it on /v1/ingest; never in the (logged) config
+            env[TELEMETRY_TOKEN_ENV] = telemetry_token
         cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", config.host,
                "--only-summary", "--loglevel", "WARNING", "--exit-code-on-error", "0"]
         with open(self.log_path, "wb") as log:
@@ -273,7 +279,9 @@ def start_load(
     config.choices_path = str(choices_path) if choices_path is not None else None
     if stats_path is not None:
         Path(stats_path).parent.mkdir(parents=True, exist_ok=True)
-    return LoadRun(config, workdir, keep_workdir=False)
+    # The shop's token goes only to the shop's own recorder, not to one the caller named.
+    token = target.get("telemetry_token") if config.recorder_url == target.get("recorder_url") else None
+    return LoadRun(config, workdir, keep_workdir=False, telemetry_token=token)
 
 
 def run_load(

@@ -146,7 +146,8 @@ class QueueMaster:
             self.collector.up = 0
             self.svc.log.warning("queue stats unavailable: %s", exc or "timeout")
 
-    async def prometheus(self, _request: web.Request) -> web.Response:
+    async def prometheus(self, request: web.Request) -> web.Response:
+        self.svc.check_telemetry(request)
         resp = web.Response(body=generate_latest(self.svc.metrics.registry))
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
@@ -161,6 +162,7 @@ def build(svc: Service) -> None:
                                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                                 ) -> web.StreamResponse:
         if request.path in ("/metrics", "/prometheus"):
+            svc.check_telemetry(request)  # before the work: an unauthorised scrape costs nothing
             await master.refresh()
         return await handler(request)
 

@@ -26,6 +26,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from sockdrill.cluster.admin import TELEMETRY_TOKEN_ENV, telemetry_headers
+
 
 async def drive(url: str, seconds: float, concurrency: int = 4, users: int = 200, seed: int = 1,
                 bad_login_share: float = 0.1) -> dict[str, int]:
@@ -92,8 +94,9 @@ def _db_bytes(run_dir: Path) -> int:
 
 def start_recorder(run_dir: Path, control_url: str, token: str, logs_dir: Path, interval: float,
                    prometheus: str = "off", extra: list[str] | None = None,
-                   port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a recorder process and wait for its /health; returns (process, url)."""
+                   port: int | None = None, telemetry_token: str = "") -> tuple[subprocess.Popen[bytes], str]:
+    """Start a recorder process and wait for its /health; returns (process, url). ``telemetry_token``: the
+    shop's (``rc.record["telemetry_token"]``), without which the shop's pods refuse its scrapes."""
     from sockdrill.cluster.ports import free_port
 
     port = port or free_port()
@@ -106,7 +109,7 @@ def start_recorder(run_dir: Path, control_url: str, token: str, logs_dir: Path, 
              "--port", str(port), "--interval", f"{interval:g}", "--logs-dir", str(logs_dir),
              "--prometheus", prometheus, *(extra or [])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            env={**os.environ, "SOCKDRILL_CONTROL_TOKEN": token})
+            env={**os.environ, "SOCKDRILL_CONTROL_TOKEN": token, TELEMETRY_TOKEN_ENV: telemetry_token})
     finally:
         log.close()
     url = f"http://127.0.0.1:{port}"
@@ -148,14 +151,17 @@ def bench_recorder(duration: float = 60.0, interval: float = 5.0, concurrency: i
         rc, _ = client.up(shop_deployments(front_end_port=free_port()), data_dir=data_dir, timeout=180,
                           pod_env={"SOCKDRILL_DATA_USERS": "200", "SOCKDRILL_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"})
         run_dir = data_dir / "bench-run"
-        proc, url = start_recorder(run_dir, rc.base, rc.token, data_dir / "logs", interval, port=port)
+        token = str(rc.record.get("telemetry_token") or "")
+        proc, url = start_recorder(run_dir, rc.base, rc.token, data_dir / "logs", interval, port=port,
+                                   telemetry_token=token)
         try:
             time.sleep(interval + 1)  # first scrape: every series gets created (not steady state)
             cpu0, size0, t0 = _cpu_seconds(proc.pid), _db_bytes(run_dir), time.monotonic()
             counts = asyncio.run(drive(rc.record["front_end_url"], duration, concurrency))
             time.sleep(1.5)  # let the last flush land
             cpu1, size1, t1 = _cpu_seconds(proc.pid), _db_bytes(run_dir), time.monotonic()
-            with urllib.request.urlopen(url + "/health", timeout=5) as resp:
+            req = urllib.request.Request(url + "/health", headers=telemetry_headers(token))
+            with urllib.request.urlopen(req, timeout=5) as resp:
                 health = json.loads(resp.read())
         finally:
             stop_recorder(proc)

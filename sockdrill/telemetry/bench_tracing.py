@@ -23,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from sockdrill.cluster.admin import telemetry_headers
+
 SWITCHED = ("front-end", "catalogue")
 
 
@@ -69,11 +71,12 @@ def _traced_share(data_dir: Path, deployment: str, since: float) -> float:
     return round(traced / total, 3) if total else float("nan")
 
 
-def _cpu_seconds(metrics_url: str, services: tuple[str, ...]) -> dict[str, float]:
+def _cpu_seconds(metrics_url: str, services: tuple[str, ...], token: str | None = None) -> dict[str, float]:
     """CPU seconds used so far by each service's pods (the runtime's cAdvisor-style counter)."""
     from sockdrill.telemetry.collectors import parse_text
 
-    with urllib.request.urlopen(metrics_url, timeout=15) as resp:
+    req = urllib.request.Request(metrics_url, headers=telemetry_headers(token))
+    with urllib.request.urlopen(req, timeout=15) as resp:
         series = parse_text(resp.read().decode())
     out = dict.fromkeys(services, 0.0)
     for labels, value in series.get("container_cpu_usage_seconds_total", []):
@@ -82,11 +85,12 @@ def _cpu_seconds(metrics_url: str, services: tuple[str, ...]) -> dict[str, float
     return out
 
 
-def _recorder_cpu(recorder_url: str | None) -> float | None:
+def _recorder_cpu(recorder_url: str | None, token: str | None = None) -> float | None:
     if not recorder_url:
         return None
+    req = urllib.request.Request(recorder_url + "/health", headers=telemetry_headers(token))
     try:
-        with urllib.request.urlopen(recorder_url + "/health", timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=5) as resp:
             return float(json.loads(resp.read())["cpu_seconds"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -112,6 +116,7 @@ def run_tracing_bench(duration_s: float = 10.0, concurrency: int = 32, rounds: i
         url = rc.record["front_end_url"]
         metrics_url = rc.record["metrics_url"]
         recorder_url = rc.record.get("recorder_url")
+        token = rc.record.get("telemetry_token")
         urls = [url + "/catalogue", url + "/catalogue?size=5"]
 
         def wait_ready() -> None:
@@ -122,9 +127,9 @@ def run_tracing_bench(duration_s: float = 10.0, concurrency: int = 32, rounds: i
         def phase(name: str) -> dict[str, Any]:
             load(urls, 4, 1.0)  # warm-up: connection pools fill lazily
             started = time.time()
-            cpu0, rec0 = _cpu_seconds(metrics_url, SWITCHED), _recorder_cpu(recorder_url)
+            cpu0, rec0 = _cpu_seconds(metrics_url, SWITCHED, token), _recorder_cpu(recorder_url, token)
             figures = load(urls, concurrency, duration_s)
-            cpu1, rec1 = _cpu_seconds(metrics_url, SWITCHED), _recorder_cpu(recorder_url)
+            cpu1, rec1 = _cpu_seconds(metrics_url, SWITCHED, token), _recorder_cpu(recorder_url, token)
             n = max(1, figures["requests"])
             out = {"tracing": name, "rps": round(figures["rps"], 1), "p50_ms": round(figures["p50_ms"], 2),
                    "p99_ms": round(figures["p99_ms"], 2), "errors": figures["errors"],

@@ -61,6 +61,14 @@ def find_run(run_dir: Path | None = None, data_dir: Path | None = None) -> tuple
     return runs[-1], info["url"] if info else None
 
 
+def _telemetry_token(data_dir: Path | None) -> str | None:
+    """The running shop's telemetry token, which its recorder asks for (the operator may read it)."""
+    from sockdrill.cluster.client import RuntimeClient, default_data_dir
+
+    rc = RuntimeClient.find(data_dir or default_data_dir())
+    return None if rc is None else rc.record.get("telemetry_token")
+
+
 def _open(run_dir: Path | None, data_dir: Path | None) -> Any:
     from sockdrill.telemetry.query import Query
 
@@ -159,7 +167,7 @@ def metrics_promql(
             params = {"start": end - (parse_duration(since, "--since") or 300), "end": end}
             if step:
                 params["step"] = parse_duration(step, "--step")
-        data = RemoteQuery(url).promql(expr, **params)
+        data = RemoteQuery(url, token=_telemetry_token(data_dir)).promql(expr, **params)
     except QueryError as exc:
         raise _fail(str(exc), 2) from None
     except ConnectionError as exc:

@@ -1,8 +1,8 @@
 """The supervisor's telemetry plugin: the runtime's metrics listener, scrape targets, the flight recorder.
 
 ``attach(runtime, api)`` (called by the supervisor before any pod starts):
-- serves ``GET /metrics`` on a free 127.0.0.1 port (mesh edges + pod resources + datastores; read-only,
-  so no token, like a node exporter);
+- serves ``GET /metrics`` on a free 127.0.0.1 port (mesh edges + pod resources + datastores), to holders
+  of the shop's telemetry token only (``sockdrill/cluster/admin.py``);
 - adds ``GET /v1/targets`` to the control API: every ready service pod's own ``/metrics`` plus the
   runtime listener, as ``[{"job", "pod", "url"}]``;
 - points the pods' OTLP exporters at the flight recorder (``SOCKDRILL_OTLP_ENDPOINT``, and the standard
@@ -15,9 +15,10 @@ The recorder needs the control API's address, which the supervisor only knows on
 so it is spawned by the first started hook: right after the runtime has launched the pods and before
 any of them can serve (``up`` returns only once the recorder answers /health or gave up).
 
-The control token reaches the recorder in its environment (``SOCKDRILL_CONTROL_TOKEN``, readable by its
-user only), never on its command line, which every local user can read in ``/proc/PID/cmdline``. Run
-folders (``DATA_DIR/runs``) are 0700: the journals in them are the ground truth of a run.
+The control and telemetry tokens reach the recorder in its environment (``SOCKDRILL_CONTROL_TOKEN``,
+``SOCKDRILL_TELEMETRY_TOKEN``, readable by its user only), never on its command line, which every local
+user can read in ``/proc/PID/cmdline``. Run folders (``DATA_DIR/runs``) are 0700: the journals in them
+are the ground truth of a run.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from sockdrill.cluster.admin import TELEMETRY_TOKEN_ENV, bearer_ok
 from sockdrill.cluster.ports import free_port
 from sockdrill.cluster.state import private_dir, process_start_time, state_dir, write_json
 from sockdrill.telemetry.collectors import RuntimeMetrics
@@ -102,7 +104,9 @@ class TelemetryPlugin:
         self.api.started_hooks.append(self._on_started)
         log.info("runtime metrics on %s", self.metrics_url)
 
-    async def _serve_metrics(self, _request: web.Request) -> web.Response:
+    async def _serve_metrics(self, request: web.Request) -> web.Response:
+        if not bearer_ok(self.runtime.telemetry_token, request.headers):
+            return web.json_response({"error": "metrics need the shop's telemetry token"}, status=401)
         async with self._lock:  # stores are read over one connection each: one scrape at a time
             scrape = await self.metrics.scrape()
         return web.Response(body=scrape.text.encode(), headers={"Content-Type": CONTENT_TYPE})
@@ -151,7 +155,8 @@ class TelemetryPlugin:
 
     def _recorder_env(self) -> dict[str, str]:
         assert self._record is not None
-        return {**os.environ, TOKEN_ENV: str(self._record["token"])}
+        return {**os.environ, TOKEN_ENV: str(self._record["token"]),
+                TELEMETRY_TOKEN_ENV: self.runtime.telemetry_token}
 
     async def _spawn_recorder(self) -> bool:
         """Start the recorder and wait for its /health; False (and nothing left running) if it fails."""

@@ -5,6 +5,12 @@ The recorder starts it (it already knows the targets) with a generated config wh
 name and ``pod``; ``honor_labels`` keeps the ``pod``/``container`` labels the runtime's per-pod metrics
 carry. It listens on a free port of 127.0.0.1 (never 9090, which a system instance may hold) and keeps
 its TSDB in ``RUN_DIR/prometheus``. It dies with the recorder (SIGTERM on exit, PDEATHSIG otherwise).
+
+With the shop's telemetry token (``sockdrill/cluster/admin.py``), Prometheus scrapes the shop's targets
+with it (a ``credentials_file``, 0600) and its own HTTP API asks for it too: ``--web.config.file`` with
+one basic-auth user, ``sockdrill``, whose password is the token. Its bcrypt hash uses the lowest cost
+(4): the password is 128 random bits, so a slower hash would add no safety, only CPU on every query.
+Targets from a ``--targets-file`` (anyone's) are a second job that never gets the token.
 """
 
 from __future__ import annotations
@@ -60,8 +66,27 @@ def file_sd(targets: Iterable[Mapping[str, str]]) -> list[dict[str, Any]]:
     return groups
 
 
+BASIC_USER = "sockdrill"
+
+
+def _split(targets: Iterable[Mapping[str, str]]) -> tuple[list[Mapping[str, str]], list[Mapping[str, str]]]:
+    """(the shop's own targets, targets from a --targets-file)."""
+    ours: list[Mapping[str, str]] = []
+    extra: list[Mapping[str, str]] = []
+    for t in targets:
+        (extra if t.get("source") == "file" else ours).append(t)
+    return ours, extra
+
+
 def write_targets(targets: Iterable[Mapping[str, str]], path: Path) -> bool:
-    """Write the file_sd file atomically (Prometheus watches it); False when it was unchanged."""
+    """Write the file_sd files atomically (Prometheus watches them): the shop's targets to ``path``, the
+    others to ``extra.json`` beside it; False when neither changed."""
+    ours, extra = _split(targets)
+    changed = _write_sd(ours, path)
+    return _write_sd(extra, path.parent / "extra.json") or changed
+
+
+def _write_sd(targets: Iterable[Mapping[str, str]], path: Path) -> bool:
     text = json.dumps(file_sd(targets), indent=1, sort_keys=True)
     try:
         if path.read_text() == text:
@@ -74,8 +99,10 @@ def write_targets(targets: Iterable[Mapping[str, str]], path: Path) -> bool:
     return True
 
 
-def write_config(targets: Iterable[Mapping[str, str]], interval: float, path: Path) -> Path:
-    """Write ``prometheus.yml`` (and its ``targets.json`` beside it); returns the config path."""
+def write_config(targets: Iterable[Mapping[str, str]], interval: float, path: Path,
+                 token_file: Path | None = None) -> Path:
+    """Write ``prometheus.yml`` (and its ``targets.json`` and ``extra.json`` beside it); returns the config
+    path. ``token_file``: the shop's telemetry token, sent as a bearer token on the shop's scrapes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = path.parent / "targets.json"
     write_targets(targets, sd)
@@ -87,6 +114,10 @@ def write_config(targets: Iterable[Mapping[str, str]], interval: float, path: Pa
         "scrape_configs": [{
             "job_name": "sockdrill", "honor_labels": True, "scrape_interval": every, "scrape_timeout": timeout,
             "file_sd_configs": [{"files": [str(sd)], "refresh_interval": "30s"}],
+            **({"authorization": {"type": "Bearer", "credentials_file": str(token_file)}} if token_file else {}),
+        }, {
+            "job_name": "extra", "honor_labels": True, "scrape_interval": every, "scrape_timeout": timeout,
+            "file_sd_configs": [{"files": [str(path.parent / "extra.json")], "refresh_interval": "30s"}],
         }],
     }
     path.write_text(json.dumps(config, indent=1))
@@ -115,16 +146,18 @@ def _death_signal() -> Any:
 class Prometheus:
     """A running Prometheus child: ``url``, ``query()``, ``stop()``."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, config: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, config: Path,
+                 headers: dict[str, str] | None = None) -> None:
         self.proc = proc
         self.url = url
         self.config = config
+        self.headers = dict(headers or {})  # what its web API asks for (basic auth with the token)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def query(self, expr: str, **kw: Any) -> Any:
-        return promql(self.url, expr, **kw)
+        return promql(self.url, expr, headers=self.headers, **kw)
 
     def update_targets(self, targets: Iterable[Mapping[str, str]]) -> bool:
         return write_targets(targets, self.config.parent / "targets.json")
@@ -142,21 +175,37 @@ class Prometheus:
 
 def start_prometheus(run_dir: Path, targets: Iterable[Mapping[str, str]], interval: float, *,
                      binary: str | None = None, port: int | None = None, ready_timeout: float = 30.0,
-                     retention: str = "7d") -> Prometheus:
+                     retention: str = "7d", token: str | None = None) -> Prometheus:
     """Start Prometheus for this run and wait until it is ready; PrometheusError when it cannot."""
-    prom = launch_prometheus(run_dir, targets, interval, binary=binary, port=port, retention=retention)
+    prom = launch_prometheus(run_dir, targets, interval, binary=binary, port=port, retention=retention,
+                             token=token)
     wait_ready(prom, ready_timeout)
     return prom
 
 
 def launch_prometheus(run_dir: Path, targets: Iterable[Mapping[str, str]], interval: float, *,
-                      binary: str | None = None, port: int | None = None, retention: str = "7d") -> Prometheus:
-    """Start the process (call from the thread that lives as long as it should: PDEATHSIG is per thread)."""
+                      binary: str | None = None, port: int | None = None, retention: str = "7d",
+                      token: str | None = None) -> Prometheus:
+    """Start the process (call from the thread that lives as long as it should: PDEATHSIG is per thread).
+    ``token``: the shop's telemetry token (scrapes send it; the web API asks for it)."""
     binary = binary or find_prometheus()
     if binary is None:
         raise PrometheusError("no 'prometheus' binary on PATH (Debian/Ubuntu: apt-get install prometheus)")
     root = Path(run_dir) / "prometheus"
-    config = write_config(targets, interval, root / "prometheus.yml")
+    root.mkdir(parents=True, exist_ok=True)
+    token_file = web_args = None
+    headers: dict[str, str] = {}
+    if token:
+        import base64
+
+        import bcrypt
+
+        token_file = _private_file(root / "scrape.token", token)
+        hashed = bcrypt.hashpw(token.encode(), bcrypt.gensalt(rounds=4)).decode()
+        web = _private_file(root / "web.yml", json.dumps({"basic_auth_users": {BASIC_USER: hashed}}))
+        web_args = [f"--web.config.file={web}"]
+        headers = {"Authorization": "Basic " + base64.b64encode(f"{BASIC_USER}:{token}".encode()).decode()}
+    config = write_config(targets, interval, root / "prometheus.yml", token_file)
     port = port or free_port()
     if port == RESERVED_PORT:
         raise PrometheusError("port 9090 belongs to a system Prometheus; pick another")
@@ -165,12 +214,21 @@ def launch_prometheus(run_dir: Path, targets: Iterable[Mapping[str, str]], inter
         proc = subprocess.Popen(
             [binary, f"--config.file={config}", f"--storage.tsdb.path={root / 'data'}",
              f"--web.listen-address=127.0.0.1:{port}", f"--storage.tsdb.retention.time={retention}",
-             "--web.enable-lifecycle"],
+             "--web.enable-lifecycle", *(web_args or [])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True, cwd=str(root),
             preexec_fn=_death_signal())
     finally:
         log.close()
-    return Prometheus(proc, f"http://127.0.0.1:{port}", config)
+    return Prometheus(proc, f"http://127.0.0.1:{port}", config, headers)
+
+
+def _private_file(path: Path, text: str) -> Path:
+    """``text`` in a file only its owner reads, created with that mode (never loosened after)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
 
 
 def wait_ready(prom: Prometheus, timeout: float = 30.0) -> None:
@@ -182,7 +240,8 @@ def wait_ready(prom: Prometheus, timeout: float = 30.0) -> None:
             raise PrometheusError(f"prometheus exited at start (code {prom.proc.returncode}); see "
                                   f"{logfile}: {_tail(logfile)}")
         try:
-            with urllib.request.urlopen(f"{prom.url}/-/ready", timeout=1) as resp:
+            req = urllib.request.Request(f"{prom.url}/-/ready", headers=prom.headers)
+            with urllib.request.urlopen(req, timeout=1) as resp:
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -200,7 +259,7 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 
 def promql(url: str, expr: str, time_: float | None = None, start: float | None = None, end: float | None = None,
-           step: float | None = None, timeout: float = 30.0) -> Any:
+           step: float | None = None, timeout: float = 30.0, headers: Mapping[str, str] | None = None) -> Any:
     """Run PromQL against Prometheus at ``url``: instant (optionally at ``time_``), or a range when
     ``start``/``end`` are given. Returns Prometheus's ``data`` object; PrometheusError with its message."""
     if not expr or not expr.strip():
@@ -218,7 +277,7 @@ def promql(url: str, expr: str, time_: float | None = None, start: float | None 
         path = "/api/v1/query"
     data = urllib.parse.urlencode(params).encode()
     req = urllib.request.Request(url.rstrip("/") + path, data=data, method="POST",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+                                 headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             body = json.loads(resp.read())

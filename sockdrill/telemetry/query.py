@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sockdrill.cluster.admin import telemetry_headers
 from sockdrill.telemetry.store import LEVELS, Matcher, Store, db_path, parse_matcher
 
 DEFAULT_SINCE = 300.0
@@ -509,16 +510,18 @@ def dispatch(q: Query, route: str, params: Mapping[str, Any], labels: Sequence[s
 class RemoteQuery:
     """The same queries through a running recorder's HTTP API."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.headers = telemetry_headers(token)  # the shop's telemetry token (sockdrill/cluster/admin.py)
 
     def _get(self, route: str, labels: Iterable[str] = (), **params: Any) -> Any:
         pairs = [(k, _param(v)) for k, v in params.items() if v is not None and v != "" and v != ()]
         pairs += [("label", m) for m in labels]
         url = f"{self.url}/api/{route}?{urllib.parse.urlencode(pairs)}"
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
+            req = urllib.request.Request(url, headers=self.headers)
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             try:

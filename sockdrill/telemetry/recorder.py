@@ -44,6 +44,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from sockdrill.cluster.admin import TELEMETRY_TOKEN_ENV, bearer_ok, telemetry_headers
 from sockdrill.telemetry import otlp
 from sockdrill.telemetry.promtext import parse_series, samples
 from sockdrill.telemetry.query import ROUTES, Query, QueryError, dispatch
@@ -167,8 +168,11 @@ class LogTailer:
 class Recorder:
     def __init__(self, run_dir: Path, *, control_url: str | None, token: str | None, port: int, interval: float,
                  logs_dir: Path | None, targets_file: Path | None = None, prometheus: str = "auto",
-                 scrape_timeout: float | None = None) -> None:
+                 scrape_timeout: float | None = None, telemetry_token: str | None = None) -> None:
         self.run_dir = run_dir
+        # Asked of every client but /health's liveness answer, and sent on every scrape of the shop's own
+        # targets (never to a --targets-file one, which may be anyone's): sockdrill/cluster/admin.py.
+        self.telemetry_token = telemetry_token or ""
         self.dir = run_dir / "telemetry"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.control_url = control_url.rstrip("/") if control_url else None
@@ -240,7 +244,9 @@ class Recorder:
         assert self.session is not None
         started = time.perf_counter()
         try:
-            async with self.session.get(target["url"], timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+            headers = telemetry_headers(self.telemetry_token) if target.get("source") != "file" else {}
+            async with self.session.get(target["url"], headers=headers,
+                                        timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
                 if resp.status != 200:
                     return None, time.perf_counter() - started, f"HTTP {resp.status}"
                 body = await resp.read()
@@ -370,7 +376,8 @@ class Recorder:
             self._prom_started_at = time.time()
             # Launched from the event loop's thread (PDEATHSIG follows the thread that forks), waited for
             # in a worker so scraping goes on meanwhile.
-            started = prom.launch_prometheus(self.run_dir, list(self.targets), self.interval)
+            started = prom.launch_prometheus(self.run_dir, list(self.targets), self.interval,
+                                             token=self.telemetry_token or None)
             await asyncio.to_thread(prom.wait_ready, started)
             self.prom = started
             self.prom_error = None
@@ -384,7 +391,7 @@ class Recorder:
 
     # ---- HTTP ------------------------------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors], client_max_size=32 << 20)
+        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=32 << 20)
         r = app.router
         r.add_get("/health", self.health)
         r.add_post("/v1/traces", self.post_traces)
@@ -406,7 +413,15 @@ class Recorder:
         except (QueryError, otlp.OtlpError, ValueError, KeyError, TypeError) as exc:
             return _json({"error": str(exc)}, 400)
 
-    async def health(self, _r: web.Request) -> web.Response:
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path != "/health" and not bearer_ok(self.telemetry_token, request.headers):
+            return _json({"error": "the flight recorder's API needs the shop's telemetry token"}, 401)
+        return await handler(request)
+
+    async def health(self, request: web.Request) -> web.Response:
+        if not bearer_ok(self.telemetry_token, request.headers):
+            return _json({"ok": True})  # liveness for anyone; what it records, for the token's holders
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return _json({"ok": True, "run_dir": str(self.run_dir), "interval": self.interval,
                       "targets": len(self.targets), "stats": self.stats,
@@ -503,7 +518,7 @@ class Recorder:
 
         try:
             data = await asyncio.to_thread(promql, self.prom.url, query, num("time"), num("start"), num("end"),
-                                           num("step"))
+                                           num("step"), headers=self.prom.headers)
         except PrometheusError as exc:
             return _json({"error": str(exc)}, 502)
         return _json(data)
@@ -611,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover
         pass
     token = os.environ.pop("SOCKDRILL_CONTROL_TOKEN", None)
+    telemetry_token = os.environ.pop(TELEMETRY_TOKEN_ENV, None)  # popped: Prometheus must not inherit it
     if args.token_file is not None:
         try:
             token = args.token_file.read_text().strip()
@@ -622,7 +638,8 @@ def main(argv: list[str] | None = None) -> int:
         token = args.token
     rec = Recorder(args.run_dir.resolve(), control_url=args.control_url, token=token, port=args.port,
                    interval=args.interval, logs_dir=args.logs_dir, targets_file=args.targets_file,
-                   prometheus=args.prometheus, scrape_timeout=args.scrape_timeout)
+                   prometheus=args.prometheus, scrape_timeout=args.scrape_timeout,
+                   telemetry_token=telemetry_token)
     return asyncio.run(rec.run())
 
 

@@ -126,6 +126,7 @@ def setup_tracing(service: str, pod: str) -> bool:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    from sockdrill.cluster.admin import TELEMETRY_TOKEN_ENV, telemetry_headers
     from sockdrill.shop.common import logs
     from sockdrill.shop.common.http import Upstreams
 
@@ -136,8 +137,13 @@ def setup_tracing(service: str, pod: str) -> bool:
     })
     provider = TracerProvider(resource=resource, sampler=_sampler())
     delay = float(os.environ.get("OTEL_BSP_SCHEDULE_DELAY") or DEFAULT_SCHEDULE_DELAY_MS)
+    # The flight recorder asks for the shop's telemetry token; a collector of the user's never gets it.
+    ours = os.environ.get("SOCKDRILL_OTLP_ENDPOINT", "").strip().rstrip("/") + "/v1/traces"
+    token_headers = telemetry_headers(os.environ.get(TELEMETRY_TOKEN_ENV))
     for url in urls:
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url), schedule_delay_millis=delay))
+        exporter = (OTLPSpanExporter(endpoint=url, headers=token_headers) if url == ours and token_headers
+                    else OTLPSpanExporter(endpoint=url))
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
     api.trace.set_tracer_provider(provider)
     _api, _provider = api, provider
     _tracer = provider.get_tracer("sockdrill.shop")

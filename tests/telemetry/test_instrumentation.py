@@ -38,8 +38,8 @@ REDIS = ("session-db", "queue")
 
 
 def scrape(shop: Shop) -> Series:
-    url = shop.client.record["metrics_url"]
-    with urllib.request.urlopen(url, timeout=15) as resp:
+    req = urllib.request.Request(shop.client.record["metrics_url"], headers=shop.telemetry)
+    with urllib.request.urlopen(req, timeout=15) as resp:
         assert resp.status == 200
         return parse_text(resp.read().decode())
 
@@ -63,7 +63,7 @@ def test_targets_list_every_service_pod_and_the_runtime(shop: Shop) -> None:
     assert not jobs & set(POSTGRES + REDIS)  # stores are read by the runtime's exporters, not scraped
     requests.get(shop.url + "/catalogue", timeout=10).raise_for_status()
     for t in targets:
-        text = requests.get(t["url"], timeout=10).text
+        text = requests.get(t["url"], headers=shop.telemetry, timeout=10).text
         if t["job"] == "sockdrill-runtime":
             assert t["url"] == shop.client.record["metrics_url"]
             assert "container_cpu_usage_seconds_total" in text
@@ -149,7 +149,7 @@ def test_postgres_metrics(shop: Shop) -> None:
     assert len(statements) <= 10
     # The exact names (postgres_exporter's counters have no _total).
     assert "# TYPE pg_stat_database_xact_commit counter" in requests.get(
-        shop.client.record["metrics_url"], timeout=15).text
+        shop.client.record["metrics_url"], headers=shop.telemetry, timeout=15).text
 
 
 def test_redis_and_queue_metrics(shop: Shop) -> None:
@@ -281,7 +281,7 @@ def traces(shop: Shop) -> Iterator[TraceSource]:
     recorder = shop.client.record.get("recorder_url")
     if recorder:
         def from_recorder(trace_id: str) -> list[dict[str, Any]]:
-            resp = requests.get(f"{recorder}/api/trace/{trace_id}", timeout=10)
+            resp = requests.get(f"{recorder}/api/trace/{trace_id}", headers=shop.telemetry, timeout=10)
             if resp.status_code == 404:
                 return []
             resp.raise_for_status()
@@ -396,20 +396,23 @@ def test_recorder_is_cleaned_up_after_a_supervisor_crash() -> None:
     import psutil
 
     from sockdrill.cluster import client
+    from sockdrill.cluster.admin import telemetry_headers
     from sockdrill.cluster.spec import DeploymentSpec
     from tests.conftest import make_data_dir
 
     data_dir = make_data_dir("sockdrill-telemetry-")
     try:
         rc, _ = client.up([DeploymentSpec(name="cache", kind="redis")], data_dir=data_dir, timeout=60)
-        text = requests.get(rc.record["metrics_url"], timeout=10).text
+        token = telemetry_headers(rc.record.get("telemetry_token"))
+        text = requests.get(rc.record["metrics_url"], headers=token, timeout=10).text
+        assert requests.get(rc.record["metrics_url"], timeout=10).status_code == 401
         assert 'redis_up{service="cache",instance="cache"} 1' in text
         assert rc.get("/v1/targets") == [{"job": "sockdrill-runtime", "pod": "supervisor",
                                           "url": rc.record["metrics_url"]}]
         recorder = rc.record.get("recorder")
         if not recorder:
             pytest.skip("no flight recorder in this build")
-        assert requests.get(rc.record["recorder_url"] + "/health", timeout=5).status_code == 200
+        assert requests.get(rc.record["recorder_url"] + "/health", headers=token, timeout=5).json()["stats"]
         assert rc.record["run_dir"].startswith(str(data_dir / "runs"))
         os.kill(rc.record["supervisor"]["pid"], signal.SIGKILL)
         wait_for(lambda: not psutil.pid_exists(rc.record["supervisor"]["pid"])

@@ -4,17 +4,26 @@ with a real value while login traffic runs. Skips (with the reason) where no bin
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from sockdrill.telemetry.bench_recorder import drive, start_recorder, stop_recorder
-from sockdrill.telemetry.prometheus import file_sd, find_prometheus, promql, scalar_values, write_config
+from sockdrill.telemetry.prometheus import (
+    PrometheusError,
+    file_sd,
+    find_prometheus,
+    promql,
+    scalar_values,
+    write_config,
+)
 from sockdrill.telemetry.query import RemoteQuery
 from tests.conftest import Shop
 
@@ -40,11 +49,25 @@ def test_config_has_a_job_per_deployment_and_pod_labels(tmp_path: Path) -> None:
     assert sd[1]["labels"]["__metrics_path__"] == "/custom"
 
 
+def test_the_token_goes_to_the_shops_targets_only(tmp_path: Path) -> None:
+    targets = [{"job": "front-end", "pod": "front-end-0", "url": "http://127.0.0.1:4000/metrics"},
+               {"job": "theirs", "pod": "theirs", "url": "http://10.0.0.9:9100/metrics", "source": "file"}]
+    token_file = tmp_path / "scrape.token"
+    config = json.loads(write_config(targets, 5, tmp_path / "prometheus.yml", token_file).read_text())
+    ours, extra = config["scrape_configs"]
+    assert ours["authorization"] == {"type": "Bearer", "credentials_file": str(token_file)}
+    assert "authorization" not in extra and "basic_auth" not in extra
+    assert json.loads((tmp_path / "targets.json").read_text())[0]["targets"] == ["127.0.0.1:4000"]
+    assert json.loads((tmp_path / "extra.json").read_text())[0]["targets"] == ["10.0.0.9:9100"]
+
+
 @needs_prometheus
 def test_seed_promql_answers_during_login_traffic(shop: Shop, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
+    token = shop.client.record["telemetry_token"]
     proc, url = start_recorder(run_dir, shop.client.base, shop.client.token, shop.data_dir / "logs", 1.0,
-                               prometheus="on")
+                               prometheus="on", telemetry_token=token)
+    recorder = RemoteQuery(url, token=token)
     try:
         info_path = run_dir / "telemetry" / "recorder.json"
         deadline = time.monotonic() + 30
@@ -68,7 +91,7 @@ def test_seed_promql_answers_during_login_traffic(shop: Shop, tmp_path: Path) ->
             values: list[float] = []
             deadline = time.monotonic() + 40
             while time.monotonic() < deadline:
-                values = scalar_values(RemoteQuery(url).promql(SEED_QUERY))
+                values = scalar_values(recorder.promql(SEED_QUERY))
                 if values and values[0] > 0:
                     break
                 time.sleep(1)
@@ -77,12 +100,18 @@ def test_seed_promql_answers_during_login_traffic(shop: Shop, tmp_path: Path) ->
             worker.join(10)
         assert values and math.isfinite(values[0]) and 0 < values[0] < 30, values
         # The same straight from Prometheus, and a range query through the recorder.
-        assert scalar_values(promql(prom_url, SEED_QUERY))
-        ranged = RemoteQuery(url).promql('sum by (job) (up{job=~"front-end|user"})', start=time.time() - 20,
-                                         end=time.time(), step=2)
+        # Prometheus's own API asks for the token too (basic auth, user sockdrill), as the recorder does.
+        with pytest.raises(PrometheusError):
+            promql(prom_url, SEED_QUERY)
+        basic = {"Authorization": "Basic " + base64.b64encode(f"sockdrill:{token}".encode()).decode()}
+        assert scalar_values(promql(prom_url, SEED_QUERY, headers=basic))
+        with pytest.raises(ConnectionError, match="401"):
+            RemoteQuery(url).promql(SEED_QUERY)
+        ranged = recorder.promql('sum by (job) (up{job=~"front-end|user"})', start=time.time() - 20,
+                                 end=time.time(), step=2)
         assert {r["metric"]["job"] for r in ranged["result"]} == {"front-end", "user"}
         with pytest.raises(ValueError):
-            RemoteQuery(url).promql("sum(")
+            recorder.promql("sum(")
     finally:
         stop_recorder(proc)
     # Prometheus goes with the recorder.
@@ -96,5 +125,7 @@ def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "/-/ready", timeout=1):
             return True
+    except urllib.error.HTTPError:
+        return True  # a 401 is an answer too
     except OSError:
         return False

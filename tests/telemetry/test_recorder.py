@@ -237,7 +237,9 @@ def test_recorder_info_and_health(fake_run: tuple[Path, str, Path, FakeTarget]) 
 
 # ---- the shop ---------------------------------------------------------------------------------------
 def test_queries_return_real_data_from_the_shop(shop: Shop, tmp_path: Path) -> None:
-    proc, _url = start_recorder(tmp_path / "run", shop.client.base, shop.client.token, shop.data_dir / "logs", 1.0)
+    token = shop.client.record["telemetry_token"]
+    proc, _url = start_recorder(tmp_path / "run", shop.client.base, shop.client.token, shop.data_dir / "logs", 1.0,
+                                telemetry_token=token)
     try:
         time.sleep(1.5)
         counts = asyncio.run(drive(shop.url, 8, concurrency=3))
@@ -264,7 +266,8 @@ def test_queries_return_real_data_from_the_shop(shop: Shop, tmp_path: Path) -> N
     # Spans go to the recorder the runtime started (the pods' OTLP endpoint), when it runs.
     rec_url = shop.client.record.get("recorder_url")
     if rec_url:
-        found = RemoteQuery(rec_url).traces(service="front-end", operation="/login", since="5m", limit=5)
+        found = RemoteQuery(rec_url, token=token).traces(service="front-end", operation="/login", since="5m",
+                                                         limit=5)
         assert found and found[0]["root_service"] == "front-end"
-        one = RemoteQuery(rec_url).trace(found[0]["trace_id"])
+        one = RemoteQuery(rec_url, token=token).trace(found[0]["trace_id"])
         assert one["spans"][0]["depth"] == 0 and len(one["spans"]) >= 2

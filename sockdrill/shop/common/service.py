@@ -28,7 +28,7 @@ from typing import Any, cast
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sockdrill.cluster.admin import ADMIN_HEADER, ADMIN_TOKEN_ENV
+from sockdrill.cluster.admin import ADMIN_HEADER, ADMIN_TOKEN_ENV, TELEMETRY_TOKEN_ENV, bearer_ok
 from sockdrill.shop.common import env
 from sockdrill.shop.common.http import UpstreamError, Upstreams
 from sockdrill.shop.common.knobs import Knob, Knobs
@@ -152,10 +152,22 @@ class Service:
             items.append({"service": name, "status": "OK" if ok else "err", self.health_time_field: stamp})
         return json_response({"health": items})
 
-    async def _metrics(self, _request: web.Request) -> web.Response:
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self.check_telemetry(request)
         resp = web.Response(body=generate_latest(self.metrics.registry))
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
+
+    @staticmethod
+    def check_telemetry(request: web.Request) -> None:
+        """Only the telemetry side (the recorder, Prometheus, the runtime) reads a pod's metrics
+        (``sockdrill/cluster/admin.py``); 401 for anyone else."""
+        import os
+
+        if not bearer_ok(os.environ.get(TELEMETRY_TOKEN_ENV), request.headers):
+            raise web.HTTPUnauthorized(text=json.dumps({"error": "metrics need the shop's telemetry token"}),
+                                       content_type="application/json",
+                                       headers={"WWW-Authenticate": 'Bearer realm="sockdrill telemetry"'})
 
     def _check_admin(self, request: web.Request) -> None:
         """Only the runtime (which holds the pod's admin token) may read or change its configuration."""
