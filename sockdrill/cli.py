@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -351,14 +350,6 @@ def logs(
                 sys.stdout.flush()
         except KeyboardInterrupt:
             pass
-
-
-def parse_duration(text: str) -> float:
-    """'30s' → 30, '5m' → 300, '2h' → 7200, '1.5' → 1.5 seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
-    if not m:
-        raise ValueError(f"duration {text!r} is not like 30s, 5m or 1h")
-    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
 
 
 # ---------------------------------------------------------------------------------------------- demo

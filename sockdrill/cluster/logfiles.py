@@ -21,6 +21,14 @@ def pod_log_files(data_dir: Path, deployment: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if pattern.match(p.name))
 
 
+def parse_duration(text: str) -> float:
+    """'30s' → 30, '5m' → 300, '2h' → 7200, '1.5' → 1.5 seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not m:
+        raise ValueError(f"duration {text!r} is not like 30s, 5m or 1h")
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
 @dataclass
 class LogFilter:
     grep: str | None = None
@@ -29,8 +37,6 @@ class LogFilter:
 
     @classmethod
     def build(cls, grep: str | None = None, level: str | None = None, since: str | None = None) -> LogFilter:
-        from sockdrill.cli import parse_duration
-
         min_level = 0
         if level:
             if level.lower() not in LEVELS:

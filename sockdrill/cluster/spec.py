@@ -78,3 +78,8 @@ def parse_quantity_memory(text: str) -> int:
     if value < (1 << 20):
         raise ValueError(f"memory quantity {text!r} is below 1Mi")
     return value
+
+
+def url_env_name(destination: str) -> str:
+    """``catalogue-db`` → ``SOCKDRILL_URL_CATALOGUE_DB``: the variable a pod finds a destination's URL in."""
+    return "SOCKDRILL_URL_" + destination.upper().replace("-", "_")

@@ -127,8 +127,6 @@ def setup_tracing(service: str, pod: str) -> bool:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from sockdrill.cluster.admin import TELEMETRY_TOKEN_ENV, telemetry_headers
-    from sockdrill.shop.common import logs
-    from sockdrill.shop.common.http import Upstreams
 
     api = _Api()
     resource = Resource.create({
@@ -147,9 +145,7 @@ def setup_tracing(service: str, pod: str) -> bool:
     api.trace.set_tracer_provider(provider)
     _api, _provider = api, provider
     _tracer = provider.get_tracer("sockdrill.shop")
-    logs.trace_id_provider = current_trace_id
-    Upstreams.inject_headers = staticmethod(inject_headers)
-    _enabled = True
+    _enabled = True  # the caller hooks current_trace_id and inject_headers into its logs and HTTP client
     log.info("tracing on", extra={"fields": {"endpoints": urls}})
     return True
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sockdrill.telemetry.bench_recorder import drive, start_recorder, stop_recorder
+from sockdrill.bench.recorder import drive, start_recorder, stop_recorder
 from sockdrill.telemetry.prometheus import (
     PrometheusError,
     file_sd,

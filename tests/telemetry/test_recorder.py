@@ -18,8 +18,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from sockdrill.bench.recorder import drive, start_recorder, stop_recorder
 from sockdrill.cluster.ports import free_port
-from sockdrill.telemetry.bench_recorder import drive, start_recorder, stop_recorder
 from sockdrill.telemetry.promtext import parse_series, samples
 from sockdrill.telemetry.query import Query, QueryError, RemoteQuery, histogram_quantile
 from tests.conftest import Shop

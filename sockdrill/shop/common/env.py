@@ -17,12 +17,8 @@ from __future__ import annotations
 
 import os
 
+from sockdrill.cluster.spec import url_env_name
 from sockdrill.errors import ShopError
-
-
-def url_env_name(destination: str) -> str:
-    """``catalogue-db`` → ``SOCKDRILL_URL_CATALOGUE_DB``."""
-    return "SOCKDRILL_URL_" + destination.upper().replace("-", "_")
 
 
 def upstream_url(destination: str) -> str:

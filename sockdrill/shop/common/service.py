@@ -29,7 +29,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sockdrill.cluster.admin import ADMIN_HEADER, ADMIN_TOKEN_ENV, TELEMETRY_TOKEN_ENV, bearer_ok
-from sockdrill.shop.common import env
+from sockdrill.shop.common import env, logs
 from sockdrill.shop.common.http import UpstreamError, Upstreams
 from sockdrill.shop.common.knobs import Knob, Knobs
 from sockdrill.shop.common.logs import setup_logging
@@ -268,6 +268,9 @@ def run_service(name: str, build: Callable[[Service], None], knobs: Iterable[Kno
     svc = Service(name, knobs)
     setup_logging(svc.name, svc.pod)
     if tracing.setup_tracing(svc.name, svc.pod):
+        # Telemetry sits below the shop: the shop hooks tracing in, tracing never reaches up into it.
+        logs.trace_id_provider = tracing.current_trace_id
+        Upstreams.inject_headers = staticmethod(tracing.inject_headers)  # type: ignore[method-assign]
         tracing.instrument_app(svc.app)
     build(svc)
     try:

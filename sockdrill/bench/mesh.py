@@ -9,7 +9,7 @@ the proxied rounds also pay for CPU sharing: that is part of what a hop costs on
 
 A second, unloaded pass (concurrency 1) shows the added latency per hop without CPU contention.
 
-    python -m sockdrill.cluster.bench_mesh --duration 5 --concurrency 32
+    python -m sockdrill.bench.mesh --duration 5 --concurrency 32
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 PY = sys.executable
-MODULE = "sockdrill.cluster.bench_mesh"
+MODULE = "sockdrill.bench.mesh"
 
 
 def _use_uvloop() -> None:

@@ -5,7 +5,7 @@ reads and drops them, so export still costs what it costs). Tracing is switched 
 change (``SOCKDRILL_TRACING=off`` on front-end and catalogue, the only services on that path) and back
 on by rolling the change back; the same load generator (``sockdrill.bench.load``) drives every phase.
 
-    python -m sockdrill.telemetry.bench_tracing [SECONDS]
+    python -m sockdrill.bench.tracing [SECONDS]
 """
 
 from __future__ import annotations

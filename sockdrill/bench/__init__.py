@@ -1,5 +1,10 @@
 """``sockdrill bench``: the figures in the README, measured on this machine.
 
+A package above every other layer (it starts shops, loads, faults and agent runs), so that nothing below
+imports it: ``mesh`` (one hop's cost), ``locust`` (the load generator's ceiling), ``chaos`` (fault
+accuracy), ``recorder`` and ``tracing`` (telemetry's cost), ``soak``, ``scenarios``, ``validity``,
+``agents``; this module runs them and measures the runtime and the shop itself:
+
 - ``runtime``: cold ``up`` to all-ready (every datastore included), and the mesh proxy's cost per hop.
 - ``shop``: catalogue browsing through the front-end at fixed concurrency, next to a bare one-hop ASGI
   relay measured in the same run with the same load generator.
@@ -28,8 +33,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from sockdrill.bench.locust import bench_load
 from sockdrill.cluster.ports import free_port
-from sockdrill.load.bench import bench_load
 
 
 def machine() -> str:
@@ -97,8 +102,8 @@ def load(urls: list[str], concurrency: int, duration: float) -> dict[str, Any]:
 
 # ---- runtime ------------------------------------------------------------------------------------
 def bench_runtime(duration: float) -> dict[str, Any]:
+    from sockdrill.bench.mesh import run_mesh_bench
     from sockdrill.cluster import client
-    from sockdrill.cluster.bench_mesh import run_mesh_bench
     from sockdrill.shop.manifest import shop_deployments
 
     results: dict[str, Any] = {}
@@ -218,44 +223,44 @@ BENCHES: dict[str, Callable[[float], dict[str, Any]]] = {"runtime": bench_runtim
 
 
 def _bench_soak(duration: float) -> dict[str, Any]:
-    from sockdrill.load.bench_soak import bench_soak
+    from sockdrill.bench.soak import bench_soak
 
     return bench_soak(duration)
 
 
 def _bench_validity(duration: float) -> dict[str, Any]:
-    from sockdrill.scenarios.bench_validity import bench_validity
+    from sockdrill.bench.validity import bench_validity
 
     return bench_validity(duration)
 
 
 def _bench_scenarios(duration: float) -> dict[str, Any]:
-    from sockdrill.scenarios.bench_scenarios import bench_scenarios
+    from sockdrill.bench.scenarios import bench_scenarios
 
     return bench_scenarios(duration)
 
 
 def _bench_agents(duration: float) -> dict[str, Any]:
-    from sockdrill.agents.bench_agents import bench_agents
+    from sockdrill.bench.agents import bench_agents
 
     return bench_agents(duration)
 
 
 def _bench_tracing(duration: float) -> dict[str, Any]:
-    from sockdrill.telemetry.bench_tracing import run_tracing_bench
+    from sockdrill.bench.tracing import run_tracing_bench
 
     return run_tracing_bench(duration)
 
 
 def _bench_recorder(duration: float) -> dict[str, Any]:
-    from sockdrill.telemetry.bench_recorder import bench_recorder
+    from sockdrill.bench.recorder import bench_recorder
 
     # Several scrapes at the default 5 s interval are needed for a steady figure.
     return bench_recorder(max(duration, 30.0))
 
 
 def _bench_chaos(duration: float) -> dict[str, Any]:
-    from sockdrill.chaos.bench_chaos import bench_chaos
+    from sockdrill.bench.chaos import bench_chaos
 
     return bench_chaos(duration)
 

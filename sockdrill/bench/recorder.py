@@ -1,7 +1,7 @@
 """Benchmark of the flight recorder: its CPU (share of one core) and its storage per minute, at the
 default 5 s interval, with the shop under load.
 
-    python -m sockdrill.telemetry.bench_recorder [--duration 60] [--interval 5] [--concurrency 8] [--json]
+    python -m sockdrill.bench.recorder [--duration 60] [--interval 5] [--concurrency 8] [--json]
 
 It brings a fresh shop up in a temporary data dir (its own recorder disabled), starts one recorder of
 its own (Prometheus off, so the figure is the recorder's alone), drives browse + login traffic at the
@@ -185,7 +185,7 @@ def bench_recorder(duration: float = 60.0, interval: float = 5.0, concurrency: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sockdrill.telemetry.bench_recorder", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sockdrill.bench.recorder", description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=float, default=60.0)
     p.add_argument("--interval", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=8)
