@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
 Kind = Literal["observe", "act", "submit"]
+KIND_ORDER = {"observe": 0, "act": 1, "submit": 2}
 
 _JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
@@ -99,6 +100,10 @@ def tool(kind: Kind) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         if name in TOOLS:
             raise RuntimeError(f"tool {name!r} registered twice")
         TOOLS[name] = ToolSpec(name, kind, description, params, fn.__name__)
+        # Listed observe, act, submit (declaration order within each), whatever order the rooms load in.
+        ordered = sorted(TOOLS.items(), key=lambda item: KIND_ORDER[item[1].kind])
+        TOOLS.clear()
+        TOOLS.update(ordered)
         fn._tool_kind = kind  # type: ignore[attr-defined]
         return fn
 

@@ -1,0 +1,327 @@
+"""The act room: what an on-call engineer may change (restarts, scale, limits, configuration, indexes,
+queries, caches, payments, the queue, the gateway). Every call is audited; only a change counts as acting."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sockdrill.agents.registry import tool
+from sockdrill.agents.toolkit import (
+    DLQ_SUFFIX,
+    MAX_REPLICAS,
+    QUEUE_GROUP,
+    ToolsBase,
+    _ident,
+    _paging,
+    _queue_name,
+    _redis_errors,
+    _s,
+)
+from sockdrill.errors import SockdrillError, ToolError
+
+
+class ActRoom(ToolsBase):
+    # ---- act --------------------------------------------------------------------------------
+    @tool("act")
+    def restart(self, service: str, pod: str = "") -> dict[str, Any]:
+        """Replace a pod of a deployment, or roll every pod of it (one at a time) when no pod is given.
+
+        Args:
+        service: the deployment name
+        pod: one pod name from pods(); empty for all pods
+        """
+        body: dict[str, Any] = {"deployment": service}
+        if pod:
+            body["pod"] = pod
+        out = self._post("/v1/restart", body)
+        return {**out, "changed": bool(out.get("restarted"))}
+
+    @tool("act")
+    def scale(self, service: str, replicas: int) -> dict[str, Any]:
+        """Set the number of pods of a service (0 to 8; scaling to 0 takes the service down).
+
+        Args:
+        service: the deployment name
+        replicas: the new number of pods
+        """
+        if not 0 <= replicas <= MAX_REPLICAS:
+            raise ToolError(f"replicas must be between 0 and {MAX_REPLICAS}, got {replicas}")
+        out = self._post("/v1/scale", {"deployment": service, "replicas": replicas})
+        return {**out, "changed": out.get("before") != out.get("replicas")}
+
+    @tool("act")
+    def set_limits(self, service: str, cpu: str = "", memory: str = "", clear: bool = False) -> dict[str, Any]:
+        """Set (or clear) the CPU/memory limits of every pod of a deployment.
+
+        Args:
+        service: the deployment name
+        cpu: CPU limit like 500m or 1
+        memory: memory limit like 256Mi
+        clear: put both limits back to the deployment's standard ones
+        """
+        out = self._post("/v1/limits", {"deployment": service, "cpu": cpu or None, "memory": memory or None,
+                                        "clear": clear})
+        return {**out, "changed": out.get("before") != out.get("limits")}
+
+    @tool("act")
+    def set_config(self, service: str, knobs: dict) -> dict[str, Any]:  # type: ignore[type-arg]
+        """Change configuration knobs of a service live (see describe for the knobs it has).
+
+        Args:
+        service: the service deployment
+        knobs: an object of knob name to new value
+        """
+        self._own_service(service)
+        out = self._post("/v1/config", {"deployment": service, "knobs": knobs})
+        # The answer says what this call did, not what others set before it.
+        return {"deployment": service, "set": knobs, "pods": out.get("pods", []), "changed": bool(out.get("changed"))}
+
+    @tool("act")
+    def rollback_config(self, service: str) -> dict[str, Any]:
+        """Undo the last configuration change of a service.
+
+        Args:
+        service: the service deployment
+        """
+        self._own_service(service)
+        out = self._post("/v1/config/rollback", {"deployment": service})
+        return {"deployment": service, "restored": out.get("restored", {}), "changed": bool(out.get("restored"))}
+
+    def _pg(self, service: str, fn: Callable[[Any], Any]) -> Any:
+        import asyncpg
+
+        if self._kind_of(service) != "postgres":
+            raise ToolError(f"'{service}' is not a PostgreSQL datastore")
+        url = self._address(service)
+
+        async def run() -> Any:
+            conn = await asyncpg.connect(url, timeout=5)
+            try:
+                return await fn(conn)
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
+    @tool("act")
+    def create_index(self, service: str, table: str, columns: list[str], name: str = "",
+                     unique: bool = False) -> dict[str, Any]:
+        """Create a btree index on a table of a PostgreSQL datastore.
+
+        Args:
+        service: the database deployment, e.g. user-db
+        table: the table
+        columns: the indexed columns, in order
+        name: the index name (default: table_col_idx)
+        unique: a unique index
+        """
+        _ident(table, "table")
+        if not columns:
+            raise ToolError("columns must name at least one column")
+        cols = [_ident(c, "column") for c in columns]
+        index = _ident(name or f"{table}_{'_'.join(cols)}_idx", "name")
+        sql = (f"CREATE {'UNIQUE ' if unique else ''}INDEX IF NOT EXISTS {index} ON {table} ({', '.join(cols)})")
+
+        async def go(conn: Any) -> dict[str, Any]:
+            if await conn.fetchval("SELECT 1 FROM pg_indexes WHERE indexname = $1", index):
+                return {"created": None, "exists": index, "changed": False}
+            started = time.perf_counter()
+            await conn.execute(sql)
+            await conn.execute(f"ANALYZE {table}")
+            return {"created": index, "seconds": round(time.perf_counter() - started, 3), "changed": True}
+
+        return self._pg(service, go)
+
+    @tool("act")
+    def drop_index(self, service: str, name: str) -> dict[str, Any]:
+        """Drop an index of a PostgreSQL datastore.
+
+        Args:
+        service: the database deployment
+        name: the index name
+        """
+        index = _ident(name, "name")
+
+        async def go(conn: Any) -> dict[str, Any]:
+            existed = bool(await conn.fetchval("SELECT 1 FROM pg_indexes WHERE indexname = $1", index))
+            await conn.execute(f"DROP INDEX IF EXISTS {index}")
+            return {"dropped": index if existed else None, "changed": existed}
+
+        return self._pg(service, go)
+
+    @tool("act")
+    def cancel_queries(self, service: str, min_duration_s: float = 5.0) -> dict[str, Any]:
+        """Terminate the database sessions whose current query has run longer than a threshold.
+
+        Args:
+        service: the database deployment
+        min_duration_s: only queries running at least this long
+        """
+        async def go(conn: Any) -> dict[str, Any]:
+            rows = await conn.fetch(
+                "SELECT pid, left(query, 120) AS query, now() - query_start AS age FROM pg_stat_activity "
+                "WHERE state = 'active' AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+                "AND now() - query_start > make_interval(secs => $1)", float(min_duration_s))
+            killed = [r["pid"] for r in rows if await conn.fetchval("SELECT pg_terminate_backend($1)", r["pid"])]
+            return {"terminated": len(killed), "queries": sorted({r["query"] for r in rows})[:5],
+                    "changed": bool(killed)}
+
+        return self._pg(service, go)
+
+    @tool("act")
+    def flush_cache(self, service: str) -> dict[str, Any]:
+        """Delete every key of a Redis datastore (sessions, carts, queues in it are lost).
+
+        Args:
+        service: the Redis deployment
+        """
+        r = self._redis(service)
+        keys = r.dbsize()
+        r.flushdb()
+        return {"flushed_keys": keys, "changed": bool(keys)}
+
+    @tool("act")
+    def resize_cache(self, service: str, maxmemory: str, policy: str = "") -> dict[str, Any]:
+        """Set a Redis datastore's memory limit (e.g. 256mb, 0 for none) and optionally its eviction policy.
+
+        Args:
+        service: the Redis deployment
+        maxmemory: the new limit, e.g. 64mb; 0 removes it
+        policy: noeviction, allkeys-lru, allkeys-lfu, volatile-lru, ...
+        """
+        r = self._redis(service)
+        if not re.fullmatch(r"\d+(b|kb|mb|gb)?", maxmemory.strip().lower()):
+            raise ToolError(f"maxmemory must look like 64mb or 0, got {maxmemory!r}")
+
+        def current() -> tuple[str, str]:
+            policy_now = r.config_get("maxmemory-policy")["maxmemory-policy"]
+            return _s(r.config_get("maxmemory")["maxmemory"]), _s(policy_now)
+
+        before = current()
+        r.config_set("maxmemory", maxmemory.strip().lower())
+        if policy:
+            r.config_set("maxmemory-policy", policy)
+        after = current()
+        return {"maxmemory": after[0], "policy": after[1], "changed": after != before}
+
+    @tool("act")
+    def reconcile_payments(self, older_than_s: float = 30.0, dry_run: bool = False) -> dict[str, Any]:
+        """Void payment charges that have no order (customers charged for orders that failed).
+
+        Args:
+        older_than_s: only charges older than this (leave orders in flight alone)
+        dry_run: only report what would be voided
+        """
+        from sockdrill.shop.reconcile import reconcile_payments
+
+        gateway = self._address("payment-gateway")
+        orders_db = self._address("orders-db")  # carries the runtime's login: never in what the agent sees
+        try:
+            out = asyncio.run(reconcile_payments(gateway, orders_db, older_than_s=older_than_s, dry_run=dry_run))
+            return {**out, "changed": not dry_run and bool(out.get("voided"))}
+        except SockdrillError as exc:
+            raise ToolError(str(exc).replace(orders_db, "orders-db")) from None
+
+    @tool("act")
+    def dead_letter(self, message_id: str = "", min_idle_s: float = 30.0, count: int = 10,
+                    service: str = "queue") -> dict[str, Any]:
+        """Move messages that were delivered but never acknowledged (e.g. a poison message) off the shipping
+        queue into its dead-letter stream, where they wait for requeue.
+
+        Args:
+        message_id: one message id from queue_status; empty for the oldest pending ones
+        min_idle_s: without a message_id, only messages pending at least this long
+        count: without a message_id, at most this many messages (max 100)
+        service: the queue deployment
+        """
+        r = self._redis(service)
+        name = _queue_name()
+        if message_id:
+            ids = [message_id]
+        else:
+            _, count = _paging(0, count, 100)
+            try:
+                rows = r.xpending_range(name, QUEUE_GROUP, "-", "+", count, idle=int(float(min_idle_s) * 1000))
+            except _redis_errors() as exc:
+                raise ToolError(f"cannot read pending messages of '{name}': {exc}") from None
+            ids = [_s(p["message_id"]) for p in rows]
+        moved, missing = [], []
+        for mid in ids:
+            try:
+                # Claim it so no consumer gets it meanwhile, copy it, then settle and delete the original.
+                claimed = r.xclaim(name, QUEUE_GROUP, "sockdrill-agent", 0, [mid])
+            except _redis_errors() as exc:
+                raise ToolError(f"cannot claim message {mid!r}: {exc}") from None
+            fields = claimed[0][1] if claimed and claimed[0][1] else None
+            if fields is None:
+                fields_rows = r.xrange(name, mid, mid)
+                fields = fields_rows[0][1] if fields_rows else None
+            if fields is None:
+                missing.append(mid)
+                r.xack(name, QUEUE_GROUP, mid)
+                continue
+            r.xadd(name + DLQ_SUFFIX, {**fields, "dead_lettered_from": mid, "dead_lettered_at": str(time.time())})
+            r.xack(name, QUEUE_GROUP, mid)
+            r.xdel(name, mid)
+            moved.append(mid)
+        if message_id and missing:
+            raise ToolError(f"no message {message_id!r} in the stream '{name}'")
+        return {"dead_lettered": moved, "not_found": missing, "dead_letter_stream": name + DLQ_SUFFIX,
+                "changed": bool(moved)}
+
+    @tool("act")
+    def requeue(self, message_id: str = "", count: int = 10, service: str = "queue") -> dict[str, Any]:
+        """Put dead-lettered messages back on the shipping queue (they are delivered again).
+
+        Args:
+        message_id: one id from the dead-letter stream; empty for the oldest ones
+        count: without a message_id, at most this many messages (max 100)
+        service: the queue deployment
+        """
+        r = self._redis(service)
+        name = _queue_name()
+        dlq = name + DLQ_SUFFIX
+        _, count = _paging(0, count, 100)
+        try:
+            rows = r.xrange(dlq, message_id, message_id) if message_id else r.xrange(dlq, "-", "+", count)
+        except _redis_errors() as exc:
+            raise ToolError(f"cannot read the dead-letter stream '{dlq}': {exc}") from None
+        if message_id and not rows:
+            raise ToolError(f"no message {message_id!r} in the dead-letter stream '{dlq}'")
+        out = []
+        for mid, fields in rows:
+            body = {k: v for k, v in fields.items() if _s(k) in ("body", "headers")}
+            new_id = r.xadd(name, body)
+            r.xdel(dlq, mid)
+            out.append({"from": _s(mid), "to": _s(new_id)})
+        return {"requeued": out, "left_in_dead_letter": r.xlen(dlq), "changed": bool(out)}
+
+    def _pod_knobs(self, service: str, knobs: dict[str, Any]) -> list[dict[str, Any]]:
+        """Set knobs on every ready pod through the runtime, outside the config history (a momentary
+        change such as a breaker reset is not a config push to roll back)."""
+        out = self._post("/v1/config", {"deployment": service, "knobs": knobs, "record": False})
+        return [{"pod": p} for p in out.get("pods", [])]
+
+    def _breaker_reset(self) -> dict[str, Any]:
+        current = self.client.get("/v1/config/payment").get("config", {}).get("breaker_enabled", True)
+        # Turning the breaker off closes it and forgets its failures; then it goes back to how it was.
+        self._pod_knobs("payment", {"breaker_enabled": False})
+        pods = self._pod_knobs("payment", {"breaker_enabled": bool(current)})
+        return {"breaker": "closed", "pods": [p["pod"] for p in pods]}
+
+    @tool("act")
+    def reset_gateway(self) -> dict[str, Any]:
+        """Reset payment's circuit breaker on the payment gateway: closed again, failure count cleared, so
+        payments are attempted at once instead of waiting for the breaker's probe."""
+        return self._breaker_reset()
+
+    @tool("act")
+    def failover_gateway(self) -> dict[str, Any]:
+        """Fail the payment gateway over to fresh instances (its pods are replaced one at a time; charges
+        are kept in its ledger), then reset payment's circuit breaker so traffic moves to them at once."""
+        restarted = self._post("/v1/restart", {"deployment": "payment-gateway"})
+        return {"gateway": restarted, **self._breaker_reset()}
