@@ -92,7 +92,7 @@ async def _loadgen(urls: list[str], concurrency: int, duration: float) -> dict[s
 def load(urls: list[str], concurrency: int, duration: float) -> dict[str, Any]:
     """Run the load generator in a child process and return its figures."""
     out = subprocess.run(
-        [sys.executable, "-m", "sockdrill.bench", "loadgen", json.dumps(urls), str(concurrency), str(duration)],
+        [sys.executable, "-m", "sockdrill.bench.loadgen", json.dumps(urls), str(concurrency), str(duration)],
         capture_output=True, text=True, timeout=duration + 60,
     )
     if out.returncode != 0:
@@ -293,13 +293,3 @@ def _print(console: Console, name: str, data: dict[str, Any]) -> None:
 
     walk("", data)
     console.print(table)
-
-
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "loadgen":
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    print(json.dumps(asyncio.run(_loadgen(json.loads(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))))
