@@ -131,7 +131,9 @@ def down(data_dir: DataDir = None,
                                              "telemetry and state in the data dir, and its PostgreSQL "
                                              "clusters kept outside it")] = False,
          purge_cache: Annotated[bool, typer.Option(help="also delete the machine's cache (the PostgreSQL "
-                                                   "binaries and template, generated images)")] = False) -> None:
+                                                   "binaries and template, generated images, the interpreter "
+                                                   "and code copies the agents' and pods' users "
+                                                   "run)")] = False) -> None:
     """Stop everything and leave no process, listener, cgroup or fault behind."""
     import shutil
 

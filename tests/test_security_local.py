@@ -25,7 +25,7 @@ import psutil
 import pytest
 import redis
 
-from sockdrill.cluster import client, stores
+from sockdrill.cluster import client, podrun, stores
 from sockdrill.cluster.spec import DeploymentSpec
 from sockdrill.cluster.state import private_dir, read_json, security_report, state_dir, write_json
 from tests.conftest import Shop, make_data_dir, wait_for
@@ -489,7 +489,10 @@ def test_doctor_reports_modes_and_pod_users(shop: Shop) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     report = json.loads(res.stdout)
     assert report["ok"] and not report["problems"]
-    modes = {Path(p["path"]).relative_to(shop.data_dir).as_posix(): p for p in report["paths"] if p["exists"]}
+    modes = {Path(p["path"]).relative_to(shop.data_dir).as_posix(): p for p in report["paths"]
+             if p["exists"] and Path(p["path"]).is_relative_to(shop.data_dir)}
+    states = [p for p in report["paths"] if p["what"].startswith("service state")]
+    assert states and all(p["mode"] == "0700" and p["owner"] == podrun.POD_USER for p in states), states
     assert modes["state"]["mode"] == "0700" and modes["runs"]["mode"] == "0700"
     for name in ("runtime.json", "credentials.json", "pgpass", "config.json", "pods.json"):
         assert modes[f"state/{name}"]["mode"] == "0600" and modes[f"state/{name}"]["owner"] == "root"
@@ -499,8 +502,33 @@ def test_doctor_reports_modes_and_pod_users(shop: Shop) -> None:
     assert users["queue-0"] == ("redis", stores.PG_USER)
     # A service pod gets a new name when an earlier test restarted it: find the front-end's by role.
     front = [v for k, v in users.items() if k.startswith("front-end")]
-    assert front and all(v == ("service", "root") for v in front), users  # README's security model: not yet dropped
+    assert front and all(v == ("service", podrun.POD_USER) for v in front), users
+    services = [v for v in users.values() if v[0] == "service"]
+    assert services and all(user == podrun.POD_USER for _role, user in services), users
     assert users["recorder"][1] == "root"
+
+
+def test_a_service_pod_runs_unprivileged_and_reaches_only_its_own_state(shop: Shop) -> None:
+    """Issue 14: the Python pods ran as root, so a bug in any handler was root's. Each now runs as
+    sockdrill-pods, whatever the checkout's folder mode (copies in the cache when the operator's folders
+    are private), and can write its own durable folder but not the shop's state or another store's data."""
+    gw = pod(shop, "payment-gateway")
+    proc = psutil.Process(gw["pid"])
+    assert proc.username() == podrun.POD_USER and proc.uids().effective != 0
+    env = pod_environ(gw["pid"])
+    state = Path(env["SOCKDRILL_POD_DIR"])
+    assert state.stat().st_uid == proc.uids().real and stat.S_IMODE(state.stat().st_mode) == 0o700
+    probe = (f"import json, os; out = {{}}\n"
+             f"for p in {json.dumps([str(state_dir(shop.data_dir) / 'runtime.json'), str(shop.data_dir / 'runs')])}:\n"
+             f"    out[p] = os.access(p, os.R_OK)\n"
+             f"out['own'] = os.access({str(state)!r}, os.W_OK)\n"
+             f"print(json.dumps(out))")
+    res = subprocess.run(["setpriv", f"--reuid={podrun.POD_USER}", f"--regid={podrun.POD_USER}", "--clear-groups",
+                          SYSTEM_PYTHON, "-I", "-c", probe], capture_output=True, text=True, timeout=30, cwd="/")
+    assert res.returncode == 0, res.stderr
+    seen = json.loads(res.stdout)
+    assert seen.pop("own") is True and not any(seen.values()), seen
+    assert shop.status()["ready"]
 
 
 def test_doctor_flags_what_an_older_version_left_open(tmp_path: Path) -> None:

@@ -37,6 +37,8 @@ BUILTIN = {
     "restart-all": "sockdrill.agents.builtin:RestartAll",
     "oracle": "sockdrill.agents.builtin:Oracle",
     "baseline": "sockdrill.agents.baseline:Baseline",
+    # The baseline's loop with a statistical diagnosis (rca.py): measured beside it before either is the default.
+    "rca": "sockdrill.agents.statistical:StatisticalBaseline",
     "llm": "sockdrill.agents.llm:LlmAgent",
     # Gaming strategies (``gaming.py``): each must score ~0; the tests and ``bench agents`` prove it.
     "gaming-sleeper": "sockdrill.agents.gaming:Sleeper",

@@ -26,7 +26,6 @@ import pwd
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -34,14 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from sockdrill.agents.base import BUILTIN, AgentError
-from sockdrill.cluster.stores import _locked, reachable_by, system_user
+from sockdrill.cluster.pycopy import python_for
+from sockdrill.cluster.stores import system_user
 
 AGENT_USER = "sockdrill-agent"
 ORACLE_REF = "sockdrill.agents.builtin:Oracle"
 SDK_FILES = ("__init__.py", "errors.py", "agents/base.py", "agents/baseline.py", "agents/builtin.py",
-             "agents/gaming.py", "agents/llm.py", "agents/host.py")
-STDLIB_SKIP = {"test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "site-packages",
-               "__pycache__"}
+             "agents/gaming.py", "agents/llm.py", "agents/host.py", "agents/rca.py", "agents/statistical.py")
 # Variables an agent may need (its model endpoint), passed through when set; nothing else is.
 PASS_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "ANTHROPIC_API_KEY", "HTTPS_PROXY",
             "HTTP_PROXY", "NO_PROXY", "SSL_CERT_FILE", "TZ")
@@ -50,50 +48,6 @@ PASS_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "ANTHROPIC_API_
 def agent_user() -> str | None:
     """None when not root; else the agents' system user (not the stores', which owns their files)."""
     return system_user(AGENT_USER, "agents")
-
-
-def _copy_stdlib(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, symlinks=True,
-                    ignore=lambda _d, names: [n for n in names if n in STDLIB_SKIP or n.startswith("config-")])
-
-
-def python_for(user: str, cache_dir: Path) -> tuple[Path, dict[str, str]]:
-    """An interpreter ``user`` can run, and the environment it needs (PYTHONHOME, library path)."""
-    exe = Path(os.path.realpath(sys.executable))
-    home = Path(sys.base_prefix)
-    if reachable_by(exe.parent, user) and reachable_by(home, user):
-        return exe, {}
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    target = cache_dir / f"agent-python-{sys.version.split()[0]}"
-    env = {"PYTHONHOME": str(target), "LD_LIBRARY_PATH": str(target / "lib")}
-    if (target / ".sockdrill-ready").exists():
-        return target / "bin" / exe.name, env
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir / ".agent-python.lock"):
-        if not (target / ".sockdrill-ready").exists():
-            shutil.rmtree(target, ignore_errors=True)
-            tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".agent-python."))
-            staged = tmp / "py"
-            (staged / "bin").mkdir(parents=True)
-            shutil.copy2(exe, staged / "bin" / exe.name)
-            libdir = Path(sysconfig.get_config_var("LIBDIR") or home / "lib")
-            (staged / "lib").mkdir()
-            for lib in libdir.glob("libpython*.so*"):
-                shutil.copy2(lib, staged / "lib" / lib.name, follow_symlinks=False)
-            _copy_stdlib(Path(sysconfig.get_paths()["stdlib"]), staged / "lib" / f"python{version}")
-            for root, dirs, files in os.walk(staged):
-                for name in dirs + files:
-                    p = os.path.join(root, name)
-                    if not os.path.islink(p):
-                        os.chmod(p, 0o755 if name in dirs or os.access(p, os.X_OK) else 0o644)
-            os.chmod(staged, 0o755)
-            (staged / ".sockdrill-ready").touch()
-            staged.rename(target)
-            shutil.rmtree(tmp, ignore_errors=True)
-    if not reachable_by(target, user):
-        raise AgentError(f"the cache directory {cache_dir} is not reachable by the agent user '{user}' (a parent "
-                         "folder is private); set SOCKDRILL_CACHE_DIR to a folder such as /var/cache/sockdrill")
-    return target / "bin" / exe.name, env
 
 
 def build_sdk(dest: Path) -> Path:

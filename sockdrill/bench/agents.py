@@ -75,6 +75,62 @@ variants:
                    propagation: [catalogue-db, catalogue, front-end]}
     remediation: [{tool: set_limits, args: {service: catalogue-db, clear: true}, wait_s: 2}]
 """,
+    # Kinds the catalogue never uses (HTTP aborts, CPU stress, a frozen pod), on yet other targets. Only
+    # their symptoms were checked to appear (the fault must hurt); no agent was ever tuned on them.
+    """
+id: held-carts-aborts
+version: 1
+title: Carts answer errors
+journey: cart
+impact: Adding to the basket fails for many shoppers.
+slo: [{journey: cart, sli: error_rate, below: 0.01}]
+symptom: {any: [{journey: cart, sli: error_rate, above: 0.05}]}
+load: {journeys: {cart: 4, browse: 2}, users: 8, spawn_rate: 20}
+variants:
+  - id: carts-http-503
+    title: half of the calls to carts get a 503
+    cause: carts answers 503 to half of its requests
+    faults: [{kind: http.abort, target: front-end->carts, params: {code: 503, probability: 0.5}, duration: 10m}]
+    ground_truth: {root_cause: [carts], category: dependency_failure, propagation: [carts, front-end]}
+    remediation: [{tool: restart, args: {service: carts}, wait_s: 2}]
+""",
+    """
+id: held-catalogue-cpu
+version: 1
+title: Browsing is slow
+journey: browse
+impact: Product pages take seconds to load.
+slo: [{journey: browse, sli: latency_p95, below: 1.0}]
+symptom: {any: [{journey: browse, sli: latency_p95, above: 1.5}]}
+load: {journeys: {browse: 4, login: 1}, users: 8, spawn_rate: 20}
+variants:
+  - id: catalogue-cpu-hog
+    title: a CPU hog inside the catalogue pod, under a small CPU limit
+    cause: CPU-bound work inside the catalogue pod takes its CPU allowance
+    faults:
+      - {kind: resource.limit, target: catalogue, params: {cpu: 150m}, duration: 10m}
+      - {kind: stress.cpu, target: catalogue, params: {workers: 2, load: 100}, duration: 10m}
+    ground_truth: {root_cause: [catalogue], category: resource_saturation, propagation: [catalogue, front-end]}
+    remediation: [{tool: restart, args: {service: catalogue}, wait_s: 2},
+                  {tool: set_limits, args: {service: catalogue, clear: true}, wait_s: 2}]
+""",
+    """
+id: held-orders-frozen
+version: 1
+title: Checkout hangs
+journey: checkout
+impact: Placing an order times out.
+slo: [{journey: checkout, sli: error_rate, below: 0.01}]
+symptom: {any: [{journey: checkout, sli: error_rate, above: 0.05}, {journey: checkout, sli: latency_p95, above: 3.0}]}
+load: {journeys: {checkout: 3, browse: 2}, users: 8, spawn_rate: 20}
+variants:
+  - id: orders-paused
+    title: the orders pod is frozen
+    cause: every process of the orders pod stopped (SIGSTOP) and answers nothing
+    faults: [{kind: pod.pause, target: orders, duration: 10m}]
+    ground_truth: {root_cause: [orders], category: process_crash, propagation: [orders, front-end]}
+    remediation: [{tool: restart, args: {service: orders}, wait_s: 3}]
+""",
 ]
 
 

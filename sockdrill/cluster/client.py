@@ -116,9 +116,10 @@ def up(
         if spec.host_port and port_in_use(spec.host_port):
             raise ClusterError(f"port {spec.host_port} (for {spec.name}) is already in use; pick another with --port")
     if fresh:
-        from sockdrill.cluster.stores import purge_relocated
+        from sockdrill.cluster import podrun, stores
 
-        purge_relocated(data_dir)
+        stores.purge_relocated(data_dir)
+        podrun.purge_relocated(data_dir)
         for sub in ("stores", "logs", "runs"):
             shutil.rmtree(data_dir / sub, ignore_errors=True)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -229,9 +230,10 @@ def down(data_dir: Path | None = None, timeout: float = 30.0, purge: bool = Fals
     done.extend(sweep(data_dir))
     (state_dir(data_dir) / "config.json").unlink(missing_ok=True)
     if purge:
-        from sockdrill.cluster.stores import purge_relocated
+        from sockdrill.cluster import podrun, stores
 
-        purge_relocated(data_dir)
+        stores.purge_relocated(data_dir)
+        podrun.purge_relocated(data_dir)
         for name in PURGED:
             path = data_dir / name
             if path.is_dir() and not path.is_symlink():

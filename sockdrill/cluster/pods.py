@@ -7,7 +7,6 @@ import contextlib
 import os
 import pwd
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from sockdrill.cluster import stores
+from sockdrill.cluster import podrun, stores
 from sockdrill.cluster.cgroups import PodCgroup
 from sockdrill.cluster.state import process_start_time
 
@@ -103,7 +102,9 @@ class Pod:
         # must start in a folder it can reach (a relocated cluster's own, never a private parent).
         if self.kind == "postgres":
             return os.path.realpath(self.store_dir / "pgdata")
-        return str(self.store_dir if self.kind != "service" else self.runtime.data_dir)
+        if self.kind == "service":
+            return str(self.runtime.service_dirs.get(self.deployment.spec.name, self.runtime.data_dir))
+        return str(self.store_dir)
 
     @property
     def kind(self) -> str:
@@ -125,7 +126,15 @@ class Pod:
         if spec.kind == "redis":
             return stores.redis_command(self.store_dir, self.port), env, None
         env.update(self.runtime.pod_env(self.deployment, self))
-        return [sys.executable, "-m", "sockdrill.shop", spec.module or spec.name], env, None
+        user = self.runtime.pod_user
+        argv, extra = podrun.command(spec.module or spec.name, user, self.runtime.cache_dir)
+        env.update(extra)
+        if user is not None:
+            env["HOME"] = env["SOCKDRILL_POD_DIR"]  # not root's home
+            for key in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV"):
+                if key not in extra:
+                    env.pop(key, None)  # the operator's interpreter settings are not the copy's
+        return argv, env, user
 
     # ---- lifecycle --------------------------------------------------------------------
     def launch(self) -> None:

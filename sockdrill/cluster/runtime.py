@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from sockdrill.cluster import stores
+from sockdrill.cluster import podrun, stores
 from sockdrill.cluster.admin import ADMIN_HEADER, ADMIN_TOKEN_ENV, TELEMETRY_TOKEN_ENV
 from sockdrill.cluster.cgroups import CgroupManager
 from sockdrill.cluster.mesh import Backend, Edge, Mesh, Protocol
@@ -147,6 +147,8 @@ class Runtime:
         self.extra_env = dict(pod_env or {})
         self.admin_token = secrets.token_hex(16)
         self.telemetry_token = secrets.token_hex(16)  # pods' and the runtime's /metrics, the recorder's API
+        self.pod_user: str | None = None  # who service pods run as (podrun.py); set at start
+        self.service_dirs: dict[str, Path] = {}  # deployment → the real path of its durable folder
         self.deployments = {s.name: Deployment(self, s) for s in specs}
         for spec in specs:
             for dest in spec.calls:
@@ -193,9 +195,15 @@ class Runtime:
             private_dir(self.data_dir / sub)
         (self.data_dir / "stores").mkdir(exist_ok=True)
         os.chmod(self.data_dir / "stores", 0o711)
+        # Service pods run as their own user when we are root (podrun.py), each deployment's durable folder
+        # theirs; the interpreter and code they need are found or copied before any pod starts.
+        self.pod_user = await asyncio.get_running_loop().run_in_executor(None, podrun.pod_user)
         for dep in self.deployments.values():
             if dep.spec.kind == "service" and not dep.external:
-                private_dir(self.data_dir / "stores" / dep.name)
+                self.service_dirs[dep.name] = podrun.state_dir(self.data_dir / "stores" / dep.name, self.pod_user)
+        if self.pod_user and any(d.spec.kind == "service" for d in self.deployments.values()):
+            await asyncio.get_running_loop().run_in_executor(None, podrun.command, "front-end", self.pod_user,
+                                                             self.cache_dir)
         embedded = [d.name for d in self.deployments.values() if d.spec.is_store and not d.external]
         self.credentials = await asyncio.get_running_loop().run_in_executor(
             None, stores.store_credentials, self.data_dir, embedded)
@@ -285,7 +293,7 @@ class Runtime:
             "SOCKDRILL_KNOBS": json.dumps(dep.spec.knobs),
             # Durable state of a service (e.g. the payment gateway's ledger) is per deployment, so it
             # outlives any one pod (replaced pods get new names) and replicas share it.
-            "SOCKDRILL_POD_DIR": str(self.data_dir / "stores" / dep.name),
+            "SOCKDRILL_POD_DIR": str(self.service_dirs.get(dep.name, self.data_dir / "stores" / dep.name)),
         })
         for dest in dep.spec.calls:
             env[url_env_name(dest)] = self.edge_url(dep.name, dest)

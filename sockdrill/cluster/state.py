@@ -210,6 +210,8 @@ def security_report(data_dir: Path) -> dict[str, Any]:
         paths.append(_path_check(sdir / name, what, False))
     paths.append(_path_check(data_dir / "runs", "run folders (journals, telemetry)", True))
     paths.append(_path_check(data_dir / "logs", "pod logs", True))
+    for state in sorted((data_dir / "stores").glob("*/state")):
+        paths.append(_path_check(Path(os.path.realpath(state)), f"service state ({state.parent.name})", True))
     for conf in sorted((data_dir / "stores").glob("*/redis/redis.conf")):
         paths.append(_path_check(conf.parent, f"Redis data ({conf.parent.parent.name})", True))
         paths.append(_path_check(conf, f"Redis ACLs ({conf.parent.parent.name})", False))
@@ -227,8 +229,8 @@ def security_report(data_dir: Path) -> dict[str, Any]:
     config = read_json(sdir / "config.json") or {}
     kinds = {d.get("name"): d.get("kind", "service") for d in config.get("deployments", []) if isinstance(d, dict)}
     creds = read_json(sdir / stores.CREDENTIALS_FILE) or {}
-    secrets = [runtime.get("token")] + [pw for entry in creds.values() if isinstance(entry, dict)
-                                        for pw in entry.values()]
+    secrets = [runtime.get("token"), runtime.get("telemetry_token")]
+    secrets += [pw for entry in creds.values() if isinstance(entry, dict) for pw in entry.values()]
     secrets = [s for s in secrets if isinstance(s, str) and len(s) >= 16]
     processes: list[dict[str, Any]] = []
     sup = runtime.get("supervisor") or {}
@@ -249,9 +251,12 @@ def security_report(data_dir: Path) -> dict[str, Any]:
             problems.append(f"{proc['name']} ({proc['role']}) runs as {proc['user']}, not {store_user}")
         if any(secret in line for line in proc.pop("cmdlines") for secret in secrets):
             problems.append(f"{proc['name']} (pid {proc['pid']}) has a secret on its command line")
-    if os.geteuid() == 0 and any(p["role"] == "service" for p in processes):
-        notes.append("service pods run as root: the virtualenv's interpreter is not reachable by another "
-                     "user without loosening the operator's folders (README, 'Security model')")
+    if os.geteuid() == 0:
+        as_root = [p["name"] for p in processes if p["role"] == "service" and p["user"] == "root"]
+        if as_root and os.environ.get("SOCKDRILL_PODS_AS_ROOT", "").strip() == "1":
+            notes.append(f"service pods run as root on request (SOCKDRILL_PODS_AS_ROOT=1): {', '.join(as_root)}")
+        elif as_root:
+            problems.append(f"service pods run as root: {', '.join(as_root)} (they should run as sockdrill-pods)")
     return {"data_dir": str(data_dir), "paths": paths, "processes": processes, "problems": problems,
             "notes": notes, "ok": not problems}
 

@@ -83,7 +83,7 @@ def test_scale_to_two_both_pods_get_traffic_through_mesh(shop: Shop) -> None:
         asyncio.run(burst())
         counts = []
         for pod in shop.describe("catalogue")["pods"]:
-            text = _get_text(f"http://127.0.0.1:{pod['port']}/metrics")
+            text = _get_text(f"http://127.0.0.1:{pod['port']}/metrics", shop.telemetry)
             counts.append(_sum_metric(text, "http_request_duration_seconds_count", 'path="/catalogue"'))
         assert len(counts) == 2 and all(c > 0 for c in counts), counts
     finally:
@@ -91,10 +91,10 @@ def test_scale_to_two_both_pods_get_traffic_through_mesh(shop: Shop) -> None:
     assert shop.describe("catalogue")["replicas"] == 1
 
 
-def _get_text(url: str) -> str:
+def _get_text(url: str, headers: dict[str, str] | None = None) -> str:
     import urllib.request
 
-    with urllib.request.urlopen(url, timeout=5) as resp:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as resp:
         return resp.read().decode()
 
 
