@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from sockdrill.cluster import pycopy
-from sockdrill.cluster.stores import _ids, _move_regular_file, reachable_by, system_user
+from sockdrill.cluster.stores import _move_regular_file, hand_over, private_home, system_user
 
 POD_USER = "sockdrill-pods"
 RELOCATED_PODS = Path("/var/lib/sockdrill-pods")  # service state the pods' user could not reach in place
@@ -51,33 +51,11 @@ def state_dir(folder: Path, user: str | None) -> Path:
         os.chmod(folder, 0o700)
         return folder
     os.chmod(folder, 0o711)  # root's, traversable: the pods' user reaches its own state inside
-    link = folder / "state"
-    if link.is_symlink() or not reachable_by(folder, user):
-        real = _relocated(folder)
-        for parent in (RELOCATED_PODS, real.parent):
-            parent.mkdir(mode=0o711, exist_ok=True)
-            os.chmod(parent, 0o711)
-        real.mkdir(mode=0o700, exist_ok=True)
-        if not link.is_symlink():
-            if link.is_dir():  # in place until now: the data dir became private since
-                for item in list(link.iterdir()):
-                    if not (real / item.name).exists():
-                        _move_regular_file(item, real / item.name)
-                shutil.rmtree(link, ignore_errors=True)
-            link.symlink_to(real, target_is_directory=True)
-    else:
-        real = link
-        real.mkdir(mode=0o700, exist_ok=True)
+    real = private_home(folder / "state", _relocated(folder), RELOCATED_PODS, user)
     for item in list(folder.iterdir()):  # an older version kept its files right in the root-owned folder
         if item.name != "state" and item.is_file() and not item.is_symlink() and not (real / item.name).exists():
             _move_regular_file(item, real / item.name)
-    os.chmod(real, 0o700)
-    ids = _ids(user)
-    if ids is not None:
-        os.lchown(real, *ids)
-        for entry in os.scandir(real):
-            if entry.stat(follow_symlinks=False).st_uid != ids[0]:
-                os.lchown(entry.path, *ids)
+    hand_over(real, user)
     return real
 
 

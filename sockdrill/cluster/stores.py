@@ -524,32 +524,31 @@ def _move_regular_file(src: Path, dst: Path) -> None:
     src.unlink()
 
 
-def redis_data_dir(store_dir: Path, user: str | None) -> Path:
-    """``stores/<pod>/redis``, owned by the server's user and 0700: in place when that user can reach
-    it, else a symlink to a folder of its own under RELOCATED_REDIS. Data of an older version (in the pod
-    folder itself, root's) moves in. Nothing here follows a link inside a folder the server's user owns
-    (no recursive chown: ``lchown`` of the folder and of its own entries only)."""
-    link = store_dir / "redis"
-    store_dir.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or (user and not reachable_by(store_dir, user)):
-        real = _relocated_redis_home(store_dir)
-        for folder in (RELOCATED_REDIS, real.parent):
+def private_home(link: Path, relocated: Path, base: Path, user: str | None) -> Path:
+    """A folder of ``user``'s at ``link`` (its real path returned): in place when ``user`` can reach
+    ``link``'s parent, else ``relocated`` (under ``base``, root's and 0711) with ``link`` a symlink to it.
+    A folder that was in place before and must move now (the data dir became private) moves its plain
+    files along. Call ``hand_over`` once its contents are in."""
+    if link.is_symlink() or (user and not reachable_by(link.parent, user)):
+        for folder in (base, relocated.parent):
             folder.mkdir(mode=0o711, exist_ok=True)
             os.chmod(folder, 0o711)
-        real.mkdir(mode=0o700, exist_ok=True)
+        relocated.mkdir(mode=0o700, exist_ok=True)
         if not link.is_symlink():
-            if link.is_dir():  # in place until now: the data dir became private since
+            if link.is_dir():
                 for item in list(link.iterdir()):
-                    if not (real / item.name).exists():
-                        _move_regular_file(item, real / item.name)
+                    if not (relocated / item.name).exists():
+                        _move_regular_file(item, relocated / item.name)
                 shutil.rmtree(link, ignore_errors=True)
-            link.symlink_to(real, target_is_directory=True)
-    else:
-        real = link
-        real.mkdir(mode=0o700, exist_ok=True)
-    for old in ("appendonly.aof", "dump.rdb"):  # an older version's layout, in the root-owned pod folder
-        if (store_dir / old).is_file() and not (real / old).exists():
-            _move_regular_file(store_dir / old, real / old)
+            link.symlink_to(relocated, target_is_directory=True)
+        return relocated
+    link.mkdir(mode=0o700, exist_ok=True)
+    return link
+
+
+def hand_over(real: Path, user: str | None) -> None:
+    """0700 and ``user``'s: the folder and its own entries (``lchown``, never through a link, never
+    recursive: nothing root does here can be steered by a link the user planted)."""
     os.chmod(real, 0o700)  # real's parent is root's: real itself cannot have been swapped for a link
     ids = _ids(user)
     if ids is not None:
@@ -557,6 +556,18 @@ def redis_data_dir(store_dir: Path, user: str | None) -> Path:
         for entry in os.scandir(real):
             if entry.stat(follow_symlinks=False).st_uid != ids[0]:
                 os.lchown(entry.path, *ids)
+
+
+def redis_data_dir(store_dir: Path, user: str | None) -> Path:
+    """``stores/<pod>/redis``, owned by the server's user and 0700: in place when that user can reach
+    it, else a symlink to a folder of its own under RELOCATED_REDIS (``private_home``). Data of an older
+    version (in the pod folder itself, root's) moves in."""
+    store_dir.mkdir(parents=True, exist_ok=True)
+    real = private_home(store_dir / "redis", _relocated_redis_home(store_dir), RELOCATED_REDIS, user)
+    for old in ("appendonly.aof", "dump.rdb"):  # an older version's layout, in the root-owned pod folder
+        if (store_dir / old).is_file() and not (real / old).exists():
+            _move_regular_file(store_dir / old, real / old)
+    hand_over(real, user)
     return real
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sockdrill.cluster import podrun, pycopy
+from sockdrill.cluster import podrun, pycopy, stores
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="running pods as another user needs root")
 
@@ -78,7 +78,7 @@ def test_a_deployments_state_is_the_pods_users(user: str, open_tmp: Path, mode: 
     assert (folder / "state").is_symlink() is relocated
     assert (podrun.RELOCATED_PODS in real.parents) is relocated
     st = real.stat()
-    assert stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == podrun._ids(user)[0]  # type: ignore[index]
+    assert stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == stores._ids(user)[0]  # type: ignore[index]
     assert (real / "ledger.sqlite").read_text() == "kept" and not (folder / "ledger.sqlite").exists()
     assert (real / "ledger.sqlite").stat().st_uid == st.st_uid
     assert podrun.state_dir(folder, user) == real  # stable across starts
