@@ -4,6 +4,7 @@ queries, caches, payments, the queue, the gateway). Every call is audited; only 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections.abc import Callable
@@ -21,8 +22,10 @@ from sockdrill.agents.toolkit import (
     _redis_errors,
     _s,
 )
-from sockdrill.errors import SockdrillError, ToolError
+from sockdrill.errors import SockdrillError, ToolError, did_you_mean
 
+REDIS_POLICIES = frozenset({"noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru",
+                            "volatile-lfu", "volatile-random", "volatile-ttl"})
 
 class ActRoom(ToolsBase):
     # ---- act --------------------------------------------------------------------------------
@@ -127,6 +130,14 @@ class ActRoom(ToolsBase):
         sql = (f"CREATE {'UNIQUE ' if unique else ''}INDEX IF NOT EXISTS {index} ON {table} ({', '.join(cols)})")
 
         async def go(conn: Any) -> dict[str, Any]:
+            have = {r["column_name"] for r in await conn.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = ANY(current_schemas(false)) "
+                "AND table_name = $1", table)}
+            if not have:
+                raise ToolError(f"{service} has no table '{table}'")
+            if set(cols) - have:
+                raise ToolError(f"table '{table}' has no column {', '.join(sorted(set(cols) - have))}"
+                                + did_you_mean(sorted(set(cols) - have)[0], have))
             if await conn.fetchval("SELECT 1 FROM pg_indexes WHERE indexname = $1", index):
                 return {"created": None, "exists": index, "changed": False}
             started = time.perf_counter()
@@ -147,6 +158,12 @@ class ActRoom(ToolsBase):
         index = _ident(name, "name")
 
         async def go(conn: Any) -> dict[str, Any]:
+            backs = await conn.fetchval(
+                "SELECT conname FROM pg_constraint WHERE conindid = (SELECT oid FROM pg_class WHERE relname = $1 "
+                "AND relkind = 'i' LIMIT 1)", index)
+            if backs:
+                raise ToolError(f"index '{index}' enforces the constraint '{backs}' (a primary or unique key): "
+                                "it is not dropped")
             existed = bool(await conn.fetchval("SELECT 1 FROM pg_indexes WHERE indexname = $1", index))
             await conn.execute(f"DROP INDEX IF EXISTS {index}")
             return {"dropped": index if existed else None, "changed": existed}
@@ -161,6 +178,9 @@ class ActRoom(ToolsBase):
         service: the database deployment
         min_duration_s: only queries running at least this long
         """
+        if not math.isfinite(min_duration_s) or not 0 <= min_duration_s <= 86400:
+            raise ToolError(f"min_duration_s must be between 0 and 86400 seconds, got {min_duration_s!r}")
+
         async def go(conn: Any) -> dict[str, Any]:
             rows = await conn.fetch(
                 "SELECT pid, left(query, 120) AS query, now() - query_start AS age FROM pg_stat_activity "
@@ -193,18 +213,30 @@ class ActRoom(ToolsBase):
         maxmemory: the new limit, e.g. 64mb; 0 removes it
         policy: noeviction, allkeys-lru, allkeys-lfu, volatile-lru, ...
         """
-        r = self._redis(service)
-        if not re.fullmatch(r"\d+(b|kb|mb|gb)?", maxmemory.strip().lower()):
+        # Every argument is checked before anything changes: a bad policy must not leave a new limit behind.
+        size = maxmemory.strip().lower()
+        m = re.fullmatch(r"(\d+)(b|kb|mb|gb)?", size)
+        if not m:
             raise ToolError(f"maxmemory must look like 64mb or 0, got {maxmemory!r}")
+        scale = {"b": 1, None: 1, "kb": 1024, "mb": 1 << 20, "gb": 1 << 30}[m.group(2)]
+        if 0 < int(m.group(1)) * scale < 1 << 20:
+            raise ToolError(f"maxmemory must be 0 (no limit) or at least 1mb, got {maxmemory!r}")
+        if policy and policy not in REDIS_POLICIES:
+            raise ToolError(f"policy must be one of {', '.join(sorted(REDIS_POLICIES))}, got {policy!r}")
+        r = self._redis(service)
 
         def current() -> tuple[str, str]:
             policy_now = r.config_get("maxmemory-policy")["maxmemory-policy"]
             return _s(r.config_get("maxmemory")["maxmemory"]), _s(policy_now)
 
         before = current()
-        r.config_set("maxmemory", maxmemory.strip().lower())
+        r.config_set("maxmemory", size)
         if policy:
-            r.config_set("maxmemory-policy", policy)
+            try:
+                r.config_set("maxmemory-policy", policy)
+            except Exception:
+                r.config_set("maxmemory", before[0])  # all or nothing
+                raise
         after = current()
         return {"maxmemory": after[0], "policy": after[1], "changed": after != before}
 

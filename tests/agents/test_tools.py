@@ -169,6 +169,29 @@ def test_audit_log_records_every_call(tools: Tools) -> None:
     assert tools.submission is not None and tools.submission.root_causes == ["user"]
 
 
+def test_a_tool_checks_every_argument_before_it_changes_anything(tools: Tools) -> None:
+    """Issue 14 item 6, the calls that were found: resize_cache(maxmemory="2b", policy="x") left the new limit
+    behind unaudited (and 1b made /catalogue fail), cancel_queries(-1e308) and create_index on a missing
+    table printed tracebacks, drop_index could take a primary key. Each is a clear, audited refusal now,
+    and nothing changed."""
+    import redis as redis_lib
+
+    r = redis_lib.Redis.from_url(tools._address("session-db"), socket_timeout=5)
+    before = r.config_get("maxmemory")["maxmemory"], r.config_get("maxmemory-policy")["maxmemory-policy"]
+    calls = [("resize_cache", {"service": "session-db", "maxmemory": "2b", "policy": "x"}, "at least 1mb"),
+             ("resize_cache", {"service": "session-db", "maxmemory": "64mb", "policy": "x"}, "policy must be"),
+             ("cancel_queries", {"service": "user-db", "min_duration_s": -1e308}, "between 0 and"),
+             ("create_index", {"service": "user-db", "table": "nope", "columns": ["x"]}, "no table 'nope'"),
+             ("create_index", {"service": "user-db", "table": "customers", "columns": ["usernme"]}, "no column"),
+             ("drop_index", {"service": "catalogue-db", "name": "sock_pkey"}, "enforces the constraint")]
+    for name, args, why in calls:
+        res = tools.call(name, **args)
+        assert res["ok"] is False and why in res["error"], (name, res)
+    assert (r.config_get("maxmemory")["maxmemory"], r.config_get("maxmemory-policy")["maxmemory-policy"]) == before
+    audited = [x for x in tools.audit_records if x["kind"] == "act"]
+    assert [x["tool"] for x in audited] == [c[0] for c in calls] and not any(x["changed"] for x in audited)
+
+
 def test_cli_arguments_are_read_by_the_tool_s_schema() -> None:
     import typer
 
