@@ -3,6 +3,30 @@
 Each finding is attacked the way the review found it: as another local user (``nobody``, through
 ``setpriv``, running the system's Python with the standard library only, since the virtualenv is root's)
 or with a raw client, and each attack must be refused with the shop still healthy afterwards.
+
+Where each finding of the issue is attacked (here unless a module is named):
+1. control plane: ``test_nobody_cannot_read_the_token_or_any_state``, ``test_no_secret_on_any_command_line``,
+   ``test_env_refuses_what_changes_the_code_a_pod_runs``, ``test_state_files_are_created_private_never_chmod_after``
+   (``mcp.json`` too: tests/agents/test_mcp.py), pods as an unprivileged user:
+   ``test_a_service_pod_runs_unprivileged_and_reaches_only_its_own_state``; telemetry around the tools:
+   ``test_telemetry_answers_only_its_token``.
+2. Redis: ``test_redis_refuses_another_local_user``, ``test_redis_users_the_services_and_the_runtime``.
+3. an agent reaching for the answer: tests/scenarios/test_gaming.py ``test_the_peeker_learns_nothing``,
+   tests/agents/test_isolation.py.
+4. PostgreSQL: ``test_postgres_refuses_another_local_user``, ``test_postgres_services_role_owns_its_database_only``,
+   ``test_a_store_from_an_older_version_is_secured_on_its_next_start``.
+5. raw paths: tests/shop/test_frontend.py ``test_a_path_never_climbs_to_another_resource``, and every route of
+   every service in tests/shop/test_fuzz.py.
+6. unaudited changes: tests/agents/test_tools.py ``test_a_tool_checks_every_argument_before_it_changes_anything``,
+   ``test_audit_log_records_every_call``.
+7. a regex that stalls the recorder: tests/agents/test_tools.py
+   ``test_a_backtracking_regex_does_not_stall_the_recorder``.
+8. token comparison: constant-time everywhere (``secrets.compare_digest``/``hmac.compare_digest``); a timing
+   attack is not reproduced in a test (it would measure noise on a busy machine).
+9. non-finite knobs: tests/shop/test_knobs_finite.py.
+10. ``down`` and pid reuse: tests/cluster/test_state.py ``test_a_record_without_a_start_time_is_never_ours``.
+11. CLI arguments by schema: tests/agents/test_tools.py ``test_cli_arguments_are_read_by_the_tool_s_schema``.
+Reports: ``test_doctor_reports_modes_and_pod_users``, ``test_doctor_flags_what_an_older_version_left_open``.
 """
 
 from __future__ import annotations
