@@ -104,6 +104,14 @@ def python_for(user: str, cache_dir: Path) -> tuple[Path, dict[str, str]]:
     return target / "bin" / exe.name, {"PYTHONHOME": str(target), "LD_LIBRARY_PATH": str(target / "lib")}
 
 
+def _compile(root: Path) -> None:
+    """Byte-compile a copy once, as root: its user cannot write ``__pycache__`` there, and every pod start
+    would otherwise compile every module it imports again."""
+    import compileall
+
+    compileall.compile_dir(str(root), quiet=2, workers=1)
+
+
 def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -153,6 +161,7 @@ def site_for(user: str, cache_dir: Path) -> Path:
                 if src.is_file():
                     (staged / rel).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(src, staged / rel)
+        _compile(staged)
 
     _staged(cache_dir, target, ".pod-site.lock", build)
     _check_reachable(target, user, cache_dir)
@@ -178,6 +187,7 @@ def code_for(user: str, cache_dir: Path) -> Path:
 
     def build(staged: Path) -> None:
         shutil.copytree(pkg, staged / "sockdrill", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        _compile(staged)
 
     _staged(cache_dir, target, ".pod-code.lock", build)
     _check_reachable(target, user, cache_dir)
