@@ -28,8 +28,14 @@ def test_a_port_some_socket_holds_is_skipped(monkeypatch: pytest.MonkeyPatch) ->
         held.bind(("127.0.0.1", 0))
         taken = held.getsockname()[1]
         held.listen()
-        draws = iter([taken, taken + 1 if taken < 65535 else taken - 1])
-        monkeypatch.setattr(ports._rng, "randint", lambda _a, _b: next(draws))
+        real = ports._rng.randint
+        drawn: list[int] = []
+
+        def draw(a: int, b: int) -> int:  # the held port first, then the real draws
+            drawn.append(taken if not drawn else real(a, b))
+            return drawn[-1]
+
+        monkeypatch.setattr(ports._rng, "randint", draw)
         monkeypatch.setattr(ports, "ephemeral_range", lambda: (60000, 60999))  # so any port may be drawn
         monkeypatch.setattr(ports, "FLOOR", 1024)
-        assert ports.free_port() != taken
+        assert ports.free_port() != taken and drawn[0] == taken and len(drawn) >= 2
