@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
 from pathlib import Path
 
 from sockdrill.cluster import pycopy
-from sockdrill.cluster.stores import _move_regular_file, hand_over, private_home, system_user
+from sockdrill.cluster.stores import _move_regular_file, hand_over, private_home, purge_links, system_user
 
 POD_USER = "sockdrill-pods"
 RELOCATED_PODS = Path("/var/lib/sockdrill-pods")  # service state the pods' user could not reach in place
@@ -73,15 +72,4 @@ def command(module: str, user: str | None, cache_dir: Path) -> tuple[list[str], 
 
 def purge_relocated(data_dir: Path) -> list[Path]:
     """Remove the relocated state folders of ``data_dir``'s services."""
-    removed = []
-    for link in (data_dir / "stores").glob("*/state"):
-        if link.is_symlink():
-            target = Path(os.path.realpath(link))
-            if RELOCATED_PODS in target.parents:
-                shutil.rmtree(target, ignore_errors=True)
-                try:
-                    target.parent.rmdir()
-                except OSError:
-                    pass
-                removed.append(target)
-    return removed
+    return purge_links(data_dir, "state", RELOCATED_PODS)

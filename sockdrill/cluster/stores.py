@@ -415,26 +415,25 @@ def secure_pg_datadir(datadir: Path, cache_dir: Path) -> None:
     write_private(marker, digest + "\n", owner)
 
 
-def purge_relocated(data_dir: Path) -> list[Path]:
-    """Remove the clusters of ``data_dir``'s stores that live outside it (see ``prepare_pg_datadir``)."""
+def purge_links(data_dir: Path, name: str, base: Path) -> list[Path]:
+    """Remove the folders under ``base`` that ``DATA_DIR/stores/*/<name>`` links point at (a relocated
+    store's or service's data), and each shop's folder there once it is empty."""
     removed = []
-    for link in (data_dir / "stores").glob("*/pgdata"):
+    for link in (data_dir / "stores").glob(f"*/{name}"):
         if link.is_symlink():
             target = Path(os.path.realpath(link))
-            if RELOCATED_PGDATA in target.parents:
+            if base in target.parents:
                 shutil.rmtree(target, ignore_errors=True)
                 with contextlib.suppress(OSError):
-                    target.parent.rmdir()  # the shop's folder, once its last store is gone
-                removed.append(target)
-    for link in (data_dir / "stores").glob("*/redis"):
-        if link.is_symlink():
-            target = Path(os.path.realpath(link))
-            if RELOCATED_REDIS in target.parents:
-                shutil.rmtree(target, ignore_errors=True)
-                with contextlib.suppress(OSError):
-                    target.parent.rmdir()
+                    target.parent.rmdir()  # the shop's folder, once its last one is gone
                 removed.append(target)
     return removed
+
+
+def purge_relocated(data_dir: Path) -> list[Path]:
+    """Remove the clusters and Redis data of ``data_dir``'s stores that live outside it
+    (see ``prepare_pg_datadir`` and ``redis_data_dir``)."""
+    return purge_links(data_dir, "pgdata", RELOCATED_PGDATA) + purge_links(data_dir, "redis", RELOCATED_REDIS)
 
 
 def postgres_command(datadir: Path, port: int, cache_dir: Path | None = None) -> list[str]:
