@@ -222,8 +222,11 @@ def test_telemetry_answers_only_its_token(shop: Shop) -> None:
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert b"http_request_duration_seconds" in resp.read()
     assert wait_for(lambda: all(t["up"] for t in _json(rec + "/api/targets", shop.telemetry)), timeout=30)
-    names = _json(rec + "/api/names", shop.telemetry)
-    assert "http_request_duration_seconds_count" in names and "nobody_was_here" not in names
+    # A pod's own series appear once it has served a request and been scraped with the token.
+    urllib.request.urlopen(shop.url + "/catalogue?size=1", timeout=10).read()
+    names = wait_for(lambda: (n := _json(rec + "/api/names", shop.telemetry))
+                     and "http_request_duration_seconds_count" in n and n, timeout=30)
+    assert "nobody_was_here" not in names
 
 
 SITECUSTOMIZE = "open({marker!r}, 'w').write(str(__import__('os').getuid()))\n"
