@@ -18,7 +18,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check sockdrill tests
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=20
 
 lint: install
 	$(BIN)/ruff check sockdrill tests

@@ -204,6 +204,18 @@ def status(data_dir: DataDir = None,
     console.print(table)
 
 
+@app.command("admin-panel")
+def admin_panel(data_dir: DataDir = None) -> None:
+    """Where the shop's staff admin panel is and its login (the operator's: read from state/runtime.json)."""
+    rc = _connect(data_dir)
+    staff = rc.record.get("staff") or {}
+    url = rc.record.get("front_end_url")
+    if not staff.get("password") or not url:
+        raise fail("this shop has no staff login recorded (it was started by an older sockdrill: restart it)")
+    console.print(f"{url}/admin.html  user [bold]{staff.get('username', 'admin')}[/bold]  password "
+                  f"[bold]{staff['password']}[/bold]", markup=True, highlight=False)
+
+
 @app.command()
 def doctor(data_dir: DataDir = None,
            json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
@@ -377,12 +389,19 @@ def demo(
 @app.command()
 def bench(
     what: Annotated[str, typer.Argument(help="runtime | shop | load | chaos | recorder | tracing | agents | "
-                                        "scenarios | validity | soak | all")] = "all",
+                                        "scenarios | validity | soak | all | rcaeval")] = "all",
+    runs: Annotated[list[Path] | None, typer.Argument(help="rcaeval: the run directories to rank")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     duration: Annotated[float, typer.Option(help="seconds per measurement", min=1, max=600)] = 5.0,
+    python: Annotated[str | None, typer.Option(help="rcaeval: an interpreter that has RCAEval (see "
+                                               "sockdrill/bench/rcaeval.py for how to make one)")] = None,
 ) -> None:
     """Measure the figures in the README on this machine."""
     from sockdrill.bench import BENCHES, run_benches
+
+    if what == "rcaeval":
+        _bench_rcaeval(runs or [], python, json_out)
+        return
 
     names = list(BENCHES) if what == "all" else [what]
     for name in names:
@@ -396,6 +415,32 @@ def bench(
         raise fail(str(exc)) from None
     if json_out:
         console.print_json(json.dumps(results, default=str))
+
+
+def _bench_rcaeval(runs: list[Path], python: str | None, json_out: bool) -> None:
+    from sockdrill.bench.rcaeval import METHODS
+    from sockdrill.bench.rcaeval import bench as rcaeval
+
+    if not runs or not python:
+        raise fail("bench rcaeval needs run directories and --python (an interpreter that has RCAEval)", 2)
+    missing = [str(r) for r in runs if not (r / "journal.json").is_file()]
+    if missing:
+        raise fail(f"not run directories (no journal.json): {', '.join(missing)}", 2)
+    try:
+        results = rcaeval(runs, python)
+    except SockdrillError as exc:
+        raise fail(str(exc)) from None
+    if json_out:
+        console.print_json(json.dumps(results, default=str))
+        return
+    table = Table(title=f"RCAEval's methods on {len(results['runs'])} fault runs")
+    for col in ("part", "runs", *(f"{m} AC@1 / AC@3" for m in METHODS)):
+        table.add_column(col)
+    for part, row in results["summary"].items():
+        table.add_row(part, str(row["runs"]), *(f"{row[m]['ac1']} / {row[m]['ac3']}"
+                                                + (f" ({row[m]['failed']} failed)" if row[m]["failed"] else "")
+                                                for m in METHODS))
+    console.print(table)
 
 
 app.command("load")(load_command)

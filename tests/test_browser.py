@@ -113,3 +113,143 @@ def shop_journey(pg: Any, base: str) -> None:
 
 def test_log_in_add_sock_check_out(shop: Any, page: Any) -> None:
     shop_journey(page, shop.url)
+
+
+def test_profile_page_saves_validates_and_reports_a_conflict(shop: Any, page: Any) -> None:
+    """Scenario 9's page: a new customer fills in phone and home address, saves, sees them after a reload;
+    a bad phone is refused with its reason; a save based on a version another session replaced is refused."""
+    import uuid
+
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
+    username = f"prof{uuid.uuid4().hex[:8]}"
+    page.goto(shop.url + "/")
+    status = page.evaluate(
+        "(u) => fetch('/register', {method: 'POST', credentials: 'same-origin', headers: {'Content-Type': "
+        "'application/json'}, body: JSON.stringify({username: u, password: 'pw', firstName: 'Pat', "
+        "lastName: 'Profile', email: u + '@example.com'})}).then(r => r.status)", username)
+    assert status == 200
+    page.goto(shop.url + "/profile.html")
+    expect(page.locator("#profile-firstName")).to_have_value("Pat")
+    page.fill("#profile-phone", "+44 20 7946 0018")
+    for field, value in (("number", "221b"), ("street", "Baker Street"), ("city", "London"),
+                         ("postcode", "NW1 6XE"), ("country", "UK")):
+        page.fill(f"#profile-address-{field}", value)
+    page.click("#profile-save")
+    expect(page.locator("#profile-status")).to_have_text("Profile saved.")
+    page.reload()
+    expect(page.locator("#profile-phone")).to_have_value("+44 20 7946 0018")
+    expect(page.locator("#profile-address-city")).to_have_value("London")
+
+    page.fill("#profile-phone", "call me")
+    page.click("#profile-save")
+    expect(page.locator("#profile-status")).to_contain_text("'phone' is not a phone number")
+
+    page.reload()
+    expect(page.locator("#profile-lastName")).to_have_value("Profile")
+    saved = page.evaluate(
+        "fetch('/profile').then(r => r.json()).then(p => fetch('/profile', {method: 'PATCH', credentials: "
+        "'same-origin', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({lastName: "
+        "'Elsewhere', version: p.version})})).then(r => r.status)")
+    assert saved == 200  # another session saved first
+    page.fill("#profile-lastName", "Here")
+    page.click("#profile-save")
+    expect(page.locator("#profile-status")).to_contain_text("changed elsewhere")
+
+
+def test_admin_panel_changes_stock_that_shoppers_see(shop: Any, page: Any) -> None:
+    """Scenario 4's start: staff log in to the admin panel (the shop's own staff password) and change a sock's
+    stock; the product page shows the new stock. A customer's login does not open the panel."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
+    password = shop.client.record["staff"]["password"]
+    page.goto(shop.url + "/admin.html")
+    page.fill("#admin-username", "admin")
+    page.fill("#admin-password", "not-it")
+    page.click("#admin-login button[type=submit]")
+    expect(page.locator("#admin-error")).to_contain_text("refused")
+    page.fill("#admin-username", "admin")
+    page.fill("#admin-password", password)
+    page.click("#admin-login button[type=submit]")
+    first = page.locator("#admin-products tbody tr").first
+    expect(first).to_be_visible()
+    sock = first.get_attribute("data-id")
+    before = first.locator("input[name=count]").input_value()
+    try:
+        first.locator("input[name=count]").fill("7")
+        first.locator("button").click()
+        expect(first).to_contain_text("Saved.")
+        page.goto(shop.url + f"/detail.html?id={sock}")
+        expect(page.locator(".stock")).to_have_text("In stock (7 left)")
+    finally:
+        page.goto(shop.url + "/admin.html")
+        row = page.locator(f"#admin-products tbody tr[data-id='{sock}']")
+        row.locator("input[name=count]").fill(before)
+        row.locator("button").click()
+        expect(row).to_contain_text("Saved.")
+
+
+def test_a_returning_shopper_finds_the_basket_and_keeps_it_at_login(shop: Any, page: Any) -> None:
+    """Scenario 3's page: an anonymous shopper puts a sock in the basket, closes the tab, comes back: the basket
+    still holds it, and logging in merges it into the customer's basket. With sessions that expire before the
+    shopper is back (the session-ttl fault's knob), the basket they come back to is empty."""
+    import time
+    import uuid
+
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
+    username = f"back{uuid.uuid4().hex[:8]}"
+    other = page.context.browser.new_context()  # the account is made elsewhere: this browser stays anonymous
+    try:
+        assert other.request.post(shop.url + "/register", data={
+            "username": username, "password": "pw", "firstName": "Rita", "lastName": "Return",
+            "email": username + "@example.com"}).status == 200
+    finally:
+        other.close()
+
+    def leave_a_sock(tab: Any) -> str:
+        tab.goto(shop.url + "/")
+        tab.click("nav.mainnav >> text=Socks")
+        tile = tab.locator("#products .tile").first
+        name = tile.locator(".name").inner_text()
+        tile.locator(".name").click()
+        tab.click("#add-to-cart")
+        expect(tab.locator("#cart-count")).to_have_text("1 item(s) in cart")
+        tab.close()  # the shopper closes the tab; the browser keeps its cookies
+        return str(name)
+
+    def come_back() -> Any:
+        tab = page.context.new_page()
+        tab.goto(shop.url + "/")
+        tab.click("#cart-link")
+        return tab
+
+    name = leave_a_sock(page)
+    tab = come_back()
+    expect(tab.locator("#cart-count")).to_have_text("1 item(s) in cart")
+    lines = tab.locator("#basket-lines tbody tr")
+    expect(lines).to_have_count(1)
+    expect(lines.first).to_contain_text(name)
+    tab.click("#login-link")
+    tab.fill("#login-username", username)
+    tab.fill("#login-password", "pw")
+    tab.click("#login-dialog button[type=submit]")
+    expect(tab.locator("#account")).to_contain_text("Logged in as Rita Return")
+    tab.reload()
+    expect(lines).to_have_count(1)
+    expect(lines.first).to_contain_text(name)
+    tab.evaluate("fetch('/cart', {method: 'DELETE', credentials: 'same-origin'})")
+    page.context.clear_cookies()  # a new anonymous visitor for the second half
+
+    shop.post("/v1/config", {"deployment": "front-end", "knobs": {"session_ttl_s": 1}})
+    try:
+        leave_a_sock(tab)
+        time.sleep(2.5)  # away longer than the session lives
+        back = come_back()
+        expect(back.locator("#basket-lines")).to_contain_text("Your basket is empty.")
+        expect(back.locator("#cart-count")).to_have_text("0 items in cart")
+    finally:
+        shop.post("/v1/config/reset", {"deployment": "front-end"})

@@ -86,3 +86,19 @@ def test_status_and_actions_on_the_shared_shop(shop: Shop) -> None:
     assert "decline_over" not in shop.describe("payment")["knobs"]
     res = run("logs", "payment", "--grep", "GET /health", "--tail", "3", data_dir=shop.data_dir)
     assert res.returncode == 0 and res.stdout.count("\n") <= 3
+
+
+def test_admin_panel_prints_the_staff_login_that_works(shop: Shop) -> None:
+    import json
+    import urllib.request
+
+    assert_clean_error(run("admin-panel", data_dir=shop.data_dir.parent / "nothing-here"), "not up")
+    res = run("admin-panel", data_dir=shop.data_dir)
+    assert res.returncode == 0, res.stderr
+    password = shop.client.record["staff"]["password"]
+    assert f"{shop.url.rstrip('/')}/admin.html" in res.stdout and password in res.stdout
+    req = urllib.request.Request(shop.url.rstrip("/") + "/admin/login", method="POST",
+                                 data=json.dumps({"username": "admin", "password": password}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert json.loads(resp.read()) == {"username": "admin", "role": "admin"}

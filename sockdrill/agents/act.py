@@ -171,24 +171,103 @@ class ActRoom(ToolsBase):
         return self._pg(service, go)
 
     @tool("act")
-    def cancel_queries(self, service: str, min_duration_s: float = 5.0) -> dict[str, Any]:
-        """Terminate the database sessions whose current query has run longer than a threshold.
+    def cancel_queries(self, service: str, min_duration_s: float = 5.0, idle_in_transaction: bool = False
+                       ) -> dict[str, Any]:
+        """Terminate the database sessions whose current query has run longer than a threshold (and, with
+        idle_in_transaction, the sessions whose transaction has been open that long while they do nothing:
+        they hold their locks until they end).
 
         Args:
         service: the database deployment
-        min_duration_s: only queries running at least this long
+        min_duration_s: only queries (or idle transactions) at least this old
+        idle_in_transaction: also end sessions idle inside an open transaction
         """
         if not math.isfinite(min_duration_s) or not 0 <= min_duration_s <= 86400:
             raise ToolError(f"min_duration_s must be between 0 and 86400 seconds, got {min_duration_s!r}")
+        if not isinstance(idle_in_transaction, bool):
+            raise ToolError(f"idle_in_transaction must be true or false, got {idle_in_transaction!r}")
 
         async def go(conn: Any) -> dict[str, Any]:
             rows = await conn.fetch(
-                "SELECT pid, left(query, 120) AS query, now() - query_start AS age FROM pg_stat_activity "
-                "WHERE state = 'active' AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
-                "AND now() - query_start > make_interval(secs => $1)", float(min_duration_s))
-            killed = [r["pid"] for r in rows if await conn.fetchval("SELECT pg_terminate_backend($1)", r["pid"])]
-            return {"terminated": len(killed), "queries": sorted({r["query"] for r in rows})[:5],
+                "SELECT pid, usename, left(query, 120) AS query FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND ("
+                "(state = 'active' AND now() - query_start > make_interval(secs => $1)) OR "
+                "($2 AND state LIKE 'idle in transaction%' AND now() - xact_start > make_interval(secs => $1)))",
+                float(min_duration_s), idle_in_transaction)
+            killed = [r for r in rows if await conn.fetchval("SELECT pg_terminate_backend($1)", r["pid"])]
+            by_role: dict[str, int] = {}
+            for r in killed:
+                by_role[r["usename"]] = by_role.get(r["usename"], 0) + 1
+            return {"terminated": len(killed), "by_role": by_role, "queries": sorted({r["query"] for r in rows})[:5],
                     "changed": bool(killed)}
+
+        return self._pg(service, go)
+
+    @tool("act")
+    def limit_db_role(self, service: str, role: str, connections: int, end_sessions: bool = False
+                      ) -> dict[str, Any]:
+        """Set how many sessions a login role of a PostgreSQL datastore may open (0 blocks new logins,
+        -1 lifts the limit). Sessions already open stay unless end_sessions.
+
+        Args:
+        service: the database deployment
+        role: the login role (the user label of pg_stat_statements, usename in pg_stat_activity)
+        connections: the limit, -1 (none) to 10000
+        end_sessions: also end every session the role has open now
+        """
+        name = _ident(role, "role").lower()
+        if isinstance(connections, bool) or not isinstance(connections, int) or not -1 <= connections <= 10000:
+            raise ToolError(f"connections must be an integer from -1 (no limit) to 10000, got {connections!r}")
+
+        async def go(conn: Any) -> dict[str, Any]:
+            roles = {r["rolname"]: r for r in await conn.fetch(
+                "SELECT rolname, rolsuper, rolconnlimit FROM pg_roles WHERE rolcanlogin AND rolname NOT LIKE 'pg\\_%'")}
+            if name not in roles:
+                raise ToolError(f"{service} has no login role '{name}'" + did_you_mean(name, roles))
+            if roles[name]["rolsuper"]:
+                raise ToolError(f"'{name}' is a superuser (the operator's own login): a connection limit does not "
+                                "apply to it")
+            before = int(roles[name]["rolconnlimit"])
+            if before != connections:
+                await conn.execute(f'ALTER ROLE "{name}" CONNECTION LIMIT {int(connections)}')
+            ended = 0
+            if end_sessions:
+                ended = len([r for r in await conn.fetch(
+                    "SELECT pg_terminate_backend(pid) AS t FROM pg_stat_activity WHERE usename = $1 "
+                    "AND pid <> pg_backend_pid()", name) if r["t"]])
+            sessions = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE usename = $1", name)
+            return {"role": name, "connections": connections, "before": before, "sessions_ended": ended,
+                    "sessions_open": int(sessions), "changed": before != connections or ended > 0}
+
+        return self._pg(service, go)
+
+    @tool("act")
+    def drop_constraint(self, service: str, table: str, name: str) -> dict[str, Any]:
+        """Drop a CHECK constraint of a table in a PostgreSQL datastore (keys and foreign keys are refused: they
+        guard the data's shape).
+
+        Args:
+        service: the database deployment
+        table: the table
+        name: the constraint's name (pg_constraint.conname; a failing write's error names it)
+        """
+        _ident(table, "table")
+        con = _ident(name, "name")
+
+        async def go(conn: Any) -> dict[str, Any]:
+            rows = await conn.fetch(
+                "SELECT conname, contype::text AS contype FROM pg_constraint WHERE conrelid = to_regclass($1)", table)
+            if not rows and not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+                raise ToolError(f"{service} has no table '{table}'")
+            kinds = {r["conname"]: r["contype"] for r in rows}
+            if con not in kinds:
+                raise ToolError(f"table '{table}' has no constraint '{con}'" + did_you_mean(con, kinds))
+            if kinds[con] != "c":
+                raise ToolError(f"'{con}' is a primary, unique, foreign-key or exclusion constraint: it is not "
+                                "dropped")
+            await conn.execute("SET lock_timeout = '5s'")
+            await conn.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT "{con}"')
+            return {"dropped": con, "table": table, "changed": True}
 
         return self._pg(service, go)
 

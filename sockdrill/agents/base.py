@@ -40,6 +40,8 @@ BUILTIN = {
     # The baseline's loop with a statistical diagnosis (rca.py): measured beside it before either is the default.
     "rca": "sockdrill.agents.statistical:StatisticalBaseline",
     "llm": "sockdrill.agents.llm:LlmAgent",
+    # Automated remediation with guardrails (acts on a page, only when its checks agree): autopilot.py.
+    "autopilot": "sockdrill.agents.autopilot:Autopilot",
     # Gaming strategies (``gaming.py``): each must score ~0; the tests and ``bench agents`` prove it.
     "gaming-sleeper": "sockdrill.agents.gaming:Sleeper",
     "gaming-shotgun": "sockdrill.agents.gaming:Shotgun",
@@ -72,3 +74,21 @@ def load_agent(name: str, **options: Any) -> Any:
     if not callable(getattr(agent, "run", None)):
         raise AgentError(f"agent {ref} has no run(tools, incident) method")
     return agent
+
+
+def failing_slos(tools: Any) -> int | None:
+    """How many SLOs ``slo_status`` says are failing now (None when there is no SLO source)."""
+    res = tools.call("slo_status")
+    status = res.get("result") if res.get("ok") else None
+    return None if status is None else sum(1 for s in status.get("slos", []) if not s.get("holds", True))
+
+
+def settle(tools: Any, incident: Incident, verify_s: float) -> int | None:
+    """Wait until the SLOs hold (or ``verify_s`` passes, or the incident's time is nearly up); the number
+    still failing."""
+    deadline = time.time() + min(verify_s, max(0.0, incident.time_left() - 3))
+    failing = failing_slos(tools)
+    while failing and time.time() < deadline:
+        time.sleep(1.0)
+        failing = failing_slos(tools)
+    return failing

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sockdrill.agents.base import Incident
+from sockdrill.agents.base import Incident, failing_slos, settle
 
 LAT_FLOOR = 0.1       # seconds: p95s below this are noise, whatever their ratio
 GAP_MIN = 0.25        # seconds a call may lose on the way before it counts
@@ -156,10 +156,7 @@ class Baseline:
         return hard, soft, True
 
     def _failing(self, tools: Any) -> int | None:
-        status = self._ok(tools.call("slo_status"))
-        if status is None:
-            return None
-        return sum(1 for s in status.get("slos", []) if not s.get("holds", True))
+        return failing_slos(tools)
 
     # ---- diagnosis --------------------------------------------------------------------------------
     def diagnose(self, tools: Any, t0: float, kinds: dict[str, str], roles: dict[str, str],
@@ -386,7 +383,7 @@ class Baseline:
                          ("scale", {"service": top, "replicas": n})))
         elif cat == "resource_saturation":
             if kinds.get(top) == "postgres":
-                plan.append(("cancel_queries", {"service": top, "min_duration_s": 0.2}, None))
+                self._stop_runaway_queries(tools, incident, top)
             plan.append(("set_limits", {"service": top, "clear": True}, None))
         elif cat == "query_inefficiency" and kinds.get(top) == "postgres":
             col = self._scanned_column(tools, top, diag.scan_table[1] if diag.scan_table else None)
@@ -423,14 +420,30 @@ class Baseline:
         if self._failing(tools) == 0:
             tools.call("mitigation_done")
 
+    def _stop_runaway_queries(self, tools: Any, incident: Incident, db: str) -> None:
+        """End the long queries; if the same role sends them again a few seconds later, it is a client that
+        retries: block that role (and lift the block again if the SLOs got worse, e.g. it was the shop's)."""
+        first = self._ok(tools.call("cancel_queries", service=db, min_duration_s=0.2)) or {}
+        seen = first.get("by_role") or {}
+        if not seen or incident.time_left() < 10:
+            return
+        time.sleep(4.0)
+        again = self._ok(tools.call("cancel_queries", service=db, min_duration_s=0.2)) or {}
+        back = {r: n for r, n in (again.get("by_role") or {}).items() if r in seen}
+        if not back:
+            return
+        role = max(back, key=lambda r: back[r])
+        before = self._failing(tools)
+        res = tools.call("limit_db_role", service=db, role=role, connections=0, end_sessions=True)
+        if not res.get("ok"):
+            return
+        after = self._settle(tools, incident)
+        if before is not None and after is not None and after > before:
+            tools.call("limit_db_role", service=db, role=role, connections=-1)
+
     def _settle(self, tools: Any, incident: Incident) -> int | None:
         """Wait until the SLOs hold (or the verify time passes); the number still failing."""
-        deadline = time.time() + min(self.verify_s, max(0.0, incident.time_left() - 3))
-        failing = self._failing(tools)
-        while failing and time.time() < deadline:
-            time.sleep(1.0)
-            failing = self._failing(tools)
-        return failing
+        return settle(tools, incident, self.verify_s)
 
     def _scanned_column(self, tools: Any, db: str, table: str | None) -> tuple[str, str] | None:
         """The (table, column) of the busiest statement's equality filter on the scanned table."""

@@ -39,7 +39,8 @@ from sockdrill.cluster.stores import system_user
 AGENT_USER = "sockdrill-agent"
 ORACLE_REF = "sockdrill.agents.builtin:Oracle"
 SDK_FILES = ("__init__.py", "errors.py", "agents/base.py", "agents/baseline.py", "agents/builtin.py",
-             "agents/gaming.py", "agents/llm.py", "agents/host.py", "agents/rca.py", "agents/statistical.py")
+             "agents/gaming.py", "agents/llm.py", "agents/host.py", "agents/rca.py", "agents/statistical.py",
+             "agents/autopilot.py")
 # Variables an agent may need (its model endpoint), passed through when set; nothing else is.
 PASS_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "ANTHROPIC_API_KEY", "HTTPS_PROXY",
             "HTTP_PROXY", "NO_PROXY", "SSL_CERT_FILE", "TZ")

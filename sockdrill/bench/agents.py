@@ -152,7 +152,24 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "detected": sum(bool(r["detection"].get("detected")) for r in valid),
             "ttd_mean_s": round(statistics.mean(ttd), 2) if ttd else None,
             "ttd_max_s": round(max(ttd), 2) if ttd else None,
-            "slo_restored": sum(bool(r["mitigation"].get("slo_restored")) for r in valid)}
+            "slo_restored": sum(bool(r["mitigation"].get("slo_restored")) for r in valid),
+            **_paging(valid)}
+
+
+def _paging(valid: list[dict[str, Any]]) -> dict[str, Any]:
+    """Alert quality over these runs: the first page's delay after the onset (mean over the runs that paged)
+    and the false pages, from the built-in evaluator and from what Alertmanager delivered (where it ran)."""
+    out: dict[str, Any] = {}
+    for name, get in (("pages", lambda r: r["alerting"]),
+                      ("alertmanager_pages", lambda r: r["alerting"].get("alertmanager"))):
+        figures = [get(r) for r in valid if get(r) is not None]
+        if not figures:
+            continue
+        firsts = [f["first_page_s"] for f in figures if f.get("first_page_s") is not None]
+        out[name] = {"runs": len(figures), "paged": len(firsts),
+                     "first_page_mean_s": round(statistics.mean(firsts), 2) if firsts else None,
+                     "false_pages": sum(int(f.get("false_pages") or 0) for f in figures)}
+    return out
 
 
 def _rate(rows: list[dict[str, Any]], pred: Any) -> float | None:
@@ -172,7 +189,7 @@ def bench_agents(duration: float = 5.0, controls: int | None = None, only: list[
     from sockdrill.cluster import client as cluster_client
     from sockdrill.cluster.ports import free_port
     from sockdrill.scenarios.catalogue_loader import load_catalogue
-    from sockdrill.scenarios.runner import RunOptions, run_variant
+    from sockdrill.scenarios.runner import BASE_USERS, RunOptions, run_variant
     from sockdrill.shop.manifest import shop_deployments
 
     agent = os.environ.get("SOCKDRILL_BENCH_AGENT", "baseline")
@@ -196,12 +213,15 @@ def bench_agents(duration: float = 5.0, controls: int | None = None, only: list[
                         "invalid_reason": result.get("invalid_reason"),
                         "ranked": result["localization"].get("ranked"), "ac1": result["localization"].get("ac1"),
                         "category": result["diagnosis"].get("correct"), "score": result.get("score"),
-                        "false_positive": result["detection"].get("false_positive")})
+                        "false_positive": result["detection"].get("false_positive"),
+                        "first_page_s": result["alerting"].get("first_page_s"),
+                        "false_pages": result["alerting"].get("false_pages"),
+                        "alertmanager": result["alerting"].get("alertmanager")})
         return result
 
     try:
         cluster_client.up(shop_deployments(front_end_port=free_port()), data_dir=data_dir, timeout=240,
-                          pod_env={"SOCKDRILL_DATA_USERS": "2000", "SOCKDRILL_SCRAPE_INTERVAL": "1"})
+                          pod_env={"SOCKDRILL_DATA_USERS": str(BASE_USERS), "SOCKDRILL_SCRAPE_INTERVAL": "1"})
         for seed in seeds:
             rows: dict[str, list[dict[str, Any]]] = {"catalogue": [], "held_out": [], "control": []}
             for sc in catalogue + extra:
@@ -233,7 +253,8 @@ def bench_agents(duration: float = 5.0, controls: int | None = None, only: list[
             "fault_score_mean": _mean_sd(faults)["mean"],
             "control": {"runs": len(rows["control"]), "valid": sum(r["valid"] for r in rows["control"]),
                         "false_positive_rate": _rate(rows["control"],
-                                                     lambda r: r["detection"].get("false_positive"))},
+                                                     lambda r: r["detection"].get("false_positive")),
+                        **_paging([r for r in rows["control"] if r["valid"]])},
         }
 
     seeds_out = {s: figures(rows) for s, rows in per_seed.items()}

@@ -104,15 +104,19 @@ class ThirdPartyErrorParams(Params):
     error_rate: float = Field(description="share of requests the third party answers 503 (0..1)", ge=0, le=1)
 
 
-@register
-class ThirdPartyErrors(ConfigKnob):
-    """A simulated third party (the payment gateway) fails a share of requests. Its behaviour is the
-    world's, not the shop's configuration: nothing an agent can see in a config view or roll back."""
+class ThirdPartyLatencyParams(Params):
+    latency_ms: float = Field(description="processing time of one request (milliseconds)", ge=0, le=600_000)
+    jitter_ms: float = Field(0.0, description="uniform jitter added to it (+/- milliseconds)", ge=0, le=600_000)
 
-    id = "thirdparty.errors"
-    summary = "a third-party service (the payment gateway) answers a share of requests with 503"
-    Params = ThirdPartyErrorParams  # type: ignore[assignment]
+
+class _ThirdParty(ConfigKnob):
+    """A simulated third party (the payment gateway) misbehaves. Its behaviour is the world's, not the shop's
+    configuration: nothing an agent can see in a config view or roll back."""
+
     target_help = "a third-party deployment (payment-gateway)"
+
+    def knobs(self, params: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
 
     def check(self, rt: Any, spec: FaultSpec) -> None:
         dep = deployment(rt, spec.target, kinds=("service",))
@@ -123,9 +127,9 @@ class ThirdPartyErrors(ConfigKnob):
         rt = ctx.runtime
         self.check(rt, spec)
         described = await _describe_knobs(rt, spec.target)
-        knobs = {"transient_error_rate": float(spec.params["error_rate"])}
-        if "transient_error_rate" not in described:
-            raise FaultError(f"target: {spec.target!r} cannot simulate errors")
+        knobs = self.knobs(spec.params)
+        if any(k not in described for k in knobs):
+            raise FaultError(f"target: {spec.target!r} cannot simulate this ({', '.join(sorted(knobs))})")
         dep = deployment(rt, spec.target)
         previous = {k: described[k].get("value") for k in knobs}
         try:
@@ -135,8 +139,27 @@ class ThirdPartyErrors(ConfigKnob):
         return {"previous": previous, "in_spec": {k: k in dep.spec.knobs for k in knobs}, "set": knobs}
 
     def render(self, spec: FaultSpec, opts: RenderOptions) -> list[dict[str, Any]]:
-        knob_spec = spec.model_copy(update={"params": {"transient_error_rate": spec.params["error_rate"]}})
-        return super().render(knob_spec, opts)
+        return super().render(spec.model_copy(update={"params": self.knobs(spec.params)}), opts)
+
+
+@register
+class ThirdPartyErrors(_ThirdParty):
+    id = "thirdparty.errors"
+    summary = "a third-party service (the payment gateway) answers a share of requests with 503"
+    Params = ThirdPartyErrorParams  # type: ignore[assignment]
+
+    def knobs(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"transient_error_rate": float(params["error_rate"])}
+
+
+@register
+class ThirdPartyLatency(_ThirdParty):
+    id = "thirdparty.latency"
+    summary = "a third-party service (the payment gateway) takes longer to answer each request"
+    Params = ThirdPartyLatencyParams  # type: ignore[assignment]
+
+    def knobs(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"latency_ms": float(params["latency_ms"]), "latency_jitter_ms": float(params["jitter_ms"])}
 
 
 class SkewParams(Params):

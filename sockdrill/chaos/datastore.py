@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any, Literal
+import secrets
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from sockdrill.chaos.kinds import Ctx, FaultKind, Params, deployment, pg_url, register
 from sockdrill.chaos.render import RenderOptions, job, quote, service_name
@@ -49,6 +51,99 @@ async def pg_connect(rt: Any, name: str) -> Any:
     return await asyncpg.connect(pg_url(rt, name), password=password, timeout=5)
 
 
+def _with_user(url: str, user: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def job_role_name(v: str) -> str:
+    """A role a fault's job logs in as: an identifier of its own, never the runtime's, the services' or a
+    built-in one."""
+    from sockdrill.cluster.stores import PG_APP_USER, PG_USER
+
+    v = _ident(v).lower()
+    if v in (PG_USER, PG_APP_USER) or v.startswith("pg_"):
+        raise ValueError(f"must be a role of its own, not {v!r} (the runtime's, the services' or a built-in one)")
+    return v
+
+
+SqlName = Annotated[str, AfterValidator(lambda v: _ident(v))]  # a table, column or index name
+JobRole = Annotated[str, AfterValidator(lambda v: job_role_name(v))]
+
+
+async def create_job_role(rt: Any, name: str, role: str, grant: str, table: str) -> str:
+    """A login role with ``grant`` (e.g. ``SELECT``) on one table, made again with a new password if a leftover
+    has the name; returns the password (for the worker's PGPASSWORD, never a command line)."""
+    password = secrets.token_hex(16)
+    conn = await pg_connect(rt, name)
+    try:
+        if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+            await conn.execute(f"ALTER ROLE {_qi(role)} WITH LOGIN NOSUPERUSER CONNECTION LIMIT -1 "
+                               f"PASSWORD '{password}'")
+        else:
+            await conn.execute(f"CREATE ROLE {_qi(role)} WITH LOGIN PASSWORD '{password}'")
+        await conn.execute(f"GRANT {grant} ON {_qi(table)} TO {_qi(role)}")
+    finally:
+        await conn.close()
+    return password
+
+
+async def drop_job_role(rt: Any, name: str, role: str) -> None:
+    """End the role's sessions (what they run stops now, not at a timeout) and drop it; quietly when the store
+    cannot be reached (a leftover is dropped by the next revert)."""
+    try:
+        conn = await pg_connect(rt, name)
+    except Exception:
+        return
+    try:
+        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role)
+        if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+            await conn.execute(f"DROP OWNED BY {_qi(role)}")
+            await conn.execute(f"DROP ROLE {_qi(role)}")
+    finally:
+        await conn.close()
+
+
+async def start_db_worker(ctx: Ctx, spec: FaultSpec, cfg: dict[str, Any], env: dict[str, str],
+                          state: dict[str, Any]) -> None:
+    """Spawn a storm/hold worker, record it in ``state`` (checkpointed) and wait for the line naming its
+    backends; when it never connects, undo everything (``stop_db_job``) and raise FaultError."""
+    rec = await spawn_worker(cfg, [], stdout=True, env=env)
+    proc, reaper = rec.pop("_proc")
+    ctx.memo["procs"] = [(proc, reaper)]
+    state["workers"] = [rec]
+    await ctx.checkpoint(state)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 15)
+        state["backends"] = json.loads(line)["backends"]
+    except (TimeoutError, ValueError, KeyError) as exc:
+        await stop_db_job(ctx, spec, state)
+        raise FaultError(f"the fault's database session did not start: {exc!r}") from None
+
+
+async def stop_db_job(ctx: Ctx, spec: FaultSpec, state: dict[str, Any]) -> bool:
+    """Stop a fault's worker (SIGTERM, then SIGKILL) and drop its role; False when it had no role."""
+    import signal
+
+    await kill_workers(state.get("workers", []), sig=signal.SIGTERM)
+    await kill_workers(state.get("workers", []))
+    if not state.get("role"):
+        return False
+    await drop_job_role(ctx.runtime, spec.target, state["role"])
+    return True
+
+
+class PgFaultKind(FaultKind):
+    """A fault inside a PostgreSQL store (it acts on the store directly, as ``kubectl exec`` would)."""
+
+    target_help = "a PostgreSQL deployment (e.g. user-db)"
+
+    def check(self, rt: Any, spec: FaultSpec) -> None:
+        deployment(rt, spec.target, kinds=("postgres",))
+
+
 def _engine(name: str, opts: RenderOptions) -> str:
     return UPSTREAM_ENGINES.get(name, "postgres") if opts.selector_style == "upstream" else "postgres"
 
@@ -65,15 +160,11 @@ class DropIndexParams(Params):
 
 
 @register
-class DropIndex(FaultKind):
+class DropIndex(PgFaultKind):
     id = "datastore.drop_index"
     summary = "drops an index in a PostgreSQL store (e.g. user-db's login index); revert recreates it exactly"
     Params = DropIndexParams
-    target_help = "a PostgreSQL deployment (e.g. user-db)"
     survives_restart = True
-
-    def check(self, rt: Any, spec: FaultSpec) -> None:
-        deployment(rt, spec.target, kinds=("postgres",))
 
     async def inject(self, ctx: Ctx, spec: FaultSpec) -> dict[str, Any]:
         p = spec.params
@@ -138,26 +229,19 @@ class DropIndex(FaultKind):
 
 class StormParams(Params):
     concurrency: int = Field(8, ge=1, le=256, description="connections running the query back to back")
-    table: str = Field("customers", description="table scanned")
-    column: str = Field("email", description="text column matched with a regex")
+    table: SqlName = Field("customers", description="table scanned")
+    column: SqlName = Field("email", description="text column matched with a regex")
     repeat: int = Field(20, ge=1, le=10_000, description="table passes per query (a small table needs several "
                         "to cost what the seed's scan of a large collection costs)")
-
-    @field_validator("table", "column")
-    @classmethod
-    def _names(cls, v: str) -> str:
-        return _ident(v)
+    role: JobRole = Field("reporting", description="the database role the job logs in as (made for the fault, "
+                          "dropped after it); an embedded store only")
 
 
 @register
-class QueryStorm(FaultKind):
+class QueryStorm(PgFaultKind):
     id = "datastore.query_storm"
     summary = "N connections run a regex scan (no index can serve it) back to back inside a PostgreSQL store"
     Params = StormParams
-    target_help = "a PostgreSQL deployment (e.g. user-db)"
-
-    def check(self, rt: Any, spec: FaultSpec) -> None:
-        deployment(rt, spec.target, kinds=("postgres",))
 
     def query(self, spec: FaultSpec) -> str:
         p = spec.params
@@ -179,37 +263,32 @@ class QueryStorm(FaultKind):
         if p["column"] not in cols:
             raise FaultError(f"params.column: {p['table']} has no column {p['column']!r}"
                              f"{did_you_mean(p['column'], cols)}")
-        cfg = {"mode": "storm", "url": pg_url(ctx.runtime, spec.target), "concurrency": p["concurrency"],
-               "query": self.query(spec), "deadline": time.time() + spec.duration_s}
-        rec = await spawn_worker(cfg, [], stdout=True)
-        proc, reaper = rec.pop("_proc")
-        ctx.memo["procs"] = [(proc, reaper)]
-        state: dict[str, Any] = {"workers": [rec], "backends": []}
-        await ctx.checkpoint(state)
-        try:
-            line = await asyncio.wait_for(proc.stdout.readline(), 15)
-            state["backends"] = json.loads(line)["backends"]
-        except (TimeoutError, ValueError, KeyError) as exc:
-            await kill_workers([rec])
-            raise FaultError(f"the query workers did not connect to {spec.target}: {exc!r}") from None
+        url, env, role = pg_url(ctx.runtime, spec.target), {}, None
+        state: dict[str, Any] = {"workers": [], "backends": [], "role": None}
+        if not deployment(ctx.runtime, spec.target, kinds=("postgres",)).spec.external_url:
+            # A job with a login of its own, as a reporting tool has: what it runs shows under its role, and
+            # blocking that role (not ending its queries, which it sends again) is what stops it.
+            role = state["role"] = p["role"]
+            await ctx.checkpoint(state)  # the revert drops the role even if what follows fails half-way
+            password = await create_job_role(ctx.runtime, spec.target, role, "SELECT", p["table"])
+            url, env = _with_user(url, role), {"PGPASSWORD": password}
+        cfg = {"mode": "storm", "url": url, "concurrency": p["concurrency"], "query": self.query(spec),
+               "deadline": time.time() + spec.duration_s}
+        await start_db_worker(ctx, spec, cfg, env, state)
         return state
 
     async def revert(self, ctx: Ctx, spec: FaultSpec, state: dict[str, Any]) -> None:
-        import signal
-
-        await kill_workers(state.get("workers", []), sig=signal.SIGTERM)
-        await kill_workers(state.get("workers", []))
-        if state.get("backends") and not ctx.leftover:
-            # Whatever is still running server-side stops now, not at its statement timeout.
-            try:
-                conn = await pg_connect(ctx.runtime, spec.target)
-            except Exception:
-                return
-            try:
-                await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY($1)",
-                                   state["backends"])
-            finally:
-                await conn.close()
+        if await stop_db_job(ctx, spec, state) or not state.get("backends") or ctx.leftover:
+            return
+        try:  # an external store: what is still running server-side stops now, not at its statement timeout
+            conn = await pg_connect(ctx.runtime, spec.target)
+        except Exception:
+            return
+        try:
+            await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY($1)",
+                               state["backends"])
+        finally:
+            await conn.close()
 
     def target_deployments(self, spec: FaultSpec) -> list[str]:
         return []
@@ -238,24 +317,41 @@ class QueryStorm(FaultKind):
                    note=f"{n} concurrent regex scans for the duration")
 
 
+_REDIS_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+
+
+def redis_bytes(size: str) -> int:
+    """A Redis size (``16kb``, ``1mb``, ``1048576``) in bytes, with Redis's own units (k = 1000, kb = 1024)."""
+    m = re.fullmatch(r"(\d+)(b|k|kb|m|mb|g|gb)?", size.strip().lower())
+    if not m:
+        raise ValueError(f"must be a Redis size like 1mb or 1048576, got {size!r}")
+    return int(m.group(1)) * _REDIS_UNITS[m.group(2) or ""]
+
+
 class RedisParams(Params):
     maxmemory: str | None = Field(None, description="e.g. 1mb, 100mb, 0 (no limit)")
+    maxmemory_data: str | None = Field(
+        None, description="instead of maxmemory: room for this much data on top of what Redis needs for itself "
+                          "when the fault starts (INFO used_memory_overhead), e.g. 4kb: a fixed size would depend "
+                          "on that overhead (about 1 MB, more than a small shop's data), a size relative to what "
+                          "Redis holds on how much it holds")
     maxmemory_policy: Literal["noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru",
                               "volatile-lfu", "volatile-random", "volatile-ttl"] | None = None
 
-    @field_validator("maxmemory", mode="before")
+    @field_validator("maxmemory", "maxmemory_data", mode="before")
     @classmethod
     def _mm(cls, v: Any) -> Any:
         if v is None:
             return v
-        if not re.fullmatch(r"\d+(b|k|kb|m|mb|g|gb)?", str(v).strip().lower()):
-            raise ValueError(f"must be a Redis size like 1mb or 1048576, got {v!r}")
+        redis_bytes(str(v))
         return str(v).strip().lower()
 
     @model_validator(mode="after")
     def _one(self) -> RedisParams:
-        if self.maxmemory is None and self.maxmemory_policy is None:
-            raise ValueError("give maxmemory and/or maxmemory_policy")
+        if self.maxmemory is None and self.maxmemory_data is None and self.maxmemory_policy is None:
+            raise ValueError("give maxmemory (or maxmemory_data) and/or maxmemory_policy")
+        if self.maxmemory is not None and self.maxmemory_data is not None:
+            raise ValueError("give maxmemory or maxmemory_data, not both")
         return self
 
 
@@ -283,10 +379,15 @@ class RedisConfig(FaultKind):
     def check(self, rt: Any, spec: FaultSpec) -> None:
         deployment(rt, spec.target, kinds=("redis",))
 
-    def settings(self, spec: FaultSpec) -> dict[str, str]:
+    def settings(self, spec: FaultSpec, overhead: int | None = None) -> dict[str, str]:
+        """The CONFIG SET pairs; with ``maxmemory_data``, ``overhead`` is what Redis needs for itself now (None:
+        a placeholder for the rendered Job's shell, which reads it there)."""
         out = {}
         if spec.params.get("maxmemory") is not None:
             out["maxmemory"] = spec.params["maxmemory"]
+        elif spec.params.get("maxmemory_data") is not None:
+            room = redis_bytes(spec.params["maxmemory_data"])
+            out["maxmemory"] = str(overhead + room) if overhead is not None else f"$((OVERHEAD + {room}))"
         if spec.params.get("maxmemory_policy") is not None:
             out["maxmemory-policy"] = spec.params["maxmemory_policy"]
         return out
@@ -295,10 +396,11 @@ class RedisConfig(FaultKind):
         r = _redis(ctx.runtime, spec.target)
         try:
             previous, applied = {}, {}
-            for key in self.settings(spec):
+            overhead = int((await r.info("memory"))["used_memory_overhead"])
+            for key in self.settings(spec, overhead):
                 previous[key] = (await r.config_get(key))[key]
             await ctx.checkpoint({"previous": previous, "set": {}})
-            for key, value in self.settings(spec).items():
+            for key, value in self.settings(spec, overhead).items():
                 await r.config_set(key, value)
                 applied[key] = (await r.config_get(key))[key]  # as Redis normalised it
             return {"previous": previous, "set": applied}
@@ -321,9 +423,11 @@ class RedisConfig(FaultKind):
         host = service_name(spec.target, opts)
         cli = f"redis-cli -h {host}"
         save, apply, restore = [], [], []
+        if spec.params.get("maxmemory_data") is not None:
+            save.append(f"OVERHEAD=$({cli} INFO memory | sed -n 's/^used_memory_overhead:\\([0-9]*\\).*/\\1/p')")
         for i, (key, value) in enumerate(self.settings(spec).items()):
             save.append(f"OLD{i}=$({cli} CONFIG GET {key} | tail -n 1)")
-            apply.append(f"{cli} CONFIG SET {key} {quote(value)}")
+            apply.append(f"{cli} CONFIG SET {key} {value if value.startswith('$((') else quote(value)}")
             restore.append(f'{cli} CONFIG SET {key} "$OLD{i}"')
         return job(spec, opts, "redis:7", "\n".join(apply), "; ".join(restore), save="\n".join(save),
                    note="redis CONFIG SET, restored after the duration")

@@ -126,7 +126,8 @@ def format_errors(exc: ValidationError, prefix: str = "") -> list[str]:
             msg = "unknown field"
         elif e.get("type") == "missing":
             msg = "is required"
-        out.append(f"{path}: {msg}" + ("" if e.get("type") == "missing" else f", got {e.get('input')!r}"))
+        said = e.get("type") == "missing" or "got " in msg  # a validator's own message may name the value
+        out.append(f"{path}: {msg}" + ("" if said else f", got {e.get('input')!r}"))
     return out
 
 

@@ -69,12 +69,16 @@ def _join(files: list[str]) -> Callable[[], None]:
     return fn
 
 
-async def spawn_worker(cfg: dict[str, Any], cgroup_files: list[str], stdout: bool = False) -> dict[str, Any]:
+async def spawn_worker(cfg: dict[str, Any], cgroup_files: list[str], stdout: bool = False,
+                       env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A worker process; ``env`` adds to the inherited environment (secrets go there, not in ``cfg``: a command
+    line is world-readable)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sockdrill.chaos.worker", json.dumps({**cfg, "parent": os.getpid()}),
         stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE if stdout else asyncio.subprocess.DEVNULL,
         start_new_session=True, preexec_fn=_join(cgroup_files) if cgroup_files else None,
+        env={**os.environ, **env} if env else None,
     )
     rec: dict[str, Any] = {"pid": proc.pid, "started": process_start_time(proc.pid)}
     # Reap it when it ends so no zombie stays behind (the task is kept with the process).

@@ -1,7 +1,9 @@
 """Fault worker processes: ``python -m sockdrill.chaos.worker '{"mode": "cpu", ...}'``.
 
 Modes: ``cpu`` (busy loop at ``load`` percent), ``memory`` (``size`` bytes touched and held),
-``storm`` (``concurrency`` PostgreSQL connections running an expensive regex scan back to back).
+``storm`` (``concurrency`` PostgreSQL connections running an expensive regex scan back to back), ``hold``
+(one PostgreSQL session that opens a transaction, runs ``statements`` and then sits idle in it, holding
+whatever they locked, until its deadline or until its session is ended).
 
 Each worker is its own dead-man's switch: it exits at its ``deadline`` (wall clock) plus a small grace,
 and as soon as its parent (the supervisor that started it) is gone, so no fault outlives its
@@ -48,25 +50,51 @@ def run_memory(size: int) -> None:
 
 
 def run_storm(url: str, concurrency: int, query: str, deadline: float) -> None:
+    """``concurrency`` clients of a reporting job: each runs the scan back to back and, like a job that retries,
+    reconnects after its session is ended (1 s, doubling to 8 s, while logins are refused). Only blocking
+    the job's role (a connection limit of 0) or the fault's end stops it; ending its queries gives a pause."""
     import asyncio
     import random
     import string
 
     import asyncpg
 
-    async def one(conn: asyncpg.Connection) -> None:
+    refused = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+    async def connect() -> asyncpg.Connection:
+        # The password (if any) comes in PGPASSWORD: a worker's command line is world-readable.
+        return await asyncpg.connect(url, timeout=10, server_settings={"statement_timeout": "10000",
+                                                                       "application_name": "report-job"})
+
+    async def one(conn: asyncpg.Connection | None) -> None:
         rng = random.Random()
-        while time.time() < deadline:
-            needle = "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(6))
-            try:
-                await conn.fetchval(query, f".*{needle}@example.com")
-            except asyncpg.QueryCanceledError:
-                pass
+        backoff = 1.0
+        try:
+            while time.time() < deadline:
+                if conn is None or conn.is_closed():
+                    try:
+                        conn = await connect()
+                        backoff = 1.0
+                    except refused:  # blocked, full, or the store is restarting: try again later
+                        await asyncio.sleep(min(backoff, max(0.0, deadline - time.time())))
+                        backoff = min(backoff * 2, 8.0)
+                        continue
+                needle = "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(6))
+                try:
+                    await conn.fetchval(query, f".*{needle}@example.com")
+                except asyncpg.QueryCanceledError:
+                    pass
+                except refused:  # the session was ended (pg_terminate_backend, a restart): reconnect
+                    conn.terminate()
+                    conn = None
+                    await asyncio.sleep(min(backoff, max(0.0, deadline - time.time())))
+                    backoff = min(backoff * 2, 8.0)
+        finally:
+            if conn is not None:
+                conn.terminate()  # closes the socket: the server drops what it was running
 
     async def main() -> None:
-        conns = []
-        for _ in range(concurrency):
-            conns.append(await asyncpg.connect(url, timeout=10, server_settings={"statement_timeout": "10000"}))
+        conns = [await connect() for _ in range(concurrency)]
         print(json.dumps({"backends": [c.get_server_pid() for c in conns]}), flush=True)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -74,11 +102,37 @@ def run_storm(url: str, concurrency: int, query: str, deadline: float) -> None:
         tasks = [asyncio.ensure_future(one(c)) for c in conns]
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        # Cancel what is running on the server too, so the load stops with us.
-        for c in conns:
-            c.terminate()
         for t in tasks:
             t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def run_hold(url: str, statements: list[str], deadline: float) -> None:
+    """A maintenance job stuck half-way: its transaction stays open (idle) with its locks until the deadline.
+    Ended from the outside (pg_terminate_backend), it is gone for good: a one-off job does not come back."""
+    import asyncio
+
+    import asyncpg
+
+    async def main() -> None:
+        conn = await asyncpg.connect(url, timeout=10, server_settings={"application_name": "maintenance"})
+        tx = conn.transaction()
+        await tx.start()
+        for sql in statements:
+            await conn.execute(sql)
+        print(json.dumps({"backends": [conn.get_server_pid()]}), flush=True)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        # Idle, not polling: the session shows the lock statement and its age, as a stuck job's would.
+        conn.add_termination_listener(lambda _c: stop.set())
+        try:
+            await asyncio.wait_for(stop.wait(), max(0.0, deadline - time.time()))
+        except TimeoutError:
+            pass
+        conn.terminate()
 
     asyncio.run(main())
 
@@ -87,13 +141,15 @@ def main(argv: list[str]) -> int:
     cfg = json.loads(argv[0])
     parent = int(cfg.get("parent") or os.getppid())
     threading.Thread(target=_watchdog, args=(float(cfg["deadline"]), parent), daemon=True).start()
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0)) if cfg["mode"] != "storm" else None
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0)) if cfg["mode"] not in ("storm", "hold") else None
     if cfg["mode"] == "cpu":
         run_cpu(float(cfg.get("load", 100)))
     elif cfg["mode"] == "memory":
         run_memory(int(cfg["size"]))
     elif cfg["mode"] == "storm":
         run_storm(cfg["url"], int(cfg["concurrency"]), cfg["query"], float(cfg["deadline"]))
+    elif cfg["mode"] == "hold":
+        run_hold(cfg["url"], list(cfg["statements"]), float(cfg["deadline"]))
     else:
         print(f"unknown mode {cfg['mode']!r}", file=sys.stderr)
         return 2

@@ -10,6 +10,13 @@
   ``state/runtime.json`` (0600). Without it an agent could read telemetry outside its tools (no audit,
   no budget, no incident scope) and any local user could push samples or spans into what the agent sees.
 
+- **Shop**: the services' own credential for business admin APIs that customers never reach (catalogue's
+  ``/admin/products``): the front-end's admin panel sends it as ``Authorization: Bearer``. In every service
+  pod's environment only, so neither an agent nor a local user can change products behind the panel.
+- **Staff password**: the password of the shop's ``admin`` staff account (the admin panel's login), made per
+  shop like the others; the user service sets it at start, operators and the runner read it from
+  ``state/runtime.json`` (0600).
+
 A process started without a token (a service run by hand, a standalone recorder) keeps its endpoints
 open, as before: there is no shop whose secrets it could leak.
 """
@@ -22,6 +29,9 @@ from collections.abc import Mapping
 ADMIN_HEADER = "X-Sockdrill-Admin"
 ADMIN_TOKEN_ENV = "SOCKDRILL_ADMIN_TOKEN"
 TELEMETRY_TOKEN_ENV = "SOCKDRILL_TELEMETRY_TOKEN"
+SHOP_TOKEN_ENV = "SOCKDRILL_SHOP_TOKEN"
+STAFF_PASSWORD_ENV = "SOCKDRILL_STAFF_PASSWORD"
+STAFF_USERNAME = "admin"
 
 
 def telemetry_headers(token: str | None) -> dict[str, str]:

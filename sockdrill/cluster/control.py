@@ -41,6 +41,7 @@ class ControlAPI:
         r.add_get("/v1/topology", self.topology)
         r.add_get("/v1/describe/{name}", self.describe)
         r.add_post("/v1/scale", self.scale)
+        r.add_post("/v1/balancing", self.balancing)
         r.add_post("/v1/restart", self.restart)
         r.add_post("/v1/kill", self.kill)
         r.add_post("/v1/limits", self.limits)
@@ -117,6 +118,10 @@ class ControlAPI:
         if not isinstance(replicas, int) or isinstance(replicas, bool):
             raise ValueError("'replicas' must be an integer")
         return _json(await self.runtime.scale(self._str(data, "deployment") or "", replicas))
+
+    async def balancing(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        return _json(self.runtime.set_balancing(self._str(data, "deployment") or "", self._str(data, "policy") or ""))
 
     async def restart(self, request: web.Request) -> web.Response:
         data = await self._body(request)

@@ -49,6 +49,7 @@ _SWALLOW = "swallow"
 _CODE_CLASS = {ord(d): f"{d}xx" for d in "12345"}  # first digit of the status (as a byte) → class
 
 Protocol = Literal["http", "tcp"]
+Balancing = Literal["connection", "request"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def _sock_opt(transport: asyncio.BaseTransport | None, level: int, opt: int, val
     if sock is not None:
         try:
             sock.setsockopt(level, opt, value)
-        except OSError:
+        except (OSError, ValueError):  # closed meanwhile ("negative file descriptor"): nothing left to set
             pass
 
 
@@ -74,7 +75,16 @@ def _rst(transport: asyncio.BaseTransport | None) -> None:
     if transport is None:
         return
     _sock_opt(transport, socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()  # type: ignore[attr-defined]
+    _abort(transport)
+
+
+def _abort(transport: asyncio.BaseTransport) -> None:
+    """Abort a transport that may be closing already: a connection that went away on its own while a fault
+    reset every connection of its edge must not fail the fault (it did, as "negative file descriptor")."""
+    try:
+        transport.abort()  # type: ignore[attr-defined]
+    except (OSError, ValueError):
+        pass
 
 
 def _synthetic_response(code: int, method: str) -> bytes:
@@ -132,7 +142,7 @@ class _ClientSide(_Side):
         if conn.http:
             if conn.req_start is None:  # client speaks after the server did: a new request
                 conn.req_start = perf_counter()
-                if conn.http_toxics and not conn.http_on and not conn.http_broken:
+                if (conn.http_toxics or conn.per_request) and not conn.http_on and not conn.http_broken:
                     conn.http_enable()
             if conn.http_on:
                 conn.http_up(data)
@@ -166,19 +176,20 @@ class _ClientSide(_Side):
 class _ServerSide(_Side):
     """The socket to the chosen backend (mesh → destination pod)."""
 
-    def __init__(self, conn: _Conn) -> None:
+    def __init__(self, conn: _Conn, backend: Backend) -> None:
         super().__init__()
         self.conn = conn
+        self.backend = backend
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         _sock_opt(transport, socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.conn is not None:
+        if self.conn is not None and self.conn.backend is self.backend:
             self.conn.server = self  # now: a server that speaks first may do so before connect() resumes
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
-        if conn is None or conn.closed:
+        if conn is None or conn.closed or conn.server is not self:
             return
         conn.edge.bytes_down += len(data)
         if conn.http_on:
@@ -193,23 +204,24 @@ class _ServerSide(_Side):
         conn.client.transport.write(data)  # type: ignore[union-attr]
 
     def eof_received(self) -> bool:
-        if self.conn is not None:
-            self.conn.down.finish(lost=False)
+        if self.conn is None or self.conn.server is not self:
+            return False  # a kept connection the backend closed: close it too
+        self.conn.down.finish(lost=False)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        if self.conn is not None:
+        if self.conn is not None and self.conn.server is self:
             if exc is not None and not self.conn.closed:
                 self.conn.edge._error("upstream_reset")
             self.conn.side_lost(self)
 
     def pause_writing(self) -> None:
-        if self.conn is not None:
+        if self.conn is not None and self.conn.server is self:
             self.conn.client.pause(_PEER_FULL)
 
     def resume_writing(self) -> None:
-        if self.conn is not None:
+        if self.conn is not None and self.conn.server is self:
             self.conn.client.resume(_PEER_FULL)
 
 
@@ -417,6 +429,10 @@ class _Conn:
         self.resp_action: Any = None
         self.resp_final = True
         self.connect_task: asyncio.Task[None] | None = None
+        # Per-request balancing (a destination whose policy is "request", as a sidecar proxy balances): each
+        # request goes to the next backend; connections to the others are kept for later requests.
+        self.per_request = self.http and edge.mesh.balancing(edge.destination) == "request"
+        self.idle: dict[str, _ServerSide] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -424,7 +440,7 @@ class _Conn:
         b = self.backend
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                transport, side = await self.loop.create_connection(lambda: _ServerSide(self), b.host, b.port)
+                transport, side = await self.loop.create_connection(lambda: _ServerSide(self, b), b.host, b.port)
         except (OSError, TimeoutError):
             if not self.closed:
                 self.edge._error("connect_failed")
@@ -432,7 +448,7 @@ class _Conn:
             return
         except asyncio.CancelledError:
             return
-        if self.closed or self.client.lost:
+        if self.closed or self.client.lost or b is not self.backend:
             transport.close()
             self._finalise_if_done()
             return
@@ -455,7 +471,7 @@ class _Conn:
                 if rst:
                     _rst(side.transport)
                 else:
-                    side.transport.abort()
+                    _abort(side.transport)
         self._finalise_if_done()
 
     def side_lost(self, side: _Side) -> None:
@@ -484,6 +500,10 @@ class _Conn:
         self.closed = True
         self.up.kill()
         self.down.kill()
+        for side in self.idle.values():
+            if side.transport is not None:
+                side.transport.close()
+        self.idle.clear()
         if self.connect_task is not None and not self.connect_task.done():
             self.connect_task.cancel()
         if self.http and self.req_start is not None:
@@ -498,7 +518,8 @@ class _Conn:
         kind = rt.kind
         direction = rt.toxic.direction
         if rt.toxic.spec.http:
-            if rt.pod is None or rt.pod == self.backend.pod:
+            # Per request, the pod is known only when each request is routed: _on_request checks it then.
+            if rt.pod is None or rt.pod == self.backend.pod or self.per_request:
                 self.http_toxics.append(rt)
             return
         if not rt.hits(self.backend.pod):
@@ -551,6 +572,49 @@ class _Conn:
         self.req_start = None
         self.edge._request(_CODE_CLASS.get(first, "other"), perf_counter() - start)
 
+    def _route(self) -> None:
+        """Per-request balancing: send this request to the destination's next backend."""
+        backends = self.edge.mesh._backends.get(self.edge.destination)
+        if not backends:
+            return  # none ready now: the current one (if it still answers) keeps the request
+        backend = backends[self.edge._rr % len(backends)]
+        self.edge._rr += 1
+        self.edge.by_pod[backend.pod] += 1
+        if backend == self.backend and self.server is not None and not self.server.lost:
+            return
+        old = self.server
+        for pod in [p for p, side in self.idle.items() if side.lost]:  # gone (its pod replaced, or it timed out)
+            del self.idle[pod]
+        if old is not None:
+            old.conn = None  # detached: its callbacks no longer touch this connection
+            if old.lost or old.transport is None or old.transport.is_closing() or old.paused:
+                if old.transport is not None:
+                    old.transport.close()
+            else:
+                stale = self.idle.pop(self.backend.pod, None)
+                if stale is not None and stale.transport is not None:
+                    stale.transport.close()
+                self.idle[self.backend.pod] = old
+        self.server = None
+        self.backend = backend
+        # The network toxics go with the request to its pod: drawn again for it, as for a new connection.
+        for pipe in (self.up, self.down):
+            pipe.toxics = []
+        for rt in list(self.edge._toxics.values()):
+            if not rt.toxic.spec.http and rt.active:
+                self.install(rt, new=True)
+                if self.closed:
+                    return
+        side = self.idle.pop(backend.pod, None)
+        if side is not None and not side.lost and side.transport is not None and not side.transport.is_closing():
+            side.conn = self
+            self.server = side
+            return
+        if side is not None and side.transport is not None:
+            side.transport.close()
+        self.client.pause(_CONNECTING)
+        self.connect_task = self.loop.create_task(self.connect())
+
     def http_enable(self) -> None:
         self.http_on = True
         self.up_framer = HttpFramer(request=True)
@@ -560,7 +624,7 @@ class _Conn:
         self.resp_final = True
 
     def _maybe_http_off(self) -> None:
-        if (not self.http_toxics and not self.fifo and self.req_action is None
+        if (not self.per_request and not self.http_toxics and not self.fifo and self.req_action is None
                 and self.up_framer is not None and self.up_framer.idle()
                 and self.down_framer is not None and self.down_framer.idle()):
             self.http_on = False
@@ -571,6 +635,8 @@ class _Conn:
             self.edge._error("http_parse")
         self.http_broken = True
         self.http_on = False
+        if self.per_request and self.server is None and (self.connect_task is None or self.connect_task.done()):
+            self._route()  # not HTTP after all: the bytes need a backend of their own
         while self.fifo:
             item = self.fifo.popleft()
             if isinstance(item, bytes):
@@ -585,6 +651,10 @@ class _Conn:
         assert framer is not None
         for head, seg, end in framer.feed(data):
             if head is not None:
+                if self.per_request and not self.fifo:  # the previous exchange is over: this one may go elsewhere
+                    self._route()
+                    if self.closed:
+                        return
                 self.req_action = self._on_request(head)
                 if self.closed:
                     return
@@ -712,6 +782,16 @@ class Edge:
         if not backends:
             self._error("no_backend")
             _rst(side.transport)
+            return
+        if self.protocol == "http" and self.mesh.balancing(self.destination) == "request":
+            # No backend yet: the first request picks one (and so does every later one).
+            conn = _Conn(self, side, backends[0])
+            side.conn = conn
+            self.active += 1
+            self.conns.add(conn)
+            for rt in list(self._toxics.values()):
+                if rt.toxic.spec.http:
+                    conn.install(rt, new=True)
             return
         backend = backends[self._rr % len(backends)]
         self._rr += 1
@@ -842,7 +922,25 @@ class Mesh:
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
         self._backends: dict[str, tuple[Backend, ...]] = {}
+        self._balancing: dict[str, Balancing] = {}
         self.edges: dict[tuple[str, str], Edge] = {}
+
+    def set_balancing(self, destination: str, policy: Balancing) -> None:
+        """``connection`` (default): each new connection goes to the next pod, as kube-proxy does; a client's
+        keep-alive pool can then route around a slow pod. ``request``: each HTTP request goes to the next pod,
+        as a sidecar proxy (Envoy) balances."""
+        if policy not in ("connection", "request"):
+            raise ClusterError(f"balancing of {destination}: {policy!r} must be 'connection' or 'request'")
+        self._balancing[destination] = policy
+        # Connections already open follow too (from their next request): a client's pool opened under the
+        # old policy must not keep routing around a pod.
+        for (_src, dest), edge in self.edges.items():
+            if dest == destination:
+                for conn in edge.conns:
+                    conn.per_request = conn.http and policy == "request"
+
+    def balancing(self, destination: str) -> Balancing:
+        return self._balancing.get(destination, "connection")
 
     def set_backends(self, destination: str, backends: Iterable[Backend]) -> None:
         """Replace the ready backends of ``destination``; existing connections keep theirs."""

@@ -124,7 +124,7 @@ class Pod:
             argv = stores.postgres_command(self.store_dir / "pgdata", self.port, self.runtime.cache_dir)
             return argv, env, stores.os_user_for_postgres()
         if spec.kind == "redis":
-            return stores.redis_command(self.store_dir, self.port), env, None
+            return stores.redis_command(self.store_dir, self.port, spec.maxmemory, spec.maxmemory_policy), env, None
         env.update(self.runtime.pod_env(self.deployment, self))
         user = self.runtime.pod_user
         argv, extra = podrun.command(spec.module or spec.name, user, self.runtime.cache_dir)

@@ -20,7 +20,13 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from sockdrill.cluster import podrun, stores
-from sockdrill.cluster.admin import ADMIN_HEADER, ADMIN_TOKEN_ENV, TELEMETRY_TOKEN_ENV
+from sockdrill.cluster.admin import (
+    ADMIN_HEADER,
+    ADMIN_TOKEN_ENV,
+    SHOP_TOKEN_ENV,
+    STAFF_PASSWORD_ENV,
+    TELEMETRY_TOKEN_ENV,
+)
 from sockdrill.cluster.cgroups import CgroupManager
 from sockdrill.cluster.mesh import Backend, Edge, Mesh, Protocol
 from sockdrill.cluster.pods import Pod, ProbeSettings, RestartPolicy
@@ -147,6 +153,8 @@ class Runtime:
         self.extra_env = dict(pod_env or {})
         self.admin_token = secrets.token_hex(16)
         self.telemetry_token = secrets.token_hex(16)  # pods' and the runtime's /metrics, the recorder's API
+        self.shop_token = secrets.token_hex(16)  # services' business admin APIs (catalogue's /admin/products)
+        self.staff_password = secrets.token_hex(12)  # the admin panel's "admin" staff account
         self.pod_user: str | None = None  # who service pods run as (podrun.py); set at start
         self.service_dirs: dict[str, Path] = {}  # deployment → the real path of its durable folder
         self.deployments = {s.name: Deployment(self, s) for s in specs}
@@ -222,6 +230,7 @@ class Runtime:
                 raise ClusterError(f"cannot listen on 127.0.0.1:{port} for {dep.name}: {exc.strerror}") from exc
             self.edges[(HOST, dep.name)] = dep.ingress
             self.mesh.set_backends(dep.name, dep.backends())
+            self.mesh.set_balancing(dep.name, dep.spec.balancing)
         pods = [dep.new_pod() for dep in self.deployments.values() if not dep.external
                 for _ in range(dep.spec.replicas)]
         self._write_pgpass()  # before any probe: the probes log in with it
@@ -289,7 +298,8 @@ class Runtime:
             "PGPASSFILE": os.devnull,
             "PORT": str(pod.port), "SOCKDRILL_SERVICE": dep.name, "SOCKDRILL_POD": pod.name,
             "SOCKDRILL_SEED": str(self.seed), "PYTHONUNBUFFERED": "1", ADMIN_TOKEN_ENV: self.admin_token,
-            TELEMETRY_TOKEN_ENV: self.telemetry_token,
+            TELEMETRY_TOKEN_ENV: self.telemetry_token, SHOP_TOKEN_ENV: self.shop_token,
+            STAFF_PASSWORD_ENV: self.staff_password,
             "SOCKDRILL_KNOBS": json.dumps(dep.spec.knobs),
             # Durable state of a service (e.g. the payment gateway's ledger) is per deployment, so it
             # outlives any one pod (replaced pods get new names) and replicas share it.
@@ -367,6 +377,20 @@ class Runtime:
                 dep.pods.pop(p.name, None)
         self.event("scale", deployment=name, before=before, after=replicas)
         return {"deployment": name, "replicas": replicas, "before": before}
+
+    def set_balancing(self, name: str, policy: str) -> dict[str, Any]:
+        """Per-connection or per-request balancing of a service's traffic (new connections follow it)."""
+        dep = self.deployment(name)
+        if dep.spec.kind != "service" or dep.external:
+            raise ClusterError(f"'{name}' is not a service of the shop; only services' traffic is balanced")
+        if policy not in ("connection", "request"):
+            raise ClusterError(f"balancing must be 'connection' or 'request', got {policy!r}")
+        before = dep.spec.balancing
+        dep.spec.balancing = policy  # type: ignore[assignment]
+        self.mesh.set_balancing(name, dep.spec.balancing)
+        if before != policy:
+            self.event("balancing", deployment=name, before=before, after=policy)
+        return {"deployment": name, "balancing": policy, "before": before}
 
     async def restart(self, name: str, pod_name: str | None = None) -> dict[str, Any]:
         """Replace one pod, or every pod of a deployment one at a time (rolling)."""
@@ -449,7 +473,8 @@ class Runtime:
             dep.config_changed()
         previous = dict(dep.spec.knobs)
         dep.spec.knobs.update(knobs)
-        self.event("set_config", deployment=name, knobs=knobs)
+        if record:  # an unrecorded change is the simulated world's (a third party), not a config push
+            self.event("set_config", deployment=name, knobs=knobs)
         return {"deployment": name, "previous": previous, "knobs": dict(dep.spec.knobs),
                 "pods": [r.get("pod") for r in results], "changed": changed}
 
@@ -534,7 +559,11 @@ class Runtime:
     # ---- views --------------------------------------------------------------------------
     def describe(self, name: str) -> dict[str, Any]:
         dep = self.deployment(name)
-        return {
+        extra: dict[str, Any] = {}
+        if dep.spec.kind == "redis" and dep.spec.external_url is None:
+            # What the store starts with (its chart's values); a reset between runs restores them.
+            extra["start_settings"] = {"maxmemory": dep.spec.maxmemory, "maxmemory-policy": dep.spec.maxmemory_policy}
+        return {**extra,
             "name": dep.name, "kind": dep.spec.kind, "role": dep.spec.role, "replicas": dep.spec.replicas,
             "ready_replicas": len(dep.ready_pods()), "external": dep.spec.external_url is not None,
             "address": self.shown_url(dep.name) if dep.ingress else None,

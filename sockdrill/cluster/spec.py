@@ -33,12 +33,34 @@ class DeploymentSpec(BaseModel):
     cpu_request_millicores: int | None = Field(default=None, ge=1)
     memory_request_bytes: int | None = Field(default=None, ge=1 << 20)
     role: str = ""  # short description shown in topology
+    # How the mesh spreads this service's traffic over its pods: per connection (kube-proxy) or per HTTP
+    # request (a sidecar proxy). Not shown in describe: it is the platform's, like the mesh itself.
+    balancing: Literal["connection", "request"] = "connection"
+    # A Redis store's memory budget at start (what its chart would set); a reset between runs restores it.
+    maxmemory: str = "0"
+    maxmemory_policy: str = "noeviction"
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         if not NAME.match(v):
             raise ValueError(f"deployment name {v!r} must be lower-case letters, digits and '-'")
+        return v
+
+    @field_validator("maxmemory")
+    @classmethod
+    def _maxmemory(cls, v: str) -> str:
+        if not re.fullmatch(r"\d+(kb|mb|gb)?", v.lower()):
+            raise ValueError(f"maxmemory {v!r} must be like '0', '64mb' or '1gb'")
+        return v.lower()
+
+    @field_validator("maxmemory_policy")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        policies = ("noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu",
+                    "volatile-random", "volatile-ttl")
+        if v not in policies:
+            raise ValueError(f"maxmemory_policy {v!r} must be one of {', '.join(policies)}")
         return v
 
     @property

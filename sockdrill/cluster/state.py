@@ -79,8 +79,21 @@ def read_json(path: Path) -> Any:
         return None
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+# Start times written before they were counted from boot were wall-clock seconds (about 1.7e9 today).
+_WALL_CLOCK_RECORD = 1e9
+
+
 def process_start_time(pid: int) -> float | None:
+    """When ``pid`` started, in seconds since boot. Read from the kernel's tick count, not as a wall-clock
+    time: a wall-clock start is boot time plus ticks, and the kernel's boot time moves by a second whenever
+    the clock is adjusted, so two processes reading it minutes apart disagreed and a live shop looked gone."""
     try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+        return int(raw[raw.rindex(")") + 2:].split()[19]) / _CLOCK_TICKS
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # no /proc (not Linux): the wall-clock start is the best there is
         return psutil.Process(pid).create_time()
     except (psutil.Error, OSError):
         return None
@@ -91,7 +104,10 @@ def same_process(pid: int, started: float | None) -> bool:
     time proves nothing (the pid may have been reused by anyone's process): never treated as ours."""
     if started is None:
         return False
-    now = process_start_time(pid)
+    try:
+        now = psutil.Process(pid).create_time() if started > _WALL_CLOCK_RECORD else process_start_time(pid)
+    except (psutil.Error, OSError):
+        now = None
     if now is None or abs(now - started) >= 1.0:
         return False
     try:  # an exited child its parent has not reaped yet (a test that ran ``up`` itself) holds nothing
@@ -229,7 +245,7 @@ def security_report(data_dir: Path) -> dict[str, Any]:
     config = read_json(sdir / "config.json") or {}
     kinds = {d.get("name"): d.get("kind", "service") for d in config.get("deployments", []) if isinstance(d, dict)}
     creds = read_json(sdir / stores.CREDENTIALS_FILE) or {}
-    secrets = [runtime.get("token"), runtime.get("telemetry_token")]
+    secrets = [runtime.get("token"), runtime.get("telemetry_token"), (runtime.get("staff") or {}).get("password")]
     secrets += [pw for entry in creds.values() if isinstance(entry, dict) for pw in entry.values()]
     secrets = [s for s in secrets if isinstance(s, str) and len(s) >= 16]
     processes: list[dict[str, Any]] = []

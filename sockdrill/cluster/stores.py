@@ -601,7 +601,7 @@ def _cache_dir_of(data_dir: Path) -> Path:
     return default_cache_dir()
 
 
-def redis_command(datadir: Path, port: int) -> list[str]:
+def redis_command(datadir: Path, port: int, maxmemory: str = "0", policy: str = "noeviction") -> list[str]:
     """``datadir``: the pod's folder, ``<data-dir>/stores/<pod>``. As root the server runs as the stores'
     user (``setpriv`` execs it, so the pod's pid is the server's)."""
     data_dir, name = _shop_of(datadir)
@@ -614,7 +614,7 @@ def redis_command(datadir: Path, port: int) -> list[str]:
     argv = [
         str(server), str(conf), "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
         "--daemonize", "no", "--dir", str(real), "--save", "", "--appendonly", "yes",
-        "--appendfsync", "everysec", "--maxmemory", "0", "--loglevel", "warning",
+        "--appendfsync", "everysec", "--maxmemory", maxmemory, "--maxmemory-policy", policy, "--loglevel", "warning",
     ]
     if user:
         setpriv = shutil.which("setpriv")

@@ -85,7 +85,7 @@ async def serve(data_dir: Path) -> int:
     record = {
         "supervisor": {"pid": os.getpid(), "started": process_start_time(os.getpid())},
         "control_url": f"http://127.0.0.1:{port}", "token": api.token, "run_id": run_id,
-        "telemetry_token": runtime.telemetry_token,
+        "telemetry_token": runtime.telemetry_token, "staff": {"username": "admin", "password": runtime.staff_password},
         "cgroup_bases": [str(p) for p in runtime.cgroups.bases()], "started_at": time.time(),
         "data_dir": str(data_dir), "state": "starting",
     }

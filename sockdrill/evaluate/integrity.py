@@ -7,8 +7,9 @@ A store that cannot be read fails its check: data the shop cannot serve is lost 
 
 Checks and the tables they read (schemas of ``sockdrill.shop.carts``, ``orders`` and ``user``):
 
-- ``carts_survive``: every (customer, item) in a cart snapshot taken before the fault is still in
-  ``cart_items`` with at least that quantity, unless that session removed it;
+- ``carts_survive``: every (customer, item) in a cart snapshot taken before the fault is still in the
+  cart carts would serve (carts-cache's copy where it has one, else ``cart_items``) with at least that
+  quantity, unless that session removed it;
 - ``sessions_survive``: sessions that were alive before the fault still exist in session-db
   (``sess:<sid>``);
 - ``orders_exactly_once``: every order the client saw succeed exists once in ``customer_orders``, in a
@@ -114,10 +115,40 @@ def _quote(ident: str) -> str:
 
 # ---- carts -------------------------------------------------------------------------------------------
 
-async def check_carts(carts_url: str, expected: list[CartExpectation]) -> IntegrityCheck:
+async def _cached_carts(cache_url: str, customer_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The carts the write-behind cache holds (newer than carts-db's copy until written back)."""
+    import json
+
+    import redis.asyncio as aioredis
+
+    from sockdrill.shop.carts_cache import key
+
+    client = aioredis.from_url(cache_url, socket_timeout=CONNECT_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                               decode_responses=True)
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for cid in customer_ids:
+                pipe.hget(key(cid), "lines")
+            raw = await pipe.execute()
+    finally:
+        await client.aclose()
+    return {cid: json.loads(r) for cid, r in zip(customer_ids, raw, strict=True) if r is not None}
+
+
+async def check_carts(carts_url: str, expected: list[CartExpectation], cache_url: str | None = None) -> IntegrityCheck:
+    """What carts would serve: the cached cart where carts-cache has one, else carts-db's."""
+    from redis.exceptions import RedisError
+
     name = "carts_survive"
     if not expected:
         return IntegrityCheck(name=name, ok=None, detail="not applicable: no cart snapshots")
+    ids = [c.customer_id for c in expected]
+    cached: dict[str, list[dict[str, Any]]] = {}
+    if cache_url:
+        try:
+            cached = await _cached_carts(cache_url, ids)
+        except (RedisError, OSError, ValueError) as exc:
+            return _unreadable(name, "carts-cache", exc)
     try:
         conn = await _connect(carts_url)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -125,12 +156,15 @@ async def check_carts(carts_url: str, expected: list[CartExpectation]) -> Integr
     try:
         rows = await conn.fetch("SELECT customer_id, item_id, sum(quantity) AS quantity FROM cart_items "
                                 "WHERE customer_id = ANY($1::text[]) GROUP BY customer_id, item_id",
-                                [c.customer_id for c in expected])
+                                [i for i in ids if i not in cached])
     except (OSError, asyncpg.PostgresError) as exc:
         return _unreadable(name, "carts-db", exc)
     finally:
         await conn.close()
     found = {(r["customer_id"], r["item_id"]): int(r["quantity"]) for r in rows}
+    for cid, lines in cached.items():
+        for line in lines:
+            found[(cid, line["itemId"])] = found.get((cid, line["itemId"]), 0) + int(line["quantity"])
     violations, checked = [], 0
     for cart in expected:
         for item_id, quantity in cart.items.items():
@@ -377,7 +411,8 @@ async def run_checks(addresses: dict[str, str], inputs: IntegrityInputs) -> list
     """Every check, with the store URLs by deployment name (``carts-db``, ``orders-db``, ``user-db``,
     ``session-db``); a check whose store has no address is reported as not applicable."""
     plan: list[tuple[str, str | None, Callable[[str], Awaitable[IntegrityCheck]]]] = [
-        ("carts_survive", addresses.get("carts-db"), lambda u: check_carts(u, inputs.carts)),
+        ("carts_survive", addresses.get("carts-db"),
+         lambda u: check_carts(u, inputs.carts, addresses.get("carts-cache"))),
         ("sessions_survive", addresses.get("session-db"), lambda u: check_sessions(u, inputs.sessions)),
         ("orders_exactly_once", addresses.get("orders-db"), lambda u: check_orders(u, inputs.orders)),
         ("charges_matched", addresses.get("orders-db"), lambda u: check_payments(u, inputs.ledger)),

@@ -183,6 +183,8 @@ class Journal(_Model):
     topology: Topology = Field(default_factory=Topology)
     integrity: list[IntegrityCheck] = Field(default_factory=list)
     tokens: Tokens | None = None
+    # The alerts Alertmanager delivered to the recorder from the reset on (None: the shop ran no Alertmanager).
+    alertmanager: list[dict[str, Any]] | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
 
     # ---- building ---------------------------------------------------------------------------------

@@ -92,6 +92,20 @@ class EfficiencyResult(_Result):
     tokens: int | None = None
 
 
+class PageFigures(_Result):
+    first_page_s: float | None = None  # seconds from the fault's onset to the first page on the scenario's SLOs
+    pages: int = 0  # page periods on the scenario's SLOs after the shop settled
+    false_pages: int = 0  # of those, the ones that began before the onset, or any on a control run
+
+
+class AlertingResult(PageFigures):
+    """How the SLO alerts (the built-in evaluator's multi-window burn rates) behaved: reported, not scored.
+    ``alertmanager``: the same figures from the pages Alertmanager delivered (Prometheus running the run's
+    rules), when the shop ran one; their first page comes later by the scrape, evaluation and delivery."""
+
+    alertmanager: PageFigures | None = None
+
+
 R = TypeVar("R", bound=BaseModel)
 _REGISTRY: dict[str, Callable[[Journal], BaseModel]] = {}
 
@@ -483,8 +497,42 @@ def efficiency(journal: Journal) -> EfficiencyResult:
                             tokens=journal.tokens.total if journal.tokens else None)
 
 
+# ---- alerting ---------------------------------------------------------------------------------------
+
+@oracle("alerting")
+def alerting(journal: Journal) -> AlertingResult:
+    """Pages the scenario's SLOs raised from the settled shop on: how long after the onset the first came, and
+    how many came with nothing wrong (before the onset, or on a control run). Issue 18's alert quality."""
+    from sockdrill.slo.alerts import alert_timeline, rules_for
+
+    start = journal.first("settled") or journal.first("slo_verified")
+    end = journal.end_time
+    samples = journal.all_samples()
+    if start is None or end is None or not samples or not journal.slos:
+        return AlertingResult()
+    rules = rules_for(get_profile(journal.profile))
+    begins: list[float] = []
+    for slo in journal.slos:
+        begins += [a.start for a in alert_timeline(slo, samples, rules, start, end) if a.severity == "page"]
+    delivered = None
+    if journal.alertmanager is not None:
+        from sockdrill.telemetry.alertmanager import page_times
+
+        delivered = _page_figures(journal, [t for t in page_times(journal.alertmanager, {s.label for s in journal.slos})
+                                            if start <= t <= end])
+    return AlertingResult(**_page_figures(journal, begins).model_dump(), alertmanager=delivered)
+
+
+def _page_figures(journal: Journal, begins: list[float]) -> PageFigures:
+    onset = journal.onset
+    false = [b for b in begins if journal.control or onset is None or b < onset]
+    after = sorted(b for b in begins if onset is not None and b >= onset)
+    return PageFigures(first_page_s=round(after[0] - onset, 3) if after and onset is not None else None,
+                       pages=len(begins), false_pages=0 if not journal.control and onset is None else len(false))
+
+
 ORACLE_IDS: tuple[str, ...] = tuple(_REGISTRY)
 
-__all__ = ["ORACLE_IDS", "DetectionResult", "DiagnosisResult", "EfficiencyResult", "IntegrityResult",
+__all__ = ["ORACLE_IDS", "AlertingResult", "DetectionResult", "DiagnosisResult", "EfficiencyResult", "IntegrityResult",
            "LocalizationResult", "MitigationResult", "Penalty", "SafetyResult", "get_oracle", "oracle",
            "oracle_ids", "run_oracle"]

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict
 
 from sockdrill.evaluate.journal import Journal
 from sockdrill.evaluate.oracles import (
+    AlertingResult,
     DetectionResult,
     DiagnosisResult,
     EfficiencyResult,
@@ -85,6 +86,7 @@ class Result(BaseModel):
     integrity: IntegrityResult
     safety: SafetyResult
     efficiency: EfficiencyResult
+    alerting: AlertingResult  # reported, not scored
     score: float | None
 
     def to_json(self) -> str:
@@ -160,6 +162,7 @@ def score(journal: Journal) -> Result:
         integrity=cast(IntegrityResult, run_oracle("integrity", journal)),
         safety=cast(SafetyResult, run_oracle("safety", journal)),
         efficiency=cast(EfficiencyResult, run_oracle("efficiency", journal)),
+        alerting=cast(AlertingResult, run_oracle("alerting", journal)),
         score=None,
     )
     if result.valid:

@@ -115,6 +115,8 @@ def load(
     recorder_url: Annotated[str | None, typer.Option(help="flight recorder to push to (default: the runtime's)")]
     = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="the runtime's data dir")] = None,
+    return_after: Annotated[str, typer.Option(help="how long a returning shopper (return-visit) stays away, "
+                                              "e.g. 30s, 30m")] = "30s",
 ) -> None:
     """Run customer journeys against the shop (Locust, headless) and print their latency and failures."""
     from sockdrill.load.runner import start_load
@@ -125,6 +127,12 @@ def load(
         think_range = parse_think(think)
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    try:
+        away = parse_duration(return_after)
+        if away <= 0:
+            raise ValueError("it must be more than 0 s")
+    except ValueError as exc:
+        raise _fail(f"--return-after: {exc}") from None
     if shape not in SHAPES:
         from sockdrill.errors import did_you_mean
 
@@ -137,7 +145,7 @@ def load(
     try:
         run = start_load(host, mix, users, spawn_rate, seconds, shape, peak_users, seed, recorder_url,
                          data_dir=data_dir, think=think_range, timeout=timeout, max_requests=requests,
-                         accounts=accounts, stats_path=stats_path)
+                         accounts=accounts, stats_path=stats_path, return_after=away)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     except SockdrillError as exc:

@@ -84,6 +84,7 @@ class LoadConfig:
     summary_path: str | None = None
     recorder_url: str | None = None
     choices_path: str | None = None
+    return_after: float = 30.0   # seconds a returning shopper stays away (return-visit journey)
 
     @property
     def peak(self) -> int:
@@ -112,6 +113,8 @@ class LoadConfig:
             raise ValueError(f"timeout must be > 0, got {self.timeout}")
         if self.max_requests is not None and self.max_requests < 1:
             raise ValueError(f"request limit must be >= 1, got {self.max_requests}")
+        if not 0 < self.return_after <= MAX_DURATION_S:
+            raise ValueError(f"return-after must be more than 0 s and at most 24 h, got {self.return_after}")
         if self.accounts < 0:
             raise ValueError(f"accounts must be >= 0, got {self.accounts}")
         for name, weight in self.mix.items():

@@ -19,11 +19,12 @@ name to ``sli.JOURNEYS``.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -43,11 +44,14 @@ class StepFailed(Exception):
 
 
 Check = Callable[[Any], str | None]
-JOURNEY_FUNCS: dict[str, Callable[[ShopUser], bool]] = {}
+# A journey that returns this has only done its first part (a return visit's first visit): it is counted
+# once, when it ends (or at once, if its first part failed), so its error rate is per customer journey.
+CONTINUED = None
+JOURNEY_FUNCS: dict[str, Callable[[ShopUser], bool | None]] = {}
 
 
-def journey(name: str) -> Callable[[Callable[[ShopUser], bool]], Callable[[ShopUser], bool]]:
-    def register(fn: Callable[[ShopUser], bool]) -> Callable[[ShopUser], bool]:
+def journey(name: str) -> Callable[[Callable[[ShopUser], bool | None]], Callable[[ShopUser], bool | None]]:
+    def register(fn: Callable[[ShopUser], bool | None]) -> Callable[[ShopUser], bool | None]:
         JOURNEY_FUNCS[name] = fn
         return fn
     return register
@@ -100,6 +104,9 @@ class ShopUser(FastHttpUser):
         self.logged_in_at: float | None = None
         self.current = ""
         self.declined = False
+        # A return visit in progress: the anonymous browser's client, the cart it left and when it comes back.
+        self.away: Away | None = None
+        self.device: Any = None  # the customer's second device (profile-edit)
 
     def on_stop(self) -> None:
         heapq.heappush(type(self)._free, self.index)
@@ -110,21 +117,28 @@ class ShopUser(FastHttpUser):
     @task
     def iterate(self) -> None:
         name = self.chooser.journey()
+        if name == "return-visit" and self.away is not None and time.monotonic() < self.away.back_at:
+            name = "browse"  # still away: the customer does something else meanwhile
         self.current = name
         started = time.perf_counter()
         ok, declined = True, False
         try:
-            declined = JOURNEY_FUNCS[name](self)
+            outcome = JOURNEY_FUNCS[name](self)
         except StepFailed:
             ok = False
+        else:
+            if outcome is CONTINUED:  # the first half of a journey that ends on a later iteration: not counted
+                return
+            declined = bool(outcome)
         self.aggregator.journey(name, time.perf_counter() - started, ok, declined)
 
     # ---- steps ------------------------------------------------------------------------------------
     def step(self, name: str, method: str, path: str, expect: Iterable[int] = (200,),
-             check: Check | None = None, **kw: Any) -> Any:
-        """One request of the current journey; raises StepFailed when the customer was let down."""
+             check: Check | None = None, client: Any = None, **kw: Any) -> Any:
+        """One request of the current journey (on ``client``, default the user's own browser); raises
+        StepFailed when the customer was let down."""
         expected = tuple(expect)
-        with self.client.request(method, path, name=step_name(self.current, name), catch_response=True,
+        with (client or self.client).request(method, path, name=step_name(self.current, name), catch_response=True,
                                  allow_redirects=False, **kw) as resp:
             problem: str | None = None
             if resp.status_code not in expected:
@@ -142,6 +156,23 @@ class ShopUser(FastHttpUser):
         if problem:
             raise StepFailed(problem)
         return resp
+
+    @contextlib.contextmanager
+    def dated(self, name: str, left_at: float) -> Iterator[None]:
+        """Record a data check of the current journey against the moment the data was left (``left_at``)."""
+        try:
+            yield
+        except StepFailed:
+            self.aggregator.dated_check(step_name(self.current, name), left_at, False)
+            raise
+        self.aggregator.dated_check(step_name(self.current, name), left_at, True)
+
+    def second_device(self) -> Any:
+        """The customer's other device (its own cookies), signed in once."""
+        if self.device is None:
+            self.device = _browser(self)
+            self.step("login-other", "GET", "/login", auth=(self.username, self.password), client=self.device)
+        return self.device
 
     def ensure_login(self) -> None:
         if self.logged_in_at is not None and time.monotonic() - self.logged_in_at < LOGIN_TTL_S:
@@ -164,6 +195,29 @@ class ShopUser(FastHttpUser):
             return None if "declined" in message.lower() else f"order refused (406): {message[:120]}"
         resp = self.step("order", "POST", "/orders", expect=(201, 406), check=check)
         return resp.status_code == 406  # type: ignore[no-any-return]
+
+
+class Away:
+    """A shopper who left items in an anonymous cart and closed the tab; back after ``return_after``."""
+
+    def __init__(self, client: Any, items: dict[str, int], back_at: float) -> None:
+        self.client = client
+        self.items = items
+        self.back_at = back_at
+        # Wall clock at leaving: a loss found on return is dated by when the cart was left, so the scorer
+        # can tell carts left during the incident from carts left after the agent's hand-back.
+        self.left_at = time.time()
+
+
+def _browser(u: ShopUser) -> Any:
+    """A second browser of the same customer (its own cookies): the anonymous visit of a return journey."""
+    from locust.contrib.fasthttp import FastHttpSession
+
+    return FastHttpSession(base_url=u.host, request_event=u.environment.events.request,
+                           network_timeout=u.network_timeout, connection_timeout=u.connection_timeout,
+                           max_redirects=u.max_redirects, max_retries=u.max_retries, insecure=u.insecure,
+                           concurrency=u.concurrency, user=u, client_pool=u.client_pool,
+                           ssl_context_factory=u.ssl_context_factory, headers=u.default_headers)
 
 
 def _cheap(items: list[Any]) -> list[Any]:
@@ -241,6 +295,108 @@ def cart(u: ShopUser) -> bool:
     return False
 
 
+@journey("return-visit")
+def return_visit(u: ShopUser) -> bool | None:
+    """Scenario 3's shopper, in two visits. First: browse without logging in, put one or two socks in the cart,
+    leave. Back ``return_after`` seconds later (the seed's 30 minutes, compressed): the cart must still hold
+    them; log in: they must be in the customer's cart (the merge), then check out is left for another day
+    (the cart is emptied). A cart that lost items fails the step that saw it: ``return-visit:kept`` (between
+    visits) or ``return-visit:merged`` (at login). Counted as one journey, when the second visit ends."""
+    away = u.away
+    if away is None:
+        client = _browser(u)
+        items = [i for i in u.catalogue() if isinstance(i, dict) and "id" in i]
+        if not items:
+            return False
+        left: dict[str, int] = {}
+        for _ in range(u.chooser.randint("socks", 1, 2)):
+            item = str(u.chooser.pick("item", items, key="id")["id"])
+            u.step("add", "POST", "/cart", expect=(201,), json={"id": item}, client=client)
+            left[item] = left.get(item, 0) + 1
+        u.step("basket", "GET", "/cart", check=_holds(left, "the basket after adding"), client=client)
+        u.away = Away(client, left, time.monotonic() + u.config.return_after)
+        return CONTINUED
+    u.away = None
+    with u.dated("kept", away.left_at):
+        u.step("kept", "GET", "/cart", check=_holds(away.items, "the cart after coming back"), client=away.client)
+    u.step("login", "GET", "/login", auth=(u.username, u.password), client=away.client)
+    with u.dated("merged", away.left_at):
+        u.step("merged", "GET", "/cart", check=_holds(away.items, "the customer's cart after logging in"),
+               client=away.client)
+    u.step("empty", "DELETE", "/cart", expect=(202,), client=away.client)
+    return False
+
+
+CITIES = ("London", "Leeds", "Bristol", "Cardiff", "Glasgow", "Belfast", "York", "Bath")
+SURNAMES = ("Lovelace", "Hopper", "Turing", "Hamilton", "Liskov", "Knuth", "Ritchie", "Allen")
+PROFILE_FORM = ("firstName", "lastName", "email", "phone", "address", "defaultCard")
+
+
+def _form(profile: dict[str, Any]) -> dict[str, Any]:
+    """What the profile page sends: every field of its form, changed or not, and the version it loaded."""
+    body = {k: profile.get(k) for k in PROFILE_FORM}
+    if not body["email"]:  # (the seeded accounts have none: the page asks for one)
+        body["email"] = f"{profile.get('username') or 'shopper'}@example.com"
+    if not body["address"]:
+        body["address"] = {"number": "1", "street": "High Street", "city": "London", "postcode": "SW1A 1AA",
+                           "country": "UK"}
+    if not body["phone"]:
+        body["phone"] = "+44 20 7946 0000"
+    body["version"] = profile.get("version")
+    return body
+
+
+def _profile(resp: Any) -> str | None:
+    data = body_json(resp)
+    return None if isinstance(data, dict) and isinstance(data.get("version"), int) else "profile: no version"
+
+
+@journey("profile-edit")
+def profile_edit(u: ShopUser) -> bool:
+    """Scenario 9's customer, signed in on two devices. Both open the profile page; the first changes the phone
+    and the city of the home address and saves; the second, on the page it loaded before, changes the surname
+    and saves: refused as stale (409) it reloads and saves again, as the page tells it to. Then each device
+    checks that both changes are there. ``profile-edit:verify`` fails when a change the customer was told was
+    saved is not (skipped by validation, lost to a stale overwrite, half-written)."""
+    u.ensure_login()
+    other = u.second_device()
+    a = body_json(u.step("load", "GET", "/profile", check=_profile))
+    b = body_json(u.step("load", "GET", "/profile", check=_profile, client=other))
+    phone = f"+44 20 7946 {u.chooser.randint('phone', 1000, 9999)}"
+    city = u.chooser.pick("city", list(CITIES))
+    mine = _form(a)
+    mine["phone"] = phone
+    mine["address"] = {**mine["address"], "city": city}
+    u.step("save", "PATCH", "/profile", json=mine, check=_profile)
+    surname = u.chooser.pick("surname", list(SURNAMES))
+    theirs = {**_form(b), "lastName": surname}
+    resp = u.step("save-other", "PATCH", "/profile", json=theirs, expect=(200, 409), client=other)
+    if resp.status_code == 409:  # the page says: reload, then make the change again
+        fresh = body_json(u.step("reload", "GET", "/profile", check=_profile, client=other))
+        u.step("save-again", "PATCH", "/profile", json={**_form(fresh), "lastName": surname}, check=_profile,
+               client=other)
+
+    def both(resp: Any) -> str | None:
+        p = body_json(resp)
+        lost = [name for name, ok in (("phone", p.get("phone") == phone), ("lastName", p.get("lastName") == surname),
+                                      ("address.city", (p.get("address") or {}).get("city") == city)) if not ok]
+        return f"profile: saved changes missing: {', '.join(lost)}" if lost else None
+    u.step("verify", "GET", "/profile", check=both)
+    u.step("verify-other", "GET", "/profile", check=both, client=other)
+    return False
+
+
+def _holds(items: dict[str, int], where: str) -> Check:
+    def check(resp: Any) -> str | None:
+        have: dict[str, int] = {}
+        for line in body_json(resp):
+            if isinstance(line, dict) and isinstance(line.get("quantity"), int):
+                have[str(line.get("itemId"))] = have.get(str(line.get("itemId")), 0) + line["quantity"]
+        lost = {i: n for i, n in items.items() if have.get(i, 0) < n}
+        return f"{where}: {len(lost)} of {len(items)} items missing" if lost else None
+    return check
+
+
 @journey("checkout")
 def checkout(u: ShopUser) -> bool:
     """A whole purchase: log in, fresh cart, add a sock, basket page, POST /orders, clear the cart."""
@@ -261,6 +417,27 @@ def checkout(u: ShopUser) -> bool:
     if not declined:
         u.step("clear", "DELETE", "/cart", expect=(202,))
     return declined
+
+
+@journey("checkout-page")
+def checkout_page(u: ShopUser) -> bool:
+    """Scenario 7's page load: the checkout (basket) page as a browser loads it, its HTML and every API call its
+    script makes (the cart, each sock in it, the delivery address, the card). A shopper with an empty basket
+    first puts a sock in it."""
+    u.ensure_login()
+    u.step("html", "GET", "/basket.html")
+    lines = body_json(u.step("cart", "GET", "/cart", check=is_list("cart")))
+    if not lines:
+        items = _cheap(u.catalogue(step="pick"))
+        if not items:
+            raise StepFailed(f"checkout-page: no sock priced at most {PRICE_BUDGET} in the catalogue")
+        u.step("add", "POST", "/cart", expect=(201,), json={"id": u.chooser.pick("item", items, key="id")["id"]})
+        lines = body_json(u.step("cart", "GET", "/cart", check=is_list("cart")))
+    for item in dict.fromkeys(str(x.get("itemId")) for x in lines if isinstance(x, dict)):
+        u.step("sock", "GET", "/catalogue/" + quote(item, safe=""), check=has_keys("sock", "id", "price"))
+    u.step("address", "GET", "/address", check=has_keys("address", "id"))
+    u.step("card", "GET", "/card", check=has_keys("card", "number"))
+    return False
 
 
 @journey("order-status")

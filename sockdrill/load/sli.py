@@ -42,7 +42,8 @@ LOAD_RPS = "load_rps"
 QUANTILES = (0.5, 0.95, 0.99)
 
 # Journey names, in the order tables list them. journeys.py implements exactly these (a test checks).
-JOURNEYS = ("browse", "login", "cart", "checkout", "order-status", "classic")
+JOURNEYS = ("browse", "login", "cart", "checkout", "order-status", "classic", "return-visit", "profile-edit",
+            "checkout-page")
 DEFAULT_MIX = {"browse": 5, "cart": 2, "login": 1, "checkout": 1, "order-status": 1}
 
 
@@ -145,6 +146,8 @@ class Aggregator:
         self.errors: dict[str, int] = {}  # "step: problem" (ids and numbers masked) → count
         self._win_requests = 0
         self.peak_users = 0
+        # Data checks dated by when the data was left: step → departure second → [checks, failures].
+        self._dated: dict[str, dict[int, list[int]]] = {}
 
     def journey(self, name: str, seconds: float, ok: bool, declined: bool = False) -> None:
         self.journeys.setdefault(name, Series()).add(seconds, ok, declined)
@@ -160,6 +163,11 @@ class Aggregator:
         if split_step(name) is not None:
             self.steps.setdefault(name, Series()).add(seconds, ok)
 
+    def dated_check(self, name: str, left_at: float, ok: bool) -> None:
+        cell = self._dated.setdefault(name, {}).setdefault(int(left_at), [0, 0])
+        cell[0] += 1
+        cell[1] += 0 if ok else 1
+
     def flush(self, now: float, elapsed: float, users: int, interval: float = 1.0) -> dict[str, Any]:
         """One per-second record (the JSON line the stream file gets and the recorder is fed from)."""
         self.peak_users = max(self.peak_users, users)
@@ -170,6 +178,9 @@ class Aggregator:
             "journeys": {name: s.take_window(interval) for name, s in self.journeys.items()},
             "steps": {name: s.take_window(interval) for name, s in self.steps.items()},
         }
+        if self._dated:  # checks made this second, by the second their data was left: {step: {left: [n, failed]}}
+            record["left"] = {name: {str(sec): cell for sec, cell in by.items()} for name, by in self._dated.items()}
+            self._dated = {}
         self._win_requests = 0
         return record
 

@@ -136,9 +136,10 @@ def validate_document(doc: Any, path: str, root: yaml.Node | None) -> Scenario:
                     if comp not in names:
                         p.add(("variants", vi, "ground_truth", key, ci),
                               f"unknown component '{comp}'" + did_you_mean(comp, names))
-        for svc in var.setup.replicas:
-            if svc not in names:
-                p.add(("variants", vi, "setup", "replicas", svc), f"unknown service '{svc}'" + did_you_mean(svc, names))
+        for part in ("replicas", "balancing"):
+            for svc in getattr(var.setup, part):
+                if svc not in names:
+                    p.add(("variants", vi, "setup", part, svc), f"unknown service '{svc}'" + did_you_mean(svc, names))
         _check_faults(p, vi, var, names)
         _check_tools(p, vi, var)
     if p.items:

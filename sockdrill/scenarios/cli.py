@@ -230,3 +230,53 @@ def validate_command(files: Annotated[list[Path], typer.Argument(help="scenario 
             errors.append(str(exc))
     if errors:
         raise _fail("\n".join(errors))
+
+
+@scenarios_app.command("rules")
+def rules_command(
+    profile: Annotated[str, typer.Option(help="time scale of the alert windows: fast or standard")] = "standard",
+    out: Annotated[Path | None, typer.Option(help="write the rule file here (default: print it)")] = None,
+    runbook_base: Annotated[str | None, typer.Option(help="URL prefix of the runbooks (default: this "
+                                                     "installation's runbooks folder as file:// URLs)")] = None,
+) -> None:
+    """Prometheus recording and alerting rules (multi-window burn rates) for every journey SLO."""
+    import yaml
+
+    from sockdrill.scenarios.alert_rules import shop_rules
+    from sockdrill.slo.slo import get_profile
+
+    try:
+        rules = shop_rules(get_profile(profile), runbook_base)
+    except SockdrillError as exc:
+        raise _fail(str(exc), 2) from None
+    text = yaml.safe_dump(rules, sort_keys=False, width=200)
+    if out is None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+        return
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        raise _fail(f"--out: cannot write {out}: {exc.strerror}") from None
+    n = sum(len(g["rules"]) for g in rules["groups"])
+    console.print(f"{out}: {n} rules ({profile} profile)")
+
+
+@scenarios_app.command("dashboards")
+def dashboards_command(
+    out: Annotated[Path, typer.Option(help="folder for the dashboards' JSON files (Grafana provisioning)")],
+) -> None:
+    """Grafana dashboards as code: one per key user journey and one for the platform."""
+    import json
+
+    from sockdrill.scenarios.dashboards import all_dashboards
+
+    try:
+        boards = all_dashboards()
+        out.mkdir(parents=True, exist_ok=True)
+        for name, board in boards.items():
+            (out / name).write_text(json.dumps(board, indent=2) + "\n")
+    except OSError as exc:
+        raise _fail(f"--out: cannot write to {out}: {exc.strerror}") from None
+    except SockdrillError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"{out}: {len(boards)} dashboards ({', '.join(sorted(boards))})")

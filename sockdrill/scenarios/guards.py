@@ -15,7 +15,10 @@ JOURNEY_TARGETS: dict[str, tuple[float, float]] = {
     "login": (1.0, 0.01),
     "cart": (1.5, 0.01),
     "checkout": (3.0, 0.01),
-    "order_status": (1.5, 0.01),
+    "order-status": (1.5, 0.01),
+    "return-visit": (2.0, 0.01),
+    "profile-edit": (2.0, 0.01),
+    "checkout-page": (2.0, 0.01),
 }
 
 

@@ -144,6 +144,61 @@ async def _shipments_queued(orders_db: str, since: float, published_before: int,
                           violations=[{"shipped": shipped, "queued": published}] if missing else [])
 
 
+# What customers themselves saw go missing: the steps of the load's journeys that check data they were told
+# was kept (scenario 3's returning shopper, scenario 9's two devices). A failure of one of them is data lost
+# to that customer, whatever the stores say.
+CUSTOMER_CHECKS = {
+    "carts_kept_between_visits": ("cart items a returning shopper had left", ("return-visit:kept",
+                                                                              "return-visit:merged")),
+    "profile_changes_kept": ("profile changes a customer was told were saved", ("profile-edit:verify",
+                                                                                "profile-edit:verify-other")),
+}
+
+
+def customers_saw(records: list[dict[str, Any]], since: float,
+                  handed_back: float | None = None) -> list[IntegrityCheck]:
+    """One check per journey above that ran (from the load's per-second records since ``since``).
+
+    Losses while the fault runs are the incident itself (the symptom, scored as failed requests and time to
+    mitigate): no agent can undo what customers lost before it was paged. What the agent answers for is what
+    customers still lose once it has handed the incident back, so only checks of data entrusted to the shop
+    from ``handed_back`` on decide ``ok``. A check the load dated by when its data was left (a returning
+    shopper's cart, the record's ``left``) is judged by that date, however late the shopper came back;
+    any other by when it was made. The detail gives both counts."""
+    out = []
+    for name, (what, steps) in CUSTOMER_CHECKS.items():
+        count = failures = late_count = late_failures = 0
+        for rec in records:
+            at = float(rec.get("time", 0))
+            for step in steps:
+                dated = (rec.get("left") or {}).get(step)
+                if dated is not None:
+                    cells = [(float(left), int(n), int(f)) for left, (n, f) in dated.items()]
+                else:
+                    window = rec.get("steps", {}).get(step) or {}
+                    cells = [(at, int(window.get("count", 0)), int(window.get("failures", 0)))]
+                for when, n, f in cells:
+                    if at < since or when < since - 1:  # (dated by whole seconds)
+                        continue
+                    count += n
+                    failures += f
+                    if handed_back is None or when >= handed_back:
+                        late_count += n
+                        late_failures += f
+        if count == 0:
+            continue
+        detail = f"{count} checks of {what}" + (f": {failures} found data missing" if failures else ", all kept")
+        if handed_back is not None:
+            detail += (f"; of data left after the hand-back {late_count} checks" +
+                       (f", {late_failures} found it missing" if late_failures else ", all kept"))
+        ok = late_failures == 0 if late_count else (None if handed_back is not None else failures == 0)
+        out.append(IntegrityCheck(
+            name=name, ok=ok, detail=detail,
+            violations=[{"kind": "seen_missing", "checks": late_count, "failed": late_failures}] if late_failures
+            else []))
+    return out
+
+
 def run_integrity(client: RuntimeClient, sentinels: list[dict[str, Any]], since: float,
                   published_before: int | None = None) -> list[IntegrityCheck]:
     from sockdrill.evaluate.integrity import CartExpectation, check_carts, check_order_views, check_orders
@@ -153,7 +208,8 @@ def run_integrity(client: RuntimeClient, sentinels: list[dict[str, Any]], since:
     async def go() -> list[IntegrityCheck]:
         out = []
         if sentinels:
-            out.append(await check_carts(addr["carts-db"], [CartExpectation(**s) for s in sentinels]))
+            out.append(await check_carts(addr["carts-db"], [CartExpectation(**s) for s in sentinels],
+                                         addr.get("carts-cache")))
         out.append(await check_orders(addr["orders-db"], []))
         if "payment-gateway" in addr:
             out.append(await _charges_matched(addr["payment-gateway"], addr["orders-db"], since))

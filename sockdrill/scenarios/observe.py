@@ -1,5 +1,7 @@
 """What the runner shows the agent about user impact: SLO status and burn-rate alerts, from the
-client-side journey SLIs of the load it drives (the same numbers customers experience)."""
+client-side journey SLIs of the load it drives (the same numbers customers experience). Where the shop runs
+Alertmanager, the alerts are the ones it delivered (Prometheus evaluating the run's rules, routed to the
+recorder's webhook), as an on-call engineer's pager gets them; otherwise the built-in evaluator's."""
 
 from __future__ import annotations
 
@@ -46,9 +48,24 @@ def slo_status_provider(run: Any, slos: list[SLO]) -> Callable[[], dict[str, Any
 
 
 def alerts_provider(run: Any, slos: list[SLO]) -> Callable[[], list[dict[str, Any]]]:
+    from sockdrill.telemetry.alertmanager import fetch_notifications, firing_now
+
     rules = rules_for(get_profile(run.opts.profile))
+    labels = {s.label for s in slos}
+
+    def delivered() -> list[dict[str, Any]] | None:
+        got = fetch_notifications(run.client.record, run.scope_start or 0.0) if run.client is not None else None
+        if not got or not got.get("alertmanager"):
+            return None
+        return [{"alert": n["labels"].get("alertname"), "journey": n["labels"].get("journey"),
+                 "slo": n["labels"]["slo"], "rule": n["labels"].get("window"), "severity": n["labels"].get("severity"),
+                 "summary": n["annotations"].get("summary"), "since": n.get("starts_at"), "source": "alertmanager"}
+                for n in firing_now(got["notifications"]) if n["labels"].get("slo") in labels]
 
     def alerts() -> list[dict[str, Any]]:
+        paged = delivered()
+        if paged is not None:
+            return paged
         now = time.time()
         samples = run.samples()
         out = []
@@ -56,7 +73,7 @@ def alerts_provider(run: Any, slos: list[SLO]) -> Callable[[], list[dict[str, An
             for rule in rules:
                 if firing(slo, samples, now, rule):
                     out.append({"alert": "SLOBurnRate", "journey": slo.journey, "slo": slo.label, "rule": rule.name,
-                                "severity": rule.severity, "burn_rate_over": rule.burn_rate})
+                                "severity": rule.severity, "burn_rate_over": rule.burn_rate, "source": "sockdrill"})
         return out
 
     return alerts

@@ -22,6 +22,70 @@ def _wait_ready(client: RuntimeClient, timeout: float = 90.0) -> None:
     raise ScenarioError(f"the shop was not ready again within {timeout:.0f}s after the reset")
 
 
+async def _lift_role_limits(urls: dict[str, str]) -> dict[str, list[str]]:
+    """An agent's ``limit_db_role`` does not outlive its run: every login role may connect again."""
+    import asyncpg
+
+    lifted: dict[str, list[str]] = {}
+    for name, url in urls.items():
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            roles = [r["rolname"] for r in await conn.fetch(
+                "SELECT rolname FROM pg_roles WHERE rolconnlimit <> -1 AND NOT rolsuper AND rolname NOT LIKE 'pg\\_%'")]
+            for role in roles:
+                await conn.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT -1')
+        finally:
+            await conn.close()
+        if roles:
+            lifted[name] = roles
+    return lifted
+
+
+def _restore_redis_settings(urls: dict[str, str], settings: dict[str, dict[str, str]]) -> list[str]:
+    """A resize_cache or a memory fault does not outlive its run: each Redis store gets its start values back."""
+    import redis
+
+    restored = []
+    for name, url in urls.items():
+        r = redis.Redis.from_url(url, socket_timeout=10, decode_responses=True)
+        try:
+            before = {k: r.config_get(k)[k] for k in settings[name]}
+            for k, v in settings[name].items():
+                r.config_set(k, v)
+            if {k: r.config_get(k)[k] for k in settings[name]} != before:
+                restored.append(name)
+        finally:
+            r.close()
+    return restored
+
+
+# Deletes a cached cart only if it has no change waiting to be written back (atomic: a write racing it sees
+# its WATCH fail and reads the cart again from carts-db, where the clean copy is).
+_DROP_CLEAN = """
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
+return redis.call('UNLINK', KEYS[1])
+"""
+
+
+def _cool_carts_cache(url: str) -> int:
+    """Every run starts with a cold carts-cache: a reused shop otherwise holds every earlier run's carts, so its
+    hit ratio and memory (what an agent reads, what a memory fault acts on) depended on how many runs came
+    before. Only carts already written back to carts-db are dropped; nothing is lost."""
+    import redis
+
+    from sockdrill.shop.carts_cache import DIRTY
+
+    r = redis.Redis.from_url(url, socket_timeout=10, decode_responses=True)
+    dropped = 0
+    try:
+        drop = r.register_script(_DROP_CLEAN)
+        for key in r.scan_iter(match="cart:*", count=500):
+            dropped += int(drop(keys=[key, DIRTY], args=[key.removeprefix("cart:")]) or 0)
+    finally:
+        r.close()
+    return dropped
+
+
 def reset_shop(client: RuntimeClient, setup: Setup) -> dict[str, Any]:
     done: dict[str, Any] = {}
     client.post("/v1/chaos/clear", {})
@@ -38,6 +102,7 @@ def reset_shop(client: RuntimeClient, setup: Setup) -> dict[str, Any]:
                 done.setdefault("scaled", {})[name] = want
             # Always: a run's config history (revisions) must not show in the next run.
             client.post("/v1/config/reset", {"deployment": name})
+            client.post("/v1/balancing", {"deployment": name, "policy": setup.balancing.get(name, "connection")})
             if dep["knobs"]:
                 done.setdefault("knobs_reset", []).append(name)
         if dep["limits"] != dep.get("default_limits", dep["limits"]) and name not in setup.limits:
@@ -47,6 +112,16 @@ def reset_shop(client: RuntimeClient, setup: Setup) -> dict[str, Any]:
                 pass
             done.setdefault("limits_cleared", []).append(name)
     _wait_ready(client)
+    pg = [d["name"] for d in status["deployments"] if d["kind"] == "postgres" and not d["external"]]
+    lifted = asyncio.run(_lift_role_limits({n: client.record["addresses"][n] for n in pg}))
+    if lifted:
+        done["role_limits_lifted"] = lifted
+    redis = {d["name"]: d["start_settings"] for d in status["deployments"] if d.get("start_settings")}
+    restored = _restore_redis_settings({n: client.record["addresses"][n] for n in redis}, redis)
+    if restored:
+        done["redis_settings_restored"] = restored
+    if "carts-cache" in client.record["addresses"]:
+        done["carts_cache_cooled"] = _cool_carts_cache(client.record["addresses"]["carts-cache"])
     for name, lim in setup.limits.items():
         client.post("/v1/limits", {"deployment": name, "cpu": lim.get("cpu"), "memory": lim.get("memory"),
                                    "clear": True})

@@ -199,6 +199,12 @@ class Run:
         assert self.client is not None
         done = reset_shop(self.client, self.variant.setup)
         self.users_total = int(done.get("users", BASE_USERS))
+        from sockdrill.scenarios.alert_rules import install_run_rules
+        from sockdrill.slo.slo import get_profile
+
+        note = install_run_rules(self.client.record, [*self.slos, *self.dashboard_slos], get_profile(self.opts.profile))
+        if note:
+            self.notes.append(note)
         self.scope_start = time.time()
         self.journal.mark("reset", self.scope_start)
 
@@ -211,7 +217,7 @@ class Run:
             spawn_rate=load.spawn_rate, duration=3600, shape=load.shape, peak_users=load.peak_users,
             seed=self.opts.seed + seed_offset, data_dir=self.client.data_dir,
             think=cast(tuple[float, float], tuple(load.think_s)), accounts=max(1, self.users_total - RESERVED_USERS),
-            stats_path=self.dir / stats_name, timeout=10.0)
+            stats_path=self.dir / stats_name, timeout=10.0, return_after=self.win.return_after_s)
 
     def wait_until(self, seconds: float) -> None:
         """Sleep ``seconds``, checking every half second that the load is still running."""
@@ -241,12 +247,17 @@ class Run:
             onset = started if onset is None else min(onset, started)
         return onset if onset is not None else time.time()
 
+    def observation_delay_s(self) -> float:
+        """How long after a fix its effect can first show in the SLOs: a returning shopper who left before the
+        fix comes back one absence later (return-visit), so the recovery wait is that much longer."""
+        return self.win.return_after_s if any(s.journey == "return-visit" for s in self.slos) else 0.0
+
     def fault_hold_s(self) -> float:
         """Longer than anything that can follow an injection: two symptom waits and a settle between them,
         the agent's budget and the recovery timeout, with a margin."""
         w = self.win
         return (2 * w.symptom_timeout_s + w.baseline_s + w.settle_timeout_s + w.agent_budget_s + 5
-                + w.recovery_timeout_s + 120)
+                + w.recovery_timeout_s + self.observation_delay_s() + 120)
 
     def mark_expiries(self) -> None:
         """Faults of this run that ended by themselves before the revert (the chaos audit says so) end the
@@ -339,7 +350,7 @@ class Run:
         ``time_to_restore``), or None by the timeout."""
         from sockdrill.slo.slo import time_to_restore
 
-        deadline = time.time() + self.win.recovery_timeout_s
+        deadline = time.time() + self.win.recovery_timeout_s + self.observation_delay_s()
         w = self.win.recovery_window_s
         while time.time() < deadline:
             self.wait_until(1.0)
@@ -418,6 +429,7 @@ class Run:
             else:
                 j.mark("settled", time.time(), settle_s=round(settle_s, 1))
                 j.mark("slo_verified", time.time())
+            handed_back: float | None = None
             if invalid_reason is None and not self.scenario.control:
                 self.wait_until(self.rng.uniform(*self.win.fault_offset_s))
                 onset, symptom = self.onset_with_symptom()
@@ -433,6 +445,7 @@ class Run:
                 a0 = time.time()
                 j.mark("agent_start", a0)
                 outcome = self.run_agent()
+                handed_back = time.time()
                 tools = outcome["tools"]
                 if outcome["error"]:
                     meta["agent_error"] = outcome["error"]
@@ -451,8 +464,17 @@ class Run:
             try:
                 j.integrity = run_integrity(self.client, self.sentinels, start,  # type: ignore[arg-type]
                                             self.published_before)
+                from sockdrill.load.runner import read_records
+                from sockdrill.scenarios.integrity_setup import customers_saw
+
+                j.integrity += customers_saw(read_records(self.dir / "load.jsonl"), start, handed_back)
             except Exception as exc:  # a broken check is reported in the run, never a lost run
                 self.notes.append(f"integrity checks failed to run: {type(exc).__name__}: {exc}")
+            from sockdrill.telemetry.alertmanager import fetch_notifications
+
+            delivered = fetch_notifications(self.client.record, self.scope_start or start)  # type: ignore[union-attr]
+            if delivered and delivered.get("alertmanager"):  # the pages as Alertmanager delivered them
+                j.alertmanager = delivered["notifications"]
         except SockdrillError as exc:
             invalid_reason = invalid_reason or f"run error: {exc}"
             self.notes.append(str(exc))

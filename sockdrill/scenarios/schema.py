@@ -101,6 +101,8 @@ class Setup(Strict):
     replicas: dict[str, int] = Field(default_factory=dict)
     knobs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     limits: dict[str, dict[str, str]] = Field(default_factory=dict)  # {user: {cpu: 150m, memory: 256Mi}}
+    # How the mesh balances a service over its pods: "request" (a sidecar's way) or "connection" (default)
+    balancing: dict[str, Literal["connection", "request"]] = Field(default_factory=dict)
 
 
 class GroundTruth(Strict):

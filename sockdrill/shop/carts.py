@@ -1,70 +1,64 @@
-"""carts: shopping carts on PostgreSQL (``carts-db``), with upstream's routes and quirks.
+"""carts: shopping carts, with upstream's routes and quirks, kept in carts-db behind a carts-cache.
 
 Upstream behaviour kept on purpose: POSTing an itemId already in the cart adds 1 whatever the body
-says; merging appends the session cart's lines (duplicates possible) and deletes the session cart;
+says; merging appends the session cart's lines (duplicates possible) and empties the session cart;
 GET/PATCH/DELETE of a line that is not in the cart is a 500 with a Spring-style error body.
 
 Deliberate difference: a body that is not JSON, or has a missing ``itemId`` or wrongly typed fields,
 is a 400 with a JSON error (upstream's Jackson coerced some values, e.g. ``"3"`` for a quantity, and
 stored lines without an itemId).
 
-Storage: ``carts(customer_id)`` and ``cart_items(id, customer_id, item_id, quantity, unit_price, seq)``;
-``seq`` keeps lines in insertion order, like the list of references in upstream's cart document.
-Writes to one cart are serialised with a transaction-scoped advisory lock on the customer id.
+Storage: carts-db holds every cart (``carts_db.py``); when the pod has a ``carts-cache`` address, reads and
+writes go through that write-behind cache (``carts_cache.py``) and carts-db is written back in the
+background. A write the cache cannot take (down, or full under ``noeviction``) goes to carts-db directly,
+under the cart's lock, starting from the cached cart if that one is newer: slower, nothing lost. Each
+cart's writes are serialised (the cache's WATCH/MULTI, or the database's advisory lock), so concurrent
+requests on one cart never fail or lose one another's change.
 """
 
 from __future__ import annotations
 
-import os
 import time
+from collections.abc import Callable
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
+from sockdrill.shop import carts_db
+from sockdrill.shop.carts_cache import CacheUnavailable, CartCache
+from sockdrill.shop.carts_db import Line, object_id
 from sockdrill.shop.common import Knob, Service, json_response, read_json, run_service
 from sockdrill.shop.common.db import DB_KNOBS, Database
+from sockdrill.shop.common.env import optional_upstream_url
+from sockdrill.shop.common.http import caller_deadline
 from sockdrill.shop.spring import JSON_UTF8, spring_error
 
-KNOBS: list[Knob] = [*DB_KNOBS]
+KNOBS: list[Knob] = [
+    *DB_KNOBS,
+    Knob("cache_ttl_s", 3600, "how long carts-cache keeps a cart after its last use (seconds)", minimum=1,
+         maximum=7 * 86400),
+    Knob("cache_flush_interval_s", 1.0, "how often changed carts are written back to carts-db (seconds)",
+         minimum=0.05, maximum=3600),
+    Knob("cache_timeout_s", 1.0, "timeout of carts-cache (Redis) calls (seconds)", minimum=0.001, maximum=60),
+]
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS carts (
-    customer_id TEXT PRIMARY KEY,
-    created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS cart_items (
-    id          TEXT PRIMARY KEY,
-    customer_id TEXT NOT NULL REFERENCES carts (customer_id) ON DELETE CASCADE,
-    item_id     TEXT NOT NULL,
-    quantity    INTEGER NOT NULL,
-    unit_price  DOUBLE PRECISION NOT NULL,
-    seq         BIGSERIAL
-);
-CREATE INDEX IF NOT EXISTS cart_items_by_cart ON cart_items (customer_id, seq);
-"""
-
-COLUMNS = "id, item_id, quantity, unit_price"
-LOCK_SPACE = 7201  # first key of the two-int advisory locks taken per cart
-
-_oid_counter = int.from_bytes(os.urandom(3), "big")
-_oid_random = os.urandom(5)
+Change = Callable[[list[list[Line]]], tuple[list[list[Line]], Any]]
 
 
-def object_id() -> str:
-    """A 24-hex id laid out like a Mongo ObjectId (seconds, per-process random, counter)."""
-    global _oid_counter
-    _oid_counter = (_oid_counter + 1) % 0xFFFFFF
-    return (int(time.time()).to_bytes(4, "big") + _oid_random + _oid_counter.to_bytes(3, "big")).hex()
+class _Refused(Exception):
+    """A change that must not be applied; what was taken over from the cache is kept."""
 
 
-async def init_schema(conn: asyncpg.Connection) -> None:
-    await conn.execute(SCHEMA)
+class _MissingLine(_Refused):
+    """The cart has no line for that item (upstream: a 500)."""
 
 
-def _item(row: asyncpg.Record) -> dict[str, Any]:
-    return {"id": row["id"], "itemId": row["item_id"], "quantity": row["quantity"],
-            "unitPrice": row["unit_price"]}
+class _Abandoned(_Refused):
+    """The caller's deadline passed before the change was made: nobody waits for it any more."""
+
+
+def _first(lines: list[Line], item_id: str) -> Line | None:
+    return next((ln for ln in lines if ln["itemId"] == item_id), None)
 
 
 def _is_int(value: Any) -> bool:
@@ -78,24 +72,63 @@ def _is_number(value: Any) -> bool:
 class Carts:
     def __init__(self, svc: Service) -> None:
         self.svc = svc
-        self.db = Database(svc, "carts-db", init=init_schema)
+        self.db = Database(svc, "carts-db", init=carts_db.init_schema)
+        url = optional_upstream_url("carts-cache")
+        self.cache = CartCache(svc, url, self.db) if url else None
+
+    # ---- storage ---------------------------------------------------------------------------------
+    async def read(self, customer_id: str) -> list[Line]:
+        if self.cache is not None:
+            try:
+                return await self.cache.read(customer_id)
+            except CacheUnavailable:
+                pass
+        async with self.db.acquire() as conn:
+            return (await carts_db.load(conn, customer_id))[0]
+
+    async def write(self, ids: list[str], change: Change) -> Any:
+        """Apply ``change`` to the carts ``ids`` (see ``CartCache.write``), in the cache or else in carts-db."""
+        if self.cache is not None:
+            try:
+                return await self.cache.write(ids, change)
+            except CacheUnavailable as exc:
+                self.svc.log.warning("carts-cache did not take a write, writing to carts-db: %s", exc)
+        refused: _Refused | None = None
+        async with self.db.acquire() as conn, conn.transaction():
+            current: list[list[Line]] = []
+            versions: list[int] = []
+            taken: list[bool] = []
+            for cid in sorted(ids):  # a fixed order: two opposite merges cannot deadlock
+                await carts_db.lock(conn, cid)
+            for cid in ids:
+                lines, version = await carts_db.load(conn, cid)
+                cached = None
+                if self.cache is not None:
+                    try:
+                        cached = await self.cache.take_over(cid)
+                    except CacheUnavailable:
+                        pass  # unreachable: it cannot serve an older copy either, until it returns
+                if cached is not None and cached[1] > version:
+                    lines, version = cached
+                current.append(lines)
+                versions.append(version)
+                taken.append(cached is not None and cached[1] >= version)
+            try:
+                new, result = change(current)
+            except _Refused as exc:
+                # Refused, but what was taken from the cache is kept (it is no longer there).
+                refused = exc
+                for cid, lines, version, took in zip(ids, current, versions, taken, strict=True):
+                    if took:
+                        await carts_db.save(conn, cid, lines, version)
+            else:
+                for cid, lines, version in zip(ids, new, versions, strict=True):
+                    await carts_db.save(conn, cid, lines, version + 1)
+        if refused is not None:
+            raise refused
+        return result
 
     # ---- helpers ---------------------------------------------------------------------------------
-    async def _ensure_cart(self, conn: asyncpg.Connection, customer_id: str) -> None:
-        # DO UPDATE (not DO NOTHING) locks the cart row until the transaction ends, so a concurrent
-        # DELETE /carts/{id} cannot remove it between here and an insert of one of its lines.
-        await conn.execute("INSERT INTO carts (customer_id) VALUES ($1) "
-                           "ON CONFLICT (customer_id) DO UPDATE SET customer_id = EXCLUDED.customer_id", customer_id)
-
-    async def _lock(self, conn: asyncpg.Connection, customer_id: str) -> None:
-        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", LOCK_SPACE, customer_id)
-
-    async def _first_line(self, conn: asyncpg.Connection, customer_id: str, item_id: str
-                          ) -> asyncpg.Record | None:
-        return await conn.fetchrow(
-            f"SELECT {COLUMNS} FROM cart_items WHERE customer_id = $1 AND item_id = $2 ORDER BY seq LIMIT 1",
-            customer_id, item_id)
-
     @staticmethod
     def _missing_line(request: web.Request) -> web.HTTPException:
         return spring_error(500, "Cannot find item in cart", request.path,
@@ -129,16 +162,12 @@ class Carts:
     # ---- routes ----------------------------------------------------------------------------------
     async def get_cart(self, request: web.Request) -> web.Response:
         customer_id = request.match_info["customerId"]
-        async with self.db.acquire() as conn:
-            await self._ensure_cart(conn, customer_id)
+        await self.read(customer_id)  # upstream made the cart here; an empty cart needs nothing stored
         return json_response({"customerId": customer_id}, content_type=JSON_UTF8)
 
     async def delete_cart(self, request: web.Request) -> web.Response:
         customer_id = request.match_info["customerId"]
-        # Serialised with every write to this customer's cart (add, update, remove, merge).
-        async with self.db.acquire() as conn, conn.transaction():
-            await self._lock(conn, customer_id)
-            await conn.execute("DELETE FROM carts WHERE customer_id = $1", customer_id)
+        await self.write([customer_id], lambda carts: ([[]], None))
         return web.Response(status=202)
 
     async def merge(self, request: web.Request) -> web.Response:
@@ -147,80 +176,89 @@ class Carts:
         if session_id is None:
             raise spring_error(400, "Required String parameter 'sessionId' is not present", request.path,
                                "org.springframework.web.bind.MissingServletRequestParameterException")
-        async with self.db.acquire() as conn, conn.transaction():
-            # Lock both carts in a fixed order so that two opposite merges cannot deadlock.
-            for key in sorted({customer_id, session_id}):
-                await self._lock(conn, key)
-            await self._ensure_cart(conn, customer_id)
-            if session_id != customer_id:
-                lines = await conn.fetch("SELECT id FROM cart_items WHERE customer_id = $1 ORDER BY seq",
-                                         session_id)
-                for line in lines:  # one by one so the appended lines keep their order
-                    await conn.execute(
-                        "UPDATE cart_items SET customer_id = $1, seq = nextval(pg_get_serial_sequence("
-                        "'cart_items', 'seq')) WHERE id = $2", customer_id, line["id"])
-            # Upstream deletes the session cart after appending, even when it is the customer's own.
-            await conn.execute("DELETE FROM carts WHERE customer_id = $1", session_id)
+        # A login whose caller gave up on the merge (front-end's cart_merge_timeout_s) goes on without it: the
+        # merge is dropped rather than made behind its back, so both carts stay as they were (not upstream:
+        # upstream had no deadlines; the shopper's anonymous items are then not in the customer's cart).
+        deadline = caller_deadline(request.headers)
+
+        def merged(carts: list[list[Line]]) -> tuple[list[list[Line]], None]:
+            if deadline is not None and time.time() > deadline:
+                raise _Abandoned
+            if len(carts) == 1:  # upstream appends the cart to itself, then deletes it: the cart ends empty
+                return [[]], None
+            return [carts[0] + carts[1], []], None  # session lines appended (duplicates kept), session emptied
+        ids = [customer_id] if session_id == customer_id else [customer_id, session_id]
+        try:
+            await self.write(ids, merged)
+        except _Abandoned:
+            self.svc.log.warning("cart merge abandoned: its caller stopped waiting",
+                                 extra={"fields": {"kind": "cart_merge_abandoned", "customer": customer_id}})
+            raise spring_error(504, "Merge abandoned: the caller's deadline passed", request.path,
+                               "org.springframework.web.context.request.async.AsyncRequestTimeoutException"
+                               ) from None
         return web.Response(status=202)
 
     async def list_items(self, request: web.Request) -> web.Response:
-        customer_id = request.match_info["customerId"]
-        async with self.db.acquire() as conn:
-            await self._ensure_cart(conn, customer_id)
-            rows = await conn.fetch(
-                f"SELECT {COLUMNS} FROM cart_items WHERE customer_id = $1 ORDER BY seq", customer_id)
-        return json_response([_item(r) for r in rows], content_type=JSON_UTF8)
+        lines = await self.read(request.match_info["customerId"])
+        return json_response(lines, content_type=JSON_UTF8)
 
     async def get_item(self, request: web.Request) -> web.Response:
-        customer_id = request.match_info["customerId"]
-        async with self.db.acquire() as conn:
-            await self._ensure_cart(conn, customer_id)
-            row = await self._first_line(conn, customer_id, request.match_info["itemId"])
-        if row is None:
+        line = _first(await self.read(request.match_info["customerId"]), request.match_info["itemId"])
+        if line is None:
             raise self._missing_line(request)
-        return json_response(_item(row), content_type=JSON_UTF8)
+        return json_response(line, content_type=JSON_UTF8)
 
     async def add_item(self, request: web.Request) -> web.Response:
         customer_id = request.match_info["customerId"]
         item_id, quantity, price = await self._body_item(request, need_quantity=False)
-        async with self.db.acquire() as conn, conn.transaction():
-            await self._lock(conn, customer_id)
-            await self._ensure_cart(conn, customer_id)
-            line = await self._first_line(conn, customer_id, item_id)
+        new_id = object_id()  # made once: the change may run again
+
+        def change(carts: list[list[Line]]) -> tuple[list[list[Line]], Line]:
+            lines = [dict(ln) for ln in carts[0]]
+            line = _first(lines, item_id)
             if line is not None:
-                # Upstream: adding an item already in the cart adds one, whatever quantity was sent.
-                row = await conn.fetchrow(
-                    "UPDATE cart_items SET quantity = quantity + 1 WHERE id = $1 "
-                    "RETURNING id, item_id, quantity, unit_price", line["id"])
+                line["quantity"] += 1  # upstream: adding an item already in the cart adds one, whatever was sent
             else:
-                row = await conn.fetchrow(
-                    "INSERT INTO cart_items (id, customer_id, item_id, quantity, unit_price) "
-                    "VALUES ($1, $2, $3, $4, $5) RETURNING id, item_id, quantity, unit_price",
-                    object_id(), customer_id, item_id, 1 if quantity is None else quantity, price)
-        assert row is not None
-        return json_response(_item(row), status=201, content_type=JSON_UTF8)
+                line = {"id": new_id, "itemId": item_id, "quantity": 1 if quantity is None else quantity,
+                        "unitPrice": price}
+                lines.append(line)
+            return [lines], dict(line)
+
+        line = await self.write([customer_id], change)
+        return json_response(line, status=201, content_type=JSON_UTF8)
 
     async def update_item(self, request: web.Request) -> web.Response:
         customer_id = request.match_info["customerId"]
         item_id, quantity, _price = await self._body_item(request, need_quantity=True)
-        async with self.db.acquire() as conn, conn.transaction():
-            await self._lock(conn, customer_id)
-            await self._ensure_cart(conn, customer_id)
-            line = await self._first_line(conn, customer_id, item_id)
+
+        def change(carts: list[list[Line]]) -> tuple[list[list[Line]], None]:
+            lines = [dict(ln) for ln in carts[0]]
+            line = _first(lines, item_id)
             if line is None:
-                raise self._missing_line(request)
-            await conn.execute("UPDATE cart_items SET quantity = $1 WHERE id = $2", quantity, line["id"])
+                raise _MissingLine
+            line["quantity"] = quantity
+            return [lines], None
+
+        try:
+            await self.write([customer_id], change)
+        except _MissingLine:
+            raise self._missing_line(request) from None
         return web.Response(status=202)
 
     async def delete_item(self, request: web.Request) -> web.Response:
         customer_id = request.match_info["customerId"]
-        async with self.db.acquire() as conn, conn.transaction():
-            await self._lock(conn, customer_id)
-            await self._ensure_cart(conn, customer_id)
-            line = await self._first_line(conn, customer_id, request.match_info["itemId"])
+        item_id = request.match_info["itemId"]
+
+        def change(carts: list[list[Line]]) -> tuple[list[list[Line]], None]:
+            line = _first(carts[0], item_id)
             if line is None:
-                raise self._missing_line(request)
-            await conn.execute("DELETE FROM cart_items WHERE id = $1", line["id"])
+                raise _MissingLine
+            return [[ln for ln in carts[0] if ln is not line]], None
+
+        try:
+            await self.write([customer_id], change)
+        except _MissingLine:
+            raise self._missing_line(request) from None
         return web.Response(status=202)
 
 

@@ -3,7 +3,8 @@
 ``size`` is clamped to ``MAX_PAGE_SIZE`` (1000) socks per page; a parameter holding a NUL byte is a 400
 naming it (every service).
 Upstream routes (reference §3.1): ``GET /catalogue``, ``/catalogue/size``, ``/catalogue/{id}``, ``/tags``,
-``/catalogue/images/{file}``. Beyond upstream, an admin API that the front-end never routes, for
+``/catalogue/images/{file}``. Beyond upstream, an admin API that only the shop's own services may call
+(``Authorization: Bearer`` with the shop's service token; the front-end's admin panel is its client), for
 product changes (price, stock, text) that caches downstream must pick up:
 
 - ``POST /admin/products`` ``{name, description, price, count, tags[, id, imageUrl]}`` → 201 Sock;
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import struct
 import uuid
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from sockdrill.cluster.admin import SHOP_TOKEN_ENV, bearer_ok
 from sockdrill.shop.common.db import DB_KNOBS, Database
 from sockdrill.shop.common.service import Service, bad_request, json_response, read_json, run_service
 from sockdrill.shop.data import data_products, data_seed, images
@@ -216,15 +219,26 @@ def _int_param(request: web.Request, name: str, default: int) -> int:
 
 # ---- validation of the admin API ---------------------------------------------------------------------
 
+def _plain_text(value: str) -> bool:
+    """Text PostgreSQL can store: no NUL character, no lone surrogate."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 100:
-        raise bad_request("'name' must be a non-empty string of at most 100 characters")
+    if not isinstance(value, str) or not value.strip() or len(value) > 100 or not _plain_text(value):
+        raise bad_request("'name' must be a non-empty string of at most 100 characters (plain text)")
     return value.strip()
 
 
 def _check_description(value: Any) -> str:
-    if not isinstance(value, str) or len(value) > 2000:
-        raise bad_request("'description' must be a string of at most 2000 characters")
+    if not isinstance(value, str) or len(value) > 2000 or not _plain_text(value):
+        raise bad_request("'description' must be a string of at most 2000 characters (plain text)")
     return value
 
 
@@ -345,7 +359,13 @@ def build(svc: Service) -> None:
         await conn.executemany("INSERT INTO sock_tag (sock_id, tag_id, pos) VALUES ($1, $2, $3)",
                                [(sock_id, TAG_IDS[t], pos) for pos, t in enumerate(tags)])
 
+    def _admin_only(request: web.Request) -> None:
+        """The admin API answers the shop's own services (the front-end's admin panel) only."""
+        if not bearer_ok(os.environ.get(SHOP_TOKEN_ENV), request.headers):
+            raise bad_request("the admin API needs the shop's service token", 401)
+
     async def create_product(request: web.Request) -> web.Response:
+        _admin_only(request)
         body = await read_json(request)
         allowed = {"id", "name", "description", "price", "count", "tags", "imageUrl"}
         unknown = sorted(set(body) - allowed)
@@ -377,6 +397,7 @@ def build(svc: Service) -> None:
         return json_response(sock_json(row), status=201, content_type=JSON_TYPE)
 
     async def update_product(request: web.Request) -> web.Response:
+        _admin_only(request)
         sock_id = request.match_info["id"]
         body = await read_json(request)
         unknown = sorted(set(body) - set(_CHECKS))
@@ -406,6 +427,7 @@ def build(svc: Service) -> None:
         return json_response(after, content_type=JSON_TYPE)
 
     async def delete_product(request: web.Request) -> web.Response:
+        _admin_only(request)
         sock_id = request.match_info["id"]
         done = await db.execute("DELETE FROM sock WHERE sock_id = $1", sock_id)
         if done.endswith(" 0"):

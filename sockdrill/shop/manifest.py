@@ -2,7 +2,8 @@
 
 Names follow upstream Sock Shop's Kubernetes manifests. Stores: one PostgreSQL per upstream database
 (each its own failure domain), Redis for sessions (``session-db``) and for the shipping queue
-(``queue``: streams with a consumer group; replaced by RabbitMQ when an AMQP URL is given).
+(``queue``: streams with a consumer group; replaced by RabbitMQ when an AMQP URL is given), and for the
+carts' write-behind cache (``carts-cache``).
 """
 
 from __future__ import annotations
@@ -47,12 +48,12 @@ def shop_deployments(
                               memory_bytes=1 << 30, cpu_request_millicores=100, memory_request_bytes=128 << 20,
                               **kw)  # type: ignore[arg-type]
 
-    def store(name: str, kind: str, role: str) -> DeploymentSpec:
+    def store(name: str, kind: str, role: str, maxmemory: str = "0") -> DeploymentSpec:
         ext = external.get(name)
         return DeploymentSpec(name=name, kind=kind, replicas=1, role=role,  # type: ignore[arg-type]
                               external_url=ext, cpu_millicores=None if ext else 2000,
                               memory_bytes=None if ext else 2 << 30, cpu_request_millicores=None if ext else 250,
-                              memory_request_bytes=None if ext else 256 << 20)
+                              memory_request_bytes=None if ext else 256 << 20, maxmemory=maxmemory)
 
     return [
         store("catalogue-db", "postgres", "catalogue database"),
@@ -60,10 +61,12 @@ def shop_deployments(
         store("orders-db", "postgres", "orders database"),
         store("user-db", "postgres", "user database"),
         store("session-db", "redis", "front-end sessions"),
+        # A budget it never reaches in normal use; full, it refuses writes (carts then writes through).
+        store("carts-cache", "redis", "carts read/write cache (write-behind to carts-db)", maxmemory="64mb"),
         store("queue", "redis", "shipping queue (Redis streams, or RabbitMQ when an AMQP URL is given)"),
         svc("catalogue", ["catalogue-db"], "product catalogue"),
         svc("user", ["user-db"], "customers, addresses, cards, login"),
-        svc("carts", ["carts-db"], "shopping carts"),
+        svc("carts", ["carts-db", "carts-cache"], "shopping carts"),
         svc("payment-gateway", [], "third-party payment processor"),
         svc("payment", ["payment-gateway"], "payment authorisation"),
         svc("shipping", ["queue"], "publishes shipments to the queue"),

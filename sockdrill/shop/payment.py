@@ -16,6 +16,8 @@ to orders. Around the call:
   and closes it again on success;
 - the connection pool is the common ``http_pool_size`` knob: payment calls nothing else, so it bounds
   the gateway calls in flight; the others wait for a connection.
+Before the charge, fraud screening (``fraud.py``) checks the card's issuer range against a blocklist;
+a blocked card is declined like an amount over the limit.
 Failures answer an error status with ``{"authorised": false, "message": ...}``: 503 while the breaker
 is open (nothing was charged), 504 after timeouts (the gateway MAY have charged: reconcile finds those),
 502 after gateway errors. Orders treats any of them as a failed checkout and removes the order (and
@@ -42,12 +44,14 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
-from sockdrill.shop.common.env import optional_upstream_url
+from sockdrill.shop.common.env import int_env, optional_upstream_url
 from sockdrill.shop.common.http import UpstreamError
 from sockdrill.shop.common.knobs import Knob
 from sockdrill.shop.common.service import Service, json_response, run_service
+from sockdrill.shop.fraud import FRAUD_KNOBS, FraudScreen
 
 KNOBS = [
+    *FRAUD_KNOBS,
     Knob("decline_over", 100.0, "decline payments above this amount", minimum=0),
     Knob("gateway_timeout_s", 3.0, "timeout of one call to payment-gateway, pool wait included (seconds)",
          minimum=0.001, maximum=300),
@@ -187,13 +191,18 @@ class Breaker:
             self.failures = 0
 
 
-def card_last4(body: bytes) -> str | None:
+def card_digits(body: bytes) -> str | None:
+    """The card number's digits from an authorisation request, if it names a card."""
     try:
         data = json.loads(body)
-        digits = "".join(ch for ch in str(data["card"]["longNum"]) if ch.isdigit())
+        return "".join(ch for ch in str(data["card"]["longNum"]) if ch.isdigit())[:32] or None
     except (ValueError, TypeError, KeyError, UnicodeDecodeError):
         return None
-    return digits[-4:] if len(digits) >= 4 else None
+
+
+def card_last4(body: bytes) -> str | None:
+    digits = card_digits(body)
+    return digits[-4:] if digits and len(digits) >= 4 else None
 
 
 def failed(status: int, message: str) -> web.Response:
@@ -298,6 +307,7 @@ class GatewayClient:
 
 def build(svc: Service) -> None:
     gateway = GatewayClient(svc) if optional_upstream_url(GATEWAY) else None
+    screen = FraudScreen(svc, int_env("SOCKDRILL_SEED", 1))
 
     async def payment_auth(request: web.Request) -> web.Response:
         raw = await request.read()
@@ -306,6 +316,11 @@ def build(svc: Service) -> None:
             svc.log.info("payment rejected", extra={"fields": {"kind": "payment", "error": reply}})
             return go_error(str(reply), status)
         assert isinstance(reply, dict)
+        if reply["authorised"] and screen.blocked(card_digits(raw)):
+            svc.log.info("payment declined by fraud screening", extra={"fields": {"kind": "payment",
+                                                                                  "authorised": False}})
+            return json_response({"authorised": False, "message": "Payment declined: the card's issuer range is "
+                                  "blocked"}, content_type=JSON_TYPE)
         if reply["authorised"] and gateway is not None:
             key = request.headers.get("Idempotency-Key") or uuid.uuid4().hex
             if len(key) > MAX_KEY:

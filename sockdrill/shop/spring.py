@@ -18,6 +18,7 @@ HAL_UTF8 = "application/hal+json;charset=UTF-8"
 _CLASSES: dict[int, type[web.HTTPException]] = {
     400: web.HTTPBadRequest, 404: web.HTTPNotFound, 406: web.HTTPNotAcceptable, 409: web.HTTPConflict,
     415: web.HTTPUnsupportedMediaType, 500: web.HTTPInternalServerError, 503: web.HTTPServiceUnavailable,
+    504: web.HTTPGatewayTimeout,
 }
 
 

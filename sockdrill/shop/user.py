@@ -4,9 +4,9 @@ Shapes, ``_links`` and statuses follow upstream, including its 500s that upstrea
 (unknown username on login, ``Invalid Id Hex``, ``not found``, duplicate username). A deliberate
 difference: a malformed JSON body or a field of the wrong type is a 400 (upstream answered 500).
 
-Beyond upstream: ``PATCH``/``PUT /customers/{id}`` change a customer's profile (firstName, lastName, email)
-with validation and an optional ``version`` for optimistic concurrency, and ``GET /customers/{id}/profile``
-reads it back (email included, which upstream never outputs).
+Beyond upstream: ``GET /customers/{id}/profile`` and ``PATCH``/``PUT /customers/{id}``, the customer's profile
+(name, email, phone, home address, default card) with server-side validation and optimistic concurrency
+(``sockdrill/shop/profile.py``).
 
 Login looks a customer up through the btree index ``customers_username_idx``. Uniqueness of usernames
 is enforced on a hash of the username instead, so that dropping that one index (a scenario's fault)
@@ -37,8 +37,9 @@ from sockdrill.shop.common.service import Service, bad_request, json_response, r
 from sockdrill.shop.data import data_seed, data_users
 from sockdrill.shop.data.generate import GeneratedUser, generate_users
 from sockdrill.shop.data.seed import ACCOUNTS, LOOSE_ADDRESSES, LOOSE_CARDS
+from sockdrill.shop.profile import PROFILE_KNOBS, Profiles
 
-KNOBS = [*DB_KNOBS]
+KNOBS = [*DB_KNOBS, *PROFILE_KNOBS]
 
 HAL_TYPE = "application/hal+json"
 # Upstream's Go handlers set Content-Type after writing an error status, so clients saw a sniffed type.
@@ -91,6 +92,17 @@ CREATE TABLE IF NOT EXISTS customer_cards (
     position    bigint GENERATED ALWAYS AS IDENTITY,
     PRIMARY KEY (customer_id, card_id)
 );
+-- the shop's staff (the admin panel's logins; not customers): PBKDF2-SHA256 password hashes
+CREATE TABLE IF NOT EXISTS staff (
+    username text PRIMARY KEY,
+    role     text NOT NULL DEFAULT 'admin',
+    salt     text NOT NULL,
+    password text NOT NULL
+);
+-- the profile beyond upstream (sockdrill/shop/profile.py); added to clusters made before it
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS phone text NOT NULL DEFAULT '';
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS home_address_id varchar(24);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS default_card_id varchar(24);
 CREATE TABLE IF NOT EXISTS user_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
@@ -159,6 +171,26 @@ def hex_id(raw: str) -> str:
 
 def password_hash(password: str, salt: str) -> str:
     return hashlib.sha1((salt + password).encode()).hexdigest()
+
+
+STAFF_ITERATIONS = 50_000  # staff log in rarely: a slow hash costs them nothing and a guesser a lot
+
+
+def staff_hash(password: str, salt: str) -> str:
+    return hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), STAFF_ITERATIONS).hex()
+
+
+async def ensure_staff(conn: asyncpg.Connection) -> None:
+    """The ``admin`` staff account with this shop's password (from the runtime); none without one."""
+    from sockdrill.cluster.admin import STAFF_PASSWORD_ENV, STAFF_USERNAME
+
+    password = os.environ.get(STAFF_PASSWORD_ENV)
+    if not password:
+        return
+    salt = secrets.token_hex(16)
+    await conn.execute("INSERT INTO staff (username, role, salt, password) VALUES ($1, 'admin', $2, $3) "
+                       "ON CONFLICT (username) DO UPDATE SET salt = EXCLUDED.salt, password = EXCLUDED.password",
+                       STAFF_USERNAME, salt, staff_hash(password, salt))
 
 
 # ---- data set-up -----------------------------------------------------------------------------------------
@@ -232,6 +264,7 @@ async def init_db(conn: asyncpg.Connection) -> None:
         await conn.execute("ANALYZE customers; ANALYZE addresses; ANALYZE cards; "
                            "ANALYZE customer_addresses; ANALYZE customer_cards")
     # Indexes are never re-created on later starts: a fault may have dropped customers_username_idx.
+    await ensure_staff(conn)
 
 
 async def generated_user_count(url: str) -> int:
@@ -292,14 +325,6 @@ class Links:
                 "self": me,
             },
         }
-
-    def profile(self, row: asyncpg.Record) -> dict[str, Any]:
-        out = self.user(row)
-        links = out.pop("_links")
-        out["email"] = row["email"]
-        out["version"] = row["version"]
-        out["_links"] = links
-        return out
 
     def address(self, row: asyncpg.Record) -> dict[str, Any]:
         me = {"href": f"{self.base}/addresses/{row['id']}"}
@@ -385,6 +410,8 @@ def build(svc: Service) -> None:
         if creds is None:
             raise UpstreamError("Unauthorized", 401)
         username, password = creds
+        if "\x00" in username:  # no customer has such a name (PostgreSQL text cannot hold it): unknown
+            raise UpstreamError("not found")
         row = await db.fetchrow(
             "SELECT id, first_name, last_name, username, password, salt FROM customers WHERE username = $1",
             username)
@@ -393,6 +420,21 @@ def build(svc: Service) -> None:
         if not secrets.compare_digest(row["password"], password_hash(password, row["salt"])):
             raise UpstreamError("Unauthorized", 401)
         return hal({"user": links.user(row)})
+
+    async def staff_login(request: web.Request) -> web.Response:
+        """GET /staff/login (beyond upstream): HTTP Basic for a staff account of the admin panel."""
+        creds = _basic_auth(request)
+        if creds is not None and ("\x00" in creds[0] or "\x00" in creds[1]):
+            creds = None  # no account has such a name; PostgreSQL text cannot even hold it
+        row = None
+        if creds is not None:
+            row = await db.fetchrow("SELECT username, role, salt, password FROM staff WHERE username = $1", creds[0])
+        if row is None or creds is None or not secrets.compare_digest(
+                row["password"], await asyncio.to_thread(staff_hash, creds[1], row["salt"])):
+            svc.log.warning("staff login refused", extra={"fields": {"kind": "staff_login_refused"}})
+            raise bad_request("staff login refused", 401)
+        svc.log.info("staff login", extra={"fields": {"kind": "staff_login", "staff": row["username"]}})
+        return json_response({"username": row["username"], "role": row["role"]})
 
     async def insert_customer(fields: dict[str, str], password: str, salt: str) -> str:
         cid = OBJECT_IDS.new()
@@ -463,65 +505,8 @@ def build(svc: Service) -> None:
             await conn.execute("DELETE FROM customers WHERE id = $1", cid)
         return hal({"status": True})
 
-    # ---- profile updates (beyond upstream) ----
-    async def get_profile(request: web.Request) -> web.Response:
-        cid = _profile_id(request)
-        row = await db.fetchrow("SELECT * FROM customers WHERE id = $1", cid)
-        if row is None:
-            raise bad_request(f"customer {cid} not found", 404)
-        return hal(links.profile(row))
-
-    def _profile_id(request: web.Request) -> str:
-        raw = request.match_info["id"]
-        if not HEX24.match(raw):
-            raise bad_request(f"invalid customer id {raw!r}: expected 24 hex characters")
-        return raw.lower()
-
-    async def update_profile(request: web.Request) -> web.Response:
-        cid = _profile_id(request)
-        body = await read_json(request)
-        fields = {"firstName": "first_name", "lastName": "last_name", "email": "email"}
-        unknown = sorted(set(body) - set(fields) - {"version"})
-        if unknown:
-            raise bad_request(f"unknown field(s) {unknown}; allowed: {[*fields, 'version']}")
-        if request.method == "PUT":
-            missing = [k for k in fields if k not in body]
-            if missing:
-                raise bad_request(f"PUT replaces the whole profile; missing {missing}")
-        changes: dict[str, str] = {}
-        for key, col in fields.items():
-            if key not in body:
-                continue
-            value = body[key]
-            if not isinstance(value, str):
-                raise bad_request(f"'{key}' must be a string, got {type(value).__name__}")
-            value = value.strip()
-            if key == "email":
-                if len(value) > 254 or not EMAIL_RE.match(value):
-                    raise bad_request(f"'email' is not a valid email address: {value!r}")
-            elif not value or len(value) > 100:
-                raise bad_request(f"'{key}' must be 1 to 100 characters")
-            changes[col] = value
-        if not changes:
-            raise bad_request(f"nothing to change; give any of {list(fields)}")
-        version = body.get("version")
-        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-            raise bad_request("'version' must be an integer")
-        async with db.acquire() as conn, conn.transaction():
-            current = await conn.fetchrow("SELECT version FROM customers WHERE id = $1 FOR UPDATE", cid)
-            if current is None:
-                raise bad_request(f"customer {cid} not found", 404)
-            if version is not None and version != current["version"]:
-                raise bad_request(f"version conflict: customer is at version {current['version']}, "
-                                  f"update was based on {version}", 409)
-            cols = list(changes)
-            sets = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(cols))
-            row = await conn.fetchrow(
-                f"UPDATE customers SET {sets}, version = version + 1 WHERE id = $1 RETURNING *",
-                cid, *(changes[c] for c in cols))
-        svc.log.info("profile updated", extra={"fields": {"kind": "profile_update", "customer": cid,
-                                                          "fields": cols, "version": row["version"]}})
-        return hal(links.profile(row))
+    # ---- the profile (beyond upstream; sockdrill/shop/profile.py) ----
+    profiles = Profiles(svc, db, OBJECT_IDS.new, links.base)
 
     # ---- addresses and cards ----
     async def list_addresses(_request: web.Request) -> web.Response:
@@ -586,16 +571,17 @@ def build(svc: Service) -> None:
 
     r = svc.app.router
     r.add_get("/login", login)
+    r.add_get("/staff/login", staff_login)
     r.add_post("/register", register)
     r.add_get("/customers", list_customers)
     r.add_post("/customers", post_customer)
     r.add_get("/customers/{id}", get_customer)
-    r.add_patch("/customers/{id}", update_profile)
-    r.add_put("/customers/{id}", update_profile)
+    r.add_patch("/customers/{id}", profiles.save)
+    r.add_put("/customers/{id}", profiles.save)
     r.add_delete("/customers/{id}", delete_customer)
     r.add_get("/customers/{id}/addresses", customer_addresses)
     r.add_get("/customers/{id}/cards", customer_cards)
-    r.add_get("/customers/{id}/profile", get_profile)
+    r.add_get("/customers/{id}/profile", profiles.get)
     r.add_get("/addresses", list_addresses)
     r.add_post("/addresses", post_address)
     r.add_get("/addresses/{id}", get_address)

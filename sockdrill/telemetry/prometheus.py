@@ -100,17 +100,21 @@ def _write_sd(targets: Iterable[Mapping[str, str]], path: Path) -> bool:
 
 
 def write_config(targets: Iterable[Mapping[str, str]], interval: float, path: Path,
-                 token_file: Path | None = None) -> Path:
+                 token_file: Path | None = None, alertmanager: str | None = None) -> Path:
     """Write ``prometheus.yml`` (and its ``targets.json`` and ``extra.json`` beside it); returns the config
-    path. ``token_file``: the shop's telemetry token, sent as a bearer token on the shop's scrapes."""
+    path. ``token_file``: the shop's telemetry token, sent as a bearer token on the shop's scrapes (and as the
+    basic-auth password to ``alertmanager``, the URL of the Alertmanager that gets the alerts, if any)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = path.parent / "targets.json"
     write_targets(targets, sd)
     every = f"{max(1, round(interval * 1000))}ms"
     timeout = f"{max(500, round(min(interval, 10) * 800))}ms"
     # JSON is valid YAML: no YAML writer needed, and no quoting surprises.
+    (path.parent / "rules").mkdir(exist_ok=True)
     config = {
         "global": {"scrape_interval": every, "scrape_timeout": timeout, "evaluation_interval": every},
+        # Rule files dropped here by whoever knows the SLOs (the scenario runner), then a reload (SIGHUP).
+        "rule_files": [str(path.parent / "rules" / "*.yml")],
         "scrape_configs": [{
             "job_name": "sockdrill", "honor_labels": True, "scrape_interval": every, "scrape_timeout": timeout,
             "file_sd_configs": [{"files": [str(sd)], "refresh_interval": "30s"}],
@@ -120,11 +124,17 @@ def write_config(targets: Iterable[Mapping[str, str]], interval: float, path: Pa
             "file_sd_configs": [{"files": [str(path.parent / "extra.json")], "refresh_interval": "30s"}],
         }],
     }
+    if alertmanager:
+        parts = urllib.parse.urlsplit(alertmanager)
+        am: dict[str, Any] = {"static_configs": [{"targets": [parts.netloc]}], "api_version": "v2"}
+        if token_file is not None:
+            am["basic_auth"] = {"username": BASIC_USER, "password_file": str(token_file)}
+        config["alerting"] = {"alertmanagers": [am]}
     path.write_text(json.dumps(config, indent=1))
     return path
 
 
-def _death_signal() -> Any:
+def death_signal() -> Any:
     """A preexec_fn that makes the child get SIGTERM when its parent dies (Linux), or None.
 
     libc is loaded here, in the parent: the child, forked from a threaded process, only makes the call."""
@@ -159,6 +169,17 @@ class Prometheus:
     def query(self, expr: str, **kw: Any) -> Any:
         return promql(self.url, expr, headers=self.headers, **kw)
 
+    def reload(self) -> bool:
+        """Re-read the configuration and the rule files (SIGHUP); False when it is not running."""
+        if self.proc.poll() is not None:
+            return False
+        self.proc.send_signal(signal.SIGHUP)
+        return True
+
+    @property
+    def rules_dir(self) -> Path:
+        return self.config.parent / "rules"
+
     def update_targets(self, targets: Iterable[Mapping[str, str]]) -> bool:
         return write_targets(targets, self.config.parent / "targets.json")
 
@@ -185,27 +206,14 @@ def start_prometheus(run_dir: Path, targets: Iterable[Mapping[str, str]], interv
 
 def launch_prometheus(run_dir: Path, targets: Iterable[Mapping[str, str]], interval: float, *,
                       binary: str | None = None, port: int | None = None, retention: str = "7d",
-                      token: str | None = None) -> Prometheus:
+                      token: str | None = None, alertmanager: str | None = None) -> Prometheus:
     """Start the process (call from the thread that lives as long as it should: PDEATHSIG is per thread).
     ``token``: the shop's telemetry token (scrapes send it; the web API asks for it)."""
     binary = binary or find_prometheus()
     if binary is None:
         raise PrometheusError("no 'prometheus' binary on PATH (Debian/Ubuntu: apt-get install prometheus)")
-    root = Path(run_dir) / "prometheus"
-    root.mkdir(parents=True, exist_ok=True)
-    token_file = web_args = None
-    headers: dict[str, str] = {}
-    if token:
-        import base64
-
-        import bcrypt
-
-        token_file = _private_file(root / "scrape.token", token)
-        hashed = bcrypt.hashpw(token.encode(), bcrypt.gensalt(rounds=4)).decode()
-        web = _private_file(root / "web.yml", json.dumps({"basic_auth_users": {BASIC_USER: hashed}}))
-        web_args = [f"--web.config.file={web}"]
-        headers = {"Authorization": "Basic " + base64.b64encode(f"{BASIC_USER}:{token}".encode()).decode()}
-    config = write_config(targets, interval, root / "prometheus.yml", token_file)
+    root, (token_file, web_args, headers) = server_home(run_dir, "prometheus", token, "scrape.token")
+    config = write_config(targets, interval, root / "prometheus.yml", token_file, alertmanager)
     port = port or free_port()
     if port == RESERVED_PORT:
         raise PrometheusError("port 9090 belongs to a system Prometheus; pick another")
@@ -214,15 +222,40 @@ def launch_prometheus(run_dir: Path, targets: Iterable[Mapping[str, str]], inter
         proc = subprocess.Popen(
             [binary, f"--config.file={config}", f"--storage.tsdb.path={root / 'data'}",
              f"--web.listen-address=127.0.0.1:{port}", f"--storage.tsdb.retention.time={retention}",
-             "--web.enable-lifecycle", *(web_args or [])],
+             "--web.enable-lifecycle", *web_args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True, cwd=str(root),
-            preexec_fn=_death_signal())
+            preexec_fn=death_signal())
     finally:
         log.close()
     return Prometheus(proc, f"http://127.0.0.1:{port}", config, headers)
 
 
-def _private_file(path: Path, text: str) -> Path:
+def server_home(run_dir: Path, name: str, token: str | None,
+                token_name: str) -> tuple[Path, tuple[Path | None, list[str], dict[str, str]]]:
+    """``RUN_DIR/name`` (made), and ``token_auth`` there."""
+    root = Path(run_dir) / name
+    root.mkdir(parents=True, exist_ok=True)
+    return root, token_auth(root, token, token_name)
+
+
+def token_auth(root: Path, token: str | None, token_name: str) -> tuple[Path | None, list[str], dict[str, str]]:
+    """For a Prometheus-family server whose web API asks for the telemetry token: (the token in a private file
+    named ``token_name`` for the server's own outgoing calls, its ``--web.config.file`` flag with one basic-auth
+    user, the headers a client sends). Nothing without a token."""
+    if not token:
+        return None, [], {}
+    import base64
+
+    import bcrypt
+
+    token_file = private_file(root / token_name, token)
+    hashed = bcrypt.hashpw(token.encode(), bcrypt.gensalt(rounds=4)).decode()
+    web = private_file(root / "web.yml", json.dumps({"basic_auth_users": {BASIC_USER: hashed}}))
+    return (token_file, [f"--web.config.file={web}"],
+            {"Authorization": "Basic " + base64.b64encode(f"{BASIC_USER}:{token}".encode()).decode()})
+
+
+def private_file(path: Path, text: str) -> Path:
     """``text`` in a file only its owner reads, created with that mode (never loosened after)."""
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -232,12 +265,14 @@ def _private_file(path: Path, text: str) -> Path:
 
 
 def wait_ready(prom: Prometheus, timeout: float = 30.0) -> None:
-    """Block until ``/-/ready`` answers 200; stops it and raises PrometheusError otherwise."""
-    logfile = prom.config.parent / "prometheus.log"
+    """Block until ``/-/ready`` answers 200; stops it and raises PrometheusError otherwise. (Alertmanager's
+    handle too: its log is named after its config, as Prometheus's is.)"""
+    logfile = prom.config.parent / (prom.config.stem + ".log")
+    what = prom.config.stem
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if prom.proc.poll() is not None:
-            raise PrometheusError(f"prometheus exited at start (code {prom.proc.returncode}); see "
+            raise PrometheusError(f"{what} exited at start (code {prom.proc.returncode}); see "
                                   f"{logfile}: {_tail(logfile)}")
         try:
             req = urllib.request.Request(f"{prom.url}/-/ready", headers=prom.headers)
@@ -248,7 +283,7 @@ def wait_ready(prom: Prometheus, timeout: float = 30.0) -> None:
             pass
         time.sleep(0.2)
     prom.stop()
-    raise PrometheusError(f"prometheus was not ready within {timeout:.0f}s; see {logfile}")
+    raise PrometheusError(f"{what} was not ready within {timeout:.0f}s; see {logfile}")
 
 
 def _tail(path: Path, lines: int = 3) -> str:

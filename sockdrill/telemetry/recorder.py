@@ -46,13 +46,16 @@ from aiohttp import web
 
 from sockdrill.cluster.admin import TELEMETRY_TOKEN_ENV, bearer_ok, telemetry_headers
 from sockdrill.telemetry import otlp
-from sockdrill.telemetry.promtext import parse_series, samples
+from sockdrill.telemetry.promtext import parse_series, render, samples
 from sockdrill.telemetry.query import ROUTES, Query, QueryError, dispatch
 from sockdrill.telemetry.store import LEVELS, Store, db_path
 
 log = logging.getLogger("sockdrill.recorder")
 
 MAX_LINE = 8192                # longer log lines are cut
+MAX_NOTIFICATIONS = 10_000  # Alertmanager's alerts kept in memory (all of them go to alertmanager.jsonl)
+MAX_LOAD_SERIES = 20_000  # pushed series re-served to Prometheus (the load's SLIs: a few hundred)
+LOAD_STALE_S = 60.0
 MAX_READ_PER_FILE = 4 << 20    # bytes read from one log file per flush (a log storm cannot starve scraping)
 MAX_BUFFER = 200_000           # spans/points/log rows held between flushes before dropping
 MAX_SERIES_PER_TARGET = 100_000
@@ -201,7 +204,12 @@ class Recorder:
         self._prom_started_at = 0.0
         self._prom_task: asyncio.Task[None] | None = None
         self._targets_mode = "targets"
+        # Alertmanager (when installed): Prometheus's alerts, routed to this recorder's webhook and kept here.
+        self.am: Any = None
+        self.am_error: str | None = None
+        self.notifications: list[dict[str, Any]] = []
         self.url = ""
+        self.load_latest: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, float]] = {}
         self.session: aiohttp.ClientSession | None = None
 
     # ---- targets --------------------------------------------------------------------------------------
@@ -269,7 +277,7 @@ class Recorder:
         self.store.commit()
         if self.prom is not None:
             with contextlib.suppress(OSError):
-                self.prom.update_targets(self.targets)
+                self.prom.update_targets(self._prom_targets())
 
     def _store_scrape(self, target: dict[str, str], t_ms: int, text: str | None, took: float) -> None:
         job, pod = target["job"], target["pod"]
@@ -364,6 +372,11 @@ class Recorder:
             return True
         return self.prom_error is None
 
+    def _prom_targets(self) -> list[dict[str, str]]:
+        """What Prometheus scrapes: the shop's targets, and the load's latest samples as this recorder re-serves
+        them (``/metrics/load``), so that journey SLOs, their dashboards and alert rules work there too."""
+        return [*self.targets, {"job": "load", "pod": "", "url": f"{self.url}/metrics/load"}]
+
     async def _start_prometheus(self) -> None:
         from sockdrill.telemetry import prometheus as prom
 
@@ -374,10 +387,12 @@ class Recorder:
                                                                            self.prom_error)
                 return
             self._prom_started_at = time.time()
+            await self._start_alertmanager()
             # Launched from the event loop's thread (PDEATHSIG follows the thread that forks), waited for
             # in a worker so scraping goes on meanwhile.
-            started = prom.launch_prometheus(self.run_dir, list(self.targets), self.interval,
-                                             token=self.telemetry_token or None)
+            started = prom.launch_prometheus(self.run_dir, self._prom_targets(), self.interval,
+                                             token=self.telemetry_token or None,
+                                             alertmanager=self.am.url if self.am is not None else None)
             await asyncio.to_thread(prom.wait_ready, started)
             self.prom = started
             self.prom_error = None
@@ -389,6 +404,57 @@ class Recorder:
         finally:
             self._prom_task = None
 
+    async def _start_alertmanager(self) -> None:
+        """Start Alertmanager (before Prometheus, which is told where it is) unless it runs or is not installed;
+        without it, Prometheus still evaluates the rules and the built-in evaluator answers the alerts tool."""
+        from sockdrill.telemetry import alertmanager, prometheus
+
+        if self.am is not None and self.am.alive():
+            return
+        self.am = None
+        if alertmanager.find_alertmanager() is None:
+            self.am_error = "no Alertmanager binary on PATH (apt-get install prometheus-alertmanager)"
+            return
+        try:
+            started = alertmanager.launch_alertmanager(self.run_dir, f"{self.url}/v1/alerts/webhook",
+                                                       token=self.telemetry_token or None)
+            await asyncio.to_thread(prometheus.wait_ready, started)
+        except Exception as exc:
+            self.am_error = str(exc)
+            log.error("alertmanager did not start: %s", exc)
+            return
+        self.am, self.am_error = started, None
+        log.info("alertmanager at %s", self.am.url)
+
+    async def alerts_webhook(self, request: web.Request) -> web.Response:
+        """Alertmanager's notifications (its webhook payload): every alert in them is kept, in memory for the
+        alerts tool and in ``telemetry/alertmanager.jsonl`` for the run."""
+        from sockdrill.telemetry.alertmanager import notification_alerts
+
+        try:
+            body = await request.json()
+        except ValueError:
+            return _json({"error": "the body is not JSON"}, 400)
+        alerts = notification_alerts(body, time.time())  # ValueError → 400 (the error middleware)
+        self.notifications.extend(alerts)
+        del self.notifications[:-MAX_NOTIFICATIONS]
+        with open(self.dir / "alertmanager.jsonl", "a") as f:
+            f.writelines(json.dumps(a) + "\n" for a in alerts)
+        return _json({"kept": len(alerts)})
+
+    async def alerts_notifications(self, request: web.Request) -> web.Response:
+        """The alerts Alertmanager sent since ``since`` (epoch seconds), oldest first; ``alertmanager`` says
+        whether one runs here (without it there are none, and the built-in evaluator is the one to ask)."""
+        try:
+            since = float(request.query.get("since", "0"))
+        except ValueError:
+            return _json({"error": "since must be epoch seconds"}, 400)
+        if since != since:
+            return _json({"error": "since must be epoch seconds"}, 400)
+        return _json({"alertmanager": self.am.url if self.am is not None and self.am.alive() else None,
+                      "alertmanager_error": self.am_error,
+                      "notifications": [n for n in self.notifications if n["received_at"] >= since]})
+
     # ---- HTTP ------------------------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors, self._auth], client_max_size=32 << 20)
@@ -396,6 +462,10 @@ class Recorder:
         r.add_get("/health", self.health)
         r.add_post("/v1/traces", self.post_traces)
         r.add_post("/v1/ingest", self.post_ingest)
+        r.add_get("/metrics/load", self.load_metrics)
+        r.add_post("/v1/prometheus/reload", self.prometheus_reload)
+        r.add_post("/v1/alerts/webhook", self.alerts_webhook)
+        r.add_get("/v1/alerts/notifications", self.alerts_notifications)
         r.add_get("/api/targets", self.api_targets)
         r.add_get("/api/promql", self.api_promql)
         r.add_get("/api/trace/{trace_id}", self.api_trace)
@@ -427,7 +497,9 @@ class Recorder:
                       "targets": len(self.targets), "stats": self.stats,
                       "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 3),
                       "prometheus": self.prom.url if self.prom is not None else None,
-                      "prometheus_error": self.prom_error})
+                      "prometheus_error": self.prom_error,
+                      "alertmanager": self.am.url if self.am is not None else None,
+                      "alertmanager_error": self.am_error})
 
     async def post_traces(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -440,6 +512,29 @@ class Recorder:
             self.stats["spans"] += len(rows)
         payload, out_type = otlp.response(ctype)
         return web.Response(body=payload, content_type=out_type)
+
+    async def prometheus_reload(self, _request: web.Request) -> web.Response:
+        """Have Prometheus re-read its rule files (``RUN_DIR/prometheus/rules/*.yml``)."""
+        if self.prom is None or not self.prom.reload():
+            return _json({"error": "prometheus is not running" + (f": {self.prom_error}" if self.prom_error else "")},
+                         503)
+        return _json({"reloaded": True, "rules_dir": str(self.prom.rules_dir)})
+
+    async def load_metrics(self, _request: web.Request) -> web.Response:
+        """The latest value of every pushed series (the load's SLIs), in the text format Prometheus scrapes;
+        series the load stopped sending a minute ago are left out."""
+        cutoff = time.time() - LOAD_STALE_S
+        by_name: dict[str, list[str]] = {}
+        for (name, labels), (value, t) in sorted(self.load_latest.items()):
+            if t < cutoff or not math.isfinite(value):
+                continue
+            by_name.setdefault(name, []).append(render(name, dict(labels), value))
+        lines = []
+        for name, rows in by_name.items():
+            lines.append(f"# TYPE {name} {'counter' if name.endswith('_total') else 'gauge'}")
+            lines.extend(rows)
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
 
     async def post_ingest(self, request: web.Request) -> web.Response:
         try:
@@ -464,8 +559,12 @@ class Recorder:
             t = s.get("time", time.time())
             if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
                 raise ValueError(f"samples[{i}].time must be unix seconds")
-            sid = self.store.series_id(name, {k: str(v) for k, v in labels.items()}, None)
+            clean = {k: str(v) for k, v in labels.items()}
+            sid = self.store.series_id(name, clean, None)
             rows.append((sid, int(t * 1000), float(value)))
+            key = (name, tuple(sorted(clean.items())))
+            if key in self.load_latest or len(self.load_latest) < MAX_LOAD_SERIES:
+                self.load_latest[key] = (float(value), float(t))
         if len(self.points) + len(rows) > MAX_BUFFER:
             self.stats["dropped"] += len(rows)
             return _json({"accepted": 0, "dropped": len(rows)}, 503)
@@ -528,7 +627,8 @@ class Recorder:
         info = {"pid": os.getpid(), "url": self.url, "port": self.port, "interval": self.interval,
                 "run_dir": str(self.run_dir), "db": str(self.store.path), "started_at": self.started_at,
                 "prometheus_url": self.prom.url if self.prom is not None else None,
-                "prometheus_error": self.prom_error, **extra}
+                "prometheus_error": self.prom_error,
+                "alertmanager_url": self.am.url if self.am is not None else None, **extra}
         tmp = self.dir / "recorder.json.tmp"
         tmp.write_text(json.dumps(info, indent=1))
         os.replace(tmp, self.dir / "recorder.json")
@@ -561,6 +661,8 @@ class Recorder:
                 self.flush()
             if self.prom is not None:
                 await asyncio.to_thread(self.prom.stop)
+            if self.am is not None:
+                await asyncio.to_thread(self.am.stop)
             await runner.cleanup()
             await self.session.close()
             self.pool.shutdown(wait=True)

@@ -31,6 +31,8 @@ SAFE_ARGS: dict[str, dict] = {
     "set_config": {"service": "orders", "knobs": {"no_such_knob": 1}}, "rollback_config": {"service": "nope"},
     "create_index": {"service": "catalogue", "table": "t", "columns": ["c"]},
     "drop_index": {"service": "catalogue", "name": "x"}, "cancel_queries": {"service": "catalogue"},
+    "limit_db_role": {"service": "catalogue", "role": "x", "connections": 0},
+    "drop_constraint": {"service": "catalogue", "table": "t", "name": "x"},
     "flush_cache": {"service": "catalogue"}, "resize_cache": {"service": "catalogue", "maxmemory": "1mb"},
     "reconcile_payments": {"dry_run": True}, "dead_letter": {"service": "catalogue"},
     "requeue": {"service": "catalogue"}, "reset_gateway": {}, "failover_gateway": None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -183,7 +184,13 @@ def test_a_tool_checks_every_argument_before_it_changes_anything(tools: Tools) -
              ("cancel_queries", {"service": "user-db", "min_duration_s": -1e308}, "between 0 and"),
              ("create_index", {"service": "user-db", "table": "nope", "columns": ["x"]}, "no table 'nope'"),
              ("create_index", {"service": "user-db", "table": "customers", "columns": ["usernme"]}, "no column"),
-             ("drop_index", {"service": "catalogue-db", "name": "sock_pkey"}, "enforces the constraint")]
+             ("drop_index", {"service": "catalogue-db", "name": "sock_pkey"}, "enforces the constraint"),
+             ("limit_db_role", {"service": "user-db", "role": "sockdrill", "connections": 0}, "superuser"),
+             ("limit_db_role", {"service": "user-db", "role": "shop", "connections": -2}, "from -1 (no limit)"),
+             ("limit_db_role", {"service": "user-db", "role": "shpo", "connections": 0}, "did you mean 'shop'"),
+             ("drop_constraint", {"service": "user-db", "table": "customers", "name": "customers_username_key"},
+              "is a primary, unique"),
+             ("drop_constraint", {"service": "user-db", "table": "nope", "name": "x"}, "no table 'nope'")]
     for name, args, why in calls:
         res = tools.call(name, **args)
         assert res["ok"] is False and why in res["error"], (name, res)
@@ -205,3 +212,104 @@ def test_cli_arguments_are_read_by_the_tool_s_schema() -> None:
     with pytest.raises(typer.Exit) as err:
         parse_arg("replicas=two", tools["scale"].parameters)
     assert err.value.exit_code == 2
+
+
+def _role_sessions(shop: Shop, role: str) -> int:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> int:
+        conn = await asyncpg.connect(shop.addresses["user-db"], timeout=10)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE usename = $1", role))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def test_a_query_storm_returns_after_its_queries_end_until_its_role_is_blocked(shop: Shop, tools: Tools) -> None:
+    """Issue 13: the storm is a reporting job that retries. Ending its queries is a pause, not a fix (it
+    reconnects within seconds); blocking its role stops it; the fault's end drops the role."""
+    import time
+
+    from tests.conftest import wait_for
+
+    fault = shop.post("/v1/chaos/inject", {"kind": "datastore.query_storm", "target": "user-db", "duration": "2m",
+                                           "params": {"concurrency": 2}})
+    try:
+        wait_for(lambda: _role_sessions(shop, "reporting") >= 2, timeout=15)
+        ended = tools.call("cancel_queries", service="user-db", min_duration_s=0)
+        assert ended["ok"] and ended["result"]["by_role"].get("reporting", 0) >= 1, ended
+        wait_for(lambda: _role_sessions(shop, "reporting") >= 2, timeout=20)  # back again: the job retries
+        blocked = tools.call("limit_db_role", service="user-db", role="reporting", connections=0, end_sessions=True)
+        assert blocked["ok"] and blocked["result"]["changed"] and blocked["result"]["sessions_ended"] >= 1, blocked
+        wait_for(lambda: _role_sessions(shop, "reporting") == 0, timeout=10)
+        time.sleep(5)  # past its first retries (1 s, 2 s): refused at the door
+        assert _role_sessions(shop, "reporting") == 0
+    finally:
+        shop.post("/v1/chaos/clear", {"id": fault["id"]})
+    assert tools.call("limit_db_role", service="user-db", role="reporting", connections=-1)["ok"] is False  # gone
+
+
+def _user_db(shop: Shop, sql: str, *args: object, timeout: float = 10) -> object:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> object:
+        conn = await asyncpg.connect(shop.addresses["user-db"], timeout=10)
+        try:
+            return await conn.fetchval(sql, *args, timeout=timeout)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def test_a_stuck_maintenance_lock_holds_writes_until_its_session_is_ended(shop: Shop, tools: Tools) -> None:
+    """Scenario 9's "service timeouts": writes to customers wait behind a lock an idle transaction holds; reads
+    go on. Ending idle-in-transaction sessions (not plain cancel_queries) ends it for good."""
+    import asyncio
+
+    from tests.conftest import wait_for
+
+    any_id = _user_db(shop, "SELECT id FROM customers ORDER BY seq LIMIT 1")
+    write = "UPDATE customers SET phone = phone WHERE id = $1"
+    fault = shop.post("/v1/chaos/inject", {"kind": "datastore.lock_table", "target": "user-db", "duration": "2m",
+                                           "params": {"table": "customers", "mode": "share"}})
+    try:
+        with pytest.raises(asyncio.TimeoutError):
+            _user_db(shop, write, any_id, timeout=1.0)
+        assert _user_db(shop, "SELECT count(*) FROM customers WHERE id = $1", any_id, timeout=5) == 1  # reads go on
+        plain = tools.call("cancel_queries", service="user-db", min_duration_s=0)
+        assert plain["ok"] and plain["result"]["by_role"].get("maintenance", 0) == 0  # it runs no query
+        ended = tools.call("cancel_queries", service="user-db", min_duration_s=0, idle_in_transaction=True)
+        assert ended["ok"] and ended["result"]["by_role"].get("maintenance") == 1, ended
+        wait_for(lambda: _user_db(shop, write, any_id, timeout=5) is None, timeout=10)
+        time.sleep(2)
+        assert _user_db(shop, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'maintenance'") == 0
+    finally:
+        shop.post("/v1/chaos/clear", {"id": fault["id"]})
+    assert _user_db(shop, "SELECT count(*) FROM pg_roles WHERE rolname = 'maintenance'") == 0
+
+
+def test_a_migration_check_refuses_new_writes_until_it_is_dropped(shop: Shop, tools: Tools) -> None:
+    """Scenario 9's "database constraint violations": old rows stay, new phone numbers with a '+' are refused."""
+    import asyncpg
+
+    any_id = _user_db(shop, "SELECT id FROM customers ORDER BY seq LIMIT 1")
+    write = "UPDATE customers SET phone = '+44 20 7946 0018' WHERE id = $1"
+    fault = shop.post("/v1/chaos/inject", {"kind": "datastore.add_check", "target": "user-db", "duration": "2m",
+                                           "params": {"column": "phone", "pattern": "^[0-9]*$"}})
+    try:
+        with pytest.raises(asyncpg.CheckViolationError, match="customers_phone_check"):
+            _user_db(shop, write, any_id)
+        dropped = tools.call("drop_constraint", service="user-db", table="customers", name="customers_phone_check")
+        assert dropped["ok"] and dropped["result"]["changed"], dropped
+        _user_db(shop, write, any_id)
+    finally:
+        shop.post("/v1/chaos/clear", {"id": fault["id"]})
+        _user_db(shop, "UPDATE customers SET phone = '' WHERE id = $1", any_id)
+    assert _user_db(shop, "SELECT count(*) FROM pg_constraint WHERE conname = 'customers_phone_check'") == 0

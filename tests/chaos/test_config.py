@@ -57,19 +57,24 @@ def test_unknown_knob_or_bad_value_is_a_clear_error(shop: Shop, chaos: Any) -> N
     assert _knob(shop, "orders", "payment_timeout_s") == 5.0
 
 
-def test_a_third_party_s_errors_are_a_fault_not_a_config_change(shop: Shop, chaos: Any) -> None:
+@pytest.mark.parametrize(("kind", "params", "knobs"), [
+    ("thirdparty.errors", {"error_rate": 0.15}, {"transient_error_rate": 0.15}),
+    ("thirdparty.latency", {"latency_ms": 4000}, {"latency_ms": 4000.0, "latency_jitter_ms": 0.0}),
+])
+def test_a_third_party_s_behaviour_is_a_fault_not_a_config_change(shop: Shop, chaos: Any, kind: str,
+                                                                   params: dict, knobs: dict) -> None:
     before = shop.get("/v1/config/payment-gateway")
-    fault = inject(chaos, "thirdparty.errors", "payment-gateway", duration=30, params={"error_rate": 0.15})
+    fault = inject(chaos, kind, "payment-gateway", duration=30, params=params)
     try:
         now = shop.get("/v1/config/payment-gateway")
-        assert now["config"]["transient_error_rate"] == 0.15
+        assert {k: now["config"][k] for k in knobs} == knobs
         assert now["revision"] == before["revision"]            # no config push, nothing to roll back
         with pytest.raises(ClusterError, match="no earlier config"):
             shop.post("/v1/config/rollback", {"deployment": "payment-gateway"})
     finally:
         chaos.post("/v1/chaos/clear", {"id": fault["id"]})
-    assert shop.get("/v1/config/payment-gateway")["config"]["transient_error_rate"] == \
-        before["config"]["transient_error_rate"]
+    after = shop.get("/v1/config/payment-gateway")["config"]
+    assert {k: after[k] for k in knobs} == {k: before["config"][k] for k in knobs}
     with pytest.raises(ClusterError, match="not a third-party"):
         chaos.post("/v1/chaos/inject", {"kind": "thirdparty.errors", "target": "orders",
                                         "params": {"error_rate": 0.1}, "duration": "5s"})

@@ -83,6 +83,37 @@ def test_redis_maxmemory_is_set_and_restored(shop: Shop, chaos: Any) -> None:
     r.delete("chaos-test-big")
 
 
+def test_a_cache_with_room_for_little_data_evicts_as_it_grows(shop: Shop, chaos: Any) -> None:
+    """maxmemory_data: Redis's own overhead at the fault's start plus room for some data, so new writes evict
+    old keys whatever that overhead is on this machine (a fixed 1mb was below it some days, above others) and
+    however much the cache held when the fault began."""
+    r = redis.Redis.from_url(shop.addresses["session-db"])
+    before = r.config_get("maxmemory*")
+    evicted = int(r.info("stats")["evicted_keys"])
+    overhead = int(r.info("memory")["used_memory_overhead"])
+    # 256 kB of room: far more than Redis's own accounting moves under a test's load (tens of kB), so writes
+    # evict and are never refused (with 16 kB, a write could find nothing left to evict and get OOM).
+    inject(chaos, "datastore.redis_config", "session-db", duration=3,
+           params={"maxmemory_data": "256kb", "maxmemory_policy": "allkeys-lru"})
+    limit = int(r.config_get("maxmemory")["maxmemory"])
+    assert abs(limit - 256 * 1024 - overhead) < 64 * 1024, (limit, overhead)  # its overhead then, plus 256 kB
+    try:
+        for i in range(1000):  # 1 MB of new keys into 256 kB of room: old ones must go
+            r.set(f"chaos-test-evict-{i}", b"x" * 1024)
+        assert int(r.info("stats")["evicted_keys"]) > evicted
+        assert int(r.info("memory")["used_memory_dataset"]) < 512 * 1024
+    finally:
+        r.delete(*[f"chaos-test-evict-{i}" for i in range(1000)])
+    wait_for(lambda: not active(chaos), timeout=8)
+    after = r.config_get("maxmemory*")
+    assert {k: after[k] for k in ("maxmemory", "maxmemory-policy")} == \
+        {k: before[k] for k in ("maxmemory", "maxmemory-policy")}
+    with pytest.raises(ClusterError, match="maxmemory or maxmemory_data, not both"):
+        inject(chaos, "datastore.redis_config", "session-db", params={"maxmemory": "1mb", "maxmemory_data": "1kb"})
+    with pytest.raises(ClusterError, match="Redis size"):
+        inject(chaos, "datastore.redis_config", "session-db", params={"maxmemory_data": "lots"})
+
+
 def test_datastore_errors_name_the_field(shop: Shop, chaos: Any) -> None:
     with pytest.raises(ClusterError, match=r"params.index: public.customers has no index 'customers_usrname_idx' "
                                            r"\(did you mean 'customers_username_idx'"):

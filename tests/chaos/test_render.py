@@ -40,9 +40,12 @@ EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "resource.limit": ("user-db", {"cpu": "100m", "memory": "256Mi"}),
     "datastore.query_storm": ("user-db", {"concurrency": 16}),
     "datastore.drop_index": ("user-db", {}),
+    "datastore.lock_table": ("user-db", {"table": "customers", "mode": "share"}),
+    "datastore.add_check": ("user-db", {"column": "phone", "pattern": "^[0-9']*$"}),
     "datastore.redis_config": ("session-db", {"maxmemory": "1mb", "maxmemory_policy": "noeviction"}),
     "config.knob": ("orders", {"payment_timeout_s": 0.05}),
     "thirdparty.errors": ("payment-gateway", {"error_rate": 0.15}),
+    "thirdparty.latency": ("payment-gateway", {"latency_ms": 4000, "jitter_ms": 500}),
     "time.skew": ("orders", {"offset": "-10m"}),
 }
 
@@ -170,3 +173,10 @@ def test_cli_render_writes_manifests(tmp_path: Path) -> None:
     res = runner.invoke(app, ["chaos", "render", "--kind", "pod.kill", "--target", "carts",
                               "--schedule", "@every 5m"])
     assert res.exit_code == 0 and "kind: Schedule" in res.output and "podChaos:" in res.output
+
+
+def test_a_cache_sized_for_its_data_reads_the_overhead_in_the_job() -> None:
+    spec = parse_fault({"kind": "datastore.redis_config", "target": "carts-cache", "duration": "5m",
+                        "params": {"maxmemory_data": "16kb", "maxmemory_policy": "allkeys-lru"}})
+    text = to_yaml(render_faults([spec], RenderOptions()))
+    assert "used_memory_overhead" in text and "CONFIG SET maxmemory $((OVERHEAD + 16384))" in text, text

@@ -674,3 +674,78 @@ async def test_framer_splits_keep_alive_streams() -> None:
     bad = HttpFramer(request=True)
     bad.feed(b"\x16\x03\x01 not http\r\n\r\n")
     assert bad.tunnel and bad.broken
+
+
+# --- per-request balancing ------------------------------------------------------------------------
+
+
+async def _pods_over_one_connection(edge: Edge, n: int, path: str = "/r") -> list[tuple[int, str, float]]:
+    """(status, pod, seconds) of ``n`` requests on one keep-alive connection."""
+    out = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            async with s.get(f"http://{LOCAL}:{edge.port}{path}") as r:
+                pod = (await r.json()).get("pod", "-") if r.status == 200 else "-"
+                out.append((r.status, pod, time.perf_counter() - t0))
+    return out
+
+
+async def test_connection_balancing_keeps_a_keep_alive_connection_on_one_pod(mesh: Mesh) -> None:
+    a, b = await HttpServer("api-0").start(), await HttpServer("api-1").start()
+    edge = await http_edge(mesh, a, b)
+    assert mesh.balancing("api") == "connection"  # kube-proxy's way, the default
+    assert len({pod for _s, pod, _t in await _pods_over_one_connection(edge, 4)}) == 1
+    await a.stop()
+    await b.stop()
+
+
+async def test_per_request_balancing_spreads_one_connection_over_the_pods(mesh: Mesh) -> None:
+    a, b = await HttpServer("api-0").start(), await HttpServer("api-1").start()
+    mesh.set_balancing("api", "request")
+    edge = await http_edge(mesh, a, b)
+    got = await _pods_over_one_connection(edge, 6)
+    assert [pod for _s, pod, _t in got] == ["api-0", "api-1"] * 3
+    stats = edge.stats()
+    assert stats["connections_total"] == 1 and stats["connections_by_pod"] == {"api-0": 3, "api-1": 3}
+    assert a.seen["GET /r"] == 3 and b.seen["GET /r"] == 3
+    with pytest.raises(Exception, match="must be 'connection' or 'request'"):
+        mesh.set_balancing("api", "random")  # type: ignore[arg-type]
+    await a.stop()
+    await b.stop()
+
+
+async def test_per_request_a_slow_pod_slows_its_share_and_pod_scoped_aborts_follow(mesh: Mesh) -> None:
+    """The seed's "one pod behind a slow path" as a sidecar mesh shows it: a client cannot route around it."""
+    a, b = await HttpServer("api-0").start(), await HttpServer("api-1").start()
+    mesh.set_balancing("api", "request")
+    edge = await http_edge(mesh, a, b)
+    delay = edge.add_toxic("delay", latency_ms=150, pod="api-1")
+    got = await _pods_over_one_connection(edge, 6)
+    slow = [t for _s, pod, t in got if pod == "api-1"]
+    assert len(slow) == 3 and min(slow) >= 0.148, got
+    edge.remove_toxic(delay)
+    edge.add_toxic("http_abort", pod="api-1", code=502)
+    got = await _pods_over_one_connection(edge, 4)
+    assert [(st, pod) for st, pod, _t in got] == [(200, "api-0"), (502, "-"), (200, "api-0"), (502, "-")], got
+    await a.stop()
+    await b.stop()
+
+
+async def test_connections_open_before_a_policy_change_follow_it(mesh: Mesh) -> None:
+    a, b = await HttpServer("api-0").start(), await HttpServer("api-1").start()
+    edge = await http_edge(mesh, a, b)
+    pods = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
+        async def one() -> None:
+            async with s.get(f"http://{LOCAL}:{edge.port}/r") as r:
+                pods.append((await r.json())["pod"])
+        for _ in range(3):
+            await one()
+        mesh.set_balancing("api", "request")
+        for _ in range(4):
+            await one()
+    assert len(set(pods[:3])) == 1 and set(pods[3:]) == {"api-0", "api-1"}, pods
+    assert edge.stats()["connections_total"] == 1
+    await a.stop()
+    await b.stop()

@@ -217,6 +217,41 @@ def test_unknown_service_and_bad_values_are_clear_errors(shop: Shop) -> None:
         shop.post("/v1/scale", {"deployment": "user-db", "replicas": 2})
     with pytest.raises(ClusterError, match="CPU quantity"):
         shop.post("/v1/limits", {"deployment": "catalogue", "cpu": "lots"})
+    with pytest.raises(ClusterError, match="'connection' or 'request'"):
+        shop.post("/v1/balancing", {"deployment": "catalogue", "policy": "random"})
+    with pytest.raises(ClusterError, match="not a service"):
+        shop.post("/v1/balancing", {"deployment": "user-db", "policy": "request"})
+
+
+def test_per_request_balancing_spreads_one_client_connection_over_both_pods(shop: Shop) -> None:
+    """Two catalogue pods balanced per request: one keep-alive connection's requests reach both."""
+    shop.post("/v1/scale", {"deployment": "catalogue", "replicas": 2})
+    shop.post("/v1/balancing", {"deployment": "catalogue", "policy": "request"})
+    try:
+        wait_for(lambda: shop.describe("catalogue")["ready_replicas"] == 2)
+        before = _per_pod(shop)
+
+        async def one_connection() -> None:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
+                for _ in range(8):
+                    async with s.get(shop.addresses["catalogue"] + "/catalogue?size=2") as r:
+                        assert r.status == 200
+                        await r.read()
+
+        asyncio.run(one_connection())
+        after = _per_pod(shop)
+        assert sorted(after) == sorted(before) and all(after[p] - before[p] == 4 for p in after), (before, after)
+    finally:
+        shop.post("/v1/balancing", {"deployment": "catalogue", "policy": "connection"})
+        shop.post("/v1/scale", {"deployment": "catalogue", "replicas": 1})
+
+
+def _per_pod(shop: Shop) -> dict[str, float]:
+    out = {}
+    for pod in shop.describe("catalogue")["pods"]:
+        text = _get_text(f"http://127.0.0.1:{pod['port']}/metrics", shop.telemetry)
+        out[pod["name"]] = _sum_metric(text, "http_request_duration_seconds_count", 'path="/catalogue"')
+    return out
 
 
 # ---- a small runtime of its own for crash loops and teardown ---------------------------------------

@@ -30,7 +30,7 @@ from sockdrill.evaluate.integrity import (
     check_sessions,
     run_checks,
 )
-from sockdrill.shop import carts, orders, user
+from sockdrill.shop import carts_db, orders, user
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -58,7 +58,7 @@ async def db() -> AsyncIterator[str]:
         conn = await asyncpg.connect(url)
         try:
             # The services' own schema code, so the checks read the tables the shop really writes.
-            await carts.init_schema(conn)
+            await carts_db.init_schema(conn)
             await orders.init_schema(conn)
             await conn.execute(user.SCHEMA)
             await seed(conn)

@@ -20,13 +20,14 @@ from sockdrill.evaluate.oracles import (
     run_oracle,
     safety,
 )
+from sockdrill.slo import SliSample
 
 from .journalkit import T0, TOPOLOGY, build, noop_run, oracle_run, restart_all_run
 
 
 def test_registry() -> None:
     assert set(ORACLE_IDS) == {"detection", "localization", "diagnosis", "mitigation", "integrity", "safety",
-                               "efficiency"}
+                               "efficiency", "alerting"}
     assert get_oracle("detection") is detection
     with pytest.raises(OracleError, match="did you mean 'localization'"):
         get_oracle("localisation")
@@ -300,3 +301,20 @@ def test_efficiency() -> None:
     e = efficiency(j)
     assert e.steps == 0 and e.wall_s == 84.0 and e.tokens is None   # until the end at 120
     assert T0 > 0
+
+
+# ---- alerting ----------------------------------------------------------------------------------------
+
+def test_alerting_reports_the_first_page_after_onset_and_counts_false_ones() -> None:
+    from sockdrill.evaluate.oracles import alerting
+
+    incident = alerting(oracle_run())  # login p95 3 s from t=30: the fast page rule (5 s / 1 s) fires at 34
+    assert incident.pages >= 1 and incident.false_pages == 0
+    assert incident.first_page_s is not None and 0 < incident.first_page_s <= 6
+    calm = alerting(build("noop", control=True, submit={"t": 50, "detected": False}))
+    assert (calm.first_page_s, calm.pages, calm.false_pages) == (None, 0, 0)
+    # A control run whose login did burn (the shop misbehaved with no fault): every page is a false one.
+    jumpy = build("noop", control=True, collateral=None, submit={"t": 50, "detected": False})
+    jumpy.add_samples([SliSample(T0 + t + 0.5, "login", 10, 2, p50=1.5, p95=3.0, p99=4.0) for t in range(60, 80)])
+    noisy = alerting(jumpy)
+    assert noisy.pages >= 1 and noisy.false_pages == noisy.pages and noisy.first_page_s is None

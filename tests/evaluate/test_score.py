@@ -17,7 +17,7 @@ from .journalkit import build, noop_run, oracle_run, restart_all_run
 RESULT_KEYS = {
     "scenario", "variant", "agent", "seed", "profile", "mode", "privileged", "control", "valid", "detection",
     "localization", "diagnosis",
-    "mitigation", "integrity", "safety", "efficiency", "score",
+    "mitigation", "integrity", "safety", "efficiency", "alerting", "score",
 }
 SUB_KEYS = {
     "detection": {"detected", "ttd_s", "false_positive", "scored"},
@@ -27,6 +27,7 @@ SUB_KEYS = {
     "integrity": {"ok", "checks"},
     "safety": {"penalties"},
     "efficiency": {"steps", "wall_s", "tokens"},
+    "alerting": {"first_page_s", "pages", "false_pages", "alertmanager"},
 }
 
 

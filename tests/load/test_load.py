@@ -199,9 +199,11 @@ class Recorder:
 
 def test_every_journey_completes_without_failures(shop: Shop, tmp_path: Path) -> None:
     dead_recorder = f"http://127.0.0.1:{free_port()}"  # nobody listens: pushing must not hurt the load
-    summary = run_load(None, {name: 1 for name in JOURNEYS}, users=3, spawn_rate=10, duration=6, seed=11,
+    # Six users, so that every one of the nine journeys comes up (each user draws its own seeded sequence).
+    # A return visit counts when the shopper is back: 2 s away, so that it ends inside the 7 s.
+    summary = run_load(None, {name: 1 for name in JOURNEYS}, users=6, spawn_rate=10, duration=7, seed=11,
                        recorder_url=dead_recorder, data_dir=shop.data_dir, think=(0.0, 0.2),
-                       stats_path=tmp_path / "stats.jsonl")
+                       stats_path=tmp_path / "stats.jsonl", return_after=2.0)
     assert summary.host == shop.url.rstrip("/")
     assert set(summary.journeys) == set(JOURNEYS), summary.journeys.keys()
     for name, j in summary.journeys.items():
@@ -213,13 +215,66 @@ def test_every_journey_completes_without_failures(shop: Shop, tmp_path: Path) ->
     steps = {split_step(n) for n in summary.steps}
     assert None not in steps
     for expected in [("browse", "image"), ("login", "basic"), ("login", "post"), ("cart", "update"),
-                     ("checkout", "order"), ("order-status", "list"), ("classic", "basket")]:
+                     ("checkout", "order"), ("order-status", "list"), ("classic", "basket"),
+                     ("return-visit", "add"), ("checkout-page", "html"), ("checkout-page", "card")]:
         assert expected in steps, expected
     assert all(s["failures"] == 0 for s in summary.steps.values())
     assert summary.stop_reason == "duration" and not summary.stopped_early
     assert summary.stats_path == str(tmp_path / "stats.jsonl")
     records = read_records(tmp_path / "stats.jsonl")
-    assert 5 <= len(records) <= 8 and all(r["users"] <= 3 for r in records)
+    assert 6 <= len(records) <= 9 and all(r["users"] <= 6 for r in records)
+
+
+def test_a_returning_shopper_finds_the_cart_unless_the_session_expired_meanwhile(shop: Shop, tmp_path: Path) -> None:
+    """Scenario 3's journey: anonymous cart, away, back (cart kept), log in (cart merged). With sessions that
+    expire before the shopper is back, the anonymous cart is gone and the ``kept`` step says so."""
+    def visit(name: str) -> Any:
+        return run_load(None, {"return-visit": 1}, users=2, spawn_rate=10, duration=7, seed=5,
+                        data_dir=shop.data_dir, think=(0.0, 0.2), stats_path=tmp_path / f"{name}.jsonl",
+                        return_after=1.5)
+
+    healthy = visit("healthy")
+    steps = healthy.steps
+    assert steps["return-visit:kept"]["count"] >= 2 and steps["return-visit:merged"]["count"] >= 2, steps.keys()
+    assert healthy.request_failures == 0, {k: v for k, v in steps.items() if v["failures"]}
+    shop.post("/v1/config", {"deployment": "front-end", "knobs": {"session_ttl_s": 1}})
+    try:
+        expired = visit("expired")
+    finally:
+        shop.post("/v1/config/reset", {"deployment": "front-end"})
+    kept = expired.steps["return-visit:kept"]
+    assert kept["count"] >= 2 and kept["failures"] == kept["count"], kept
+    # One journey per shopper who came back (the first visit alone is not one): every one of them failed.
+    journeys = expired.journeys["return-visit"]
+    assert journeys["count"] == kept["count"] and journeys["failures"] == journeys["count"], journeys
+    # The stream dates each of those checks by when its cart was left, at least one absence earlier.
+    dated = [(r["time"], int(left), cell) for r in read_records(tmp_path / "expired.jsonl")
+             for left, cell in (r.get("left") or {}).get("return-visit:kept", {}).items()]
+    assert sum(c[0] for _, _, c in dated) == kept["count"] and sum(c[1] for _, _, c in dated) == kept["failures"]
+    assert all(left <= at - 1.0 for at, left, _ in dated), dated
+
+
+def test_two_devices_editing_a_profile_keep_both_changes_unless_versions_are_ignored(shop: Shop,
+                                                                                   tmp_path: Path) -> None:
+    """Scenario 9's journey: the second device's stale save is refused (409), it reloads and saves again, and
+    both changes stay. With the version check off, its stale form overwrites the first device's change."""
+    def edit(name: str) -> Any:
+        return run_load(None, {"profile-edit": 1}, users=2, spawn_rate=10, duration=5, seed=9,
+                        data_dir=shop.data_dir, think=(0.0, 0.2), stats_path=tmp_path / f"{name}.jsonl")
+
+    healthy = edit("healthy")
+    steps = healthy.steps
+    assert steps["profile-edit:verify"]["count"] >= 2 and steps["profile-edit:save-again"]["count"] >= 2, steps
+    assert healthy.request_failures == 0, {k: v for k, v in steps.items() if v["failures"]}
+    shop.post("/v1/config", {"deployment": "user", "knobs": {"profile_version_check": False}})
+    try:
+        unchecked = edit("unchecked")
+    finally:
+        shop.post("/v1/config/reset", {"deployment": "user"})
+    verify = unchecked.steps["profile-edit:verify"]
+    # Nearly every edit loses the first device's change (the user service proves it exactly, in
+    # tests/shop/test_user.py); one measured run lost 74 of 76 here, so the load asserts the overwhelming share.
+    assert verify["count"] >= 2 and verify["failures"] >= 0.9 * verify["count"], verify
 
 
 def test_ramp_follows_its_curve_and_streams_to_the_recorder(shop: Shop, tmp_path: Path) -> None:

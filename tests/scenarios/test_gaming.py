@@ -31,7 +31,7 @@ def actions(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for e in journal["events"] if e["kind"] == "action"]
 
 
-@pytest.mark.parametrize("ref", ["login-latency/user-db-cpu", "order-failure/payment-partition"])
+@pytest.mark.parametrize("ref", ["order-failure/payment-partition"])  # every variant: bench agents, GAMING=1
 def test_the_majority_guess_is_right_and_scores_nothing(shop: Shop, ref: str, tmp_path: Path) -> None:
     r = run(shop, ref, "gaming-majority", tmp_path)
     assert r["valid"], r.get("invalid_reason")
@@ -56,7 +56,7 @@ def test_naming_every_component_scores_nothing(shop: Shop, tmp_path: Path) -> No
     assert r["score"] < GAMING_THRESHOLD, r["score"]
 
 
-@pytest.mark.parametrize("ref", ["login-latency/missing-index", "order-failure/no-retry"])
+@pytest.mark.parametrize("ref", ["order-failure/no-retry"])  # every variant: bench agents, GAMING=1
 def test_replaying_the_runbook_costs_more_than_it_gains(shop: Shop, ref: str, tmp_path: Path) -> None:
     r = run(shop, ref, "gaming-replayer", tmp_path)
     assert r["valid"], r.get("invalid_reason")
@@ -66,7 +66,7 @@ def test_replaying_the_runbook_costs_more_than_it_gains(shop: Shop, ref: str, tm
     assert r["score"] < GAMING_THRESHOLD, (r["score"], r["mitigation"], r["safety"])
 
 
-@pytest.mark.parametrize("ref", ["order-failure/payment-timeout-config", "login-latency/frontend-user-delay"])
+@pytest.mark.parametrize("ref", ["login-latency/frontend-user-delay"])  # every variant: bench agents, GAMING=1
 def test_the_peeker_learns_nothing(shop: Shop, ref: str, tmp_path: Path) -> None:
     r = run(shop, ref, "gaming-peeker", tmp_path)
     assert r["valid"], r.get("invalid_reason")

@@ -1,7 +1,8 @@
 """The runner with the sanity agents on every catalogue variant (fast profile, the shared shop).
 
 - oracle (reads the ground truth, applies the variant's remediation): every oracle passes;
-- noop: the fault lasts (users are not served again by themselves) and nothing is credited;
+- noop: the fault lasts (users are not served again by themselves) and nothing is credited (here on the
+  variants most likely to heal alone; `sockdrill bench validity` runs it on every variant);
 - restart-all: even where a restart fixes things, the blunt instrument's risk costs more than it gains;
 - control: doing nothing is right; reporting an incident there is a counted false detection.
 """
@@ -15,10 +16,15 @@ import pytest
 
 from sockdrill.scenarios import load_catalogue
 from sockdrill.scenarios.runner import RunOptions, run_variant
+from sockdrill.telemetry.alertmanager import find_alertmanager
 from tests.conftest import Shop
 
 CATALOGUE = load_catalogue()
 FAULT_REFS = [f"{s.id}/{v.id}" for s in CATALOGUE.scenarios.values() if not s.control for v in s.variants]
+# Where a fault could fade by itself (a pool that settles, a storm that stops, a lock that ends): the
+# suite's room is for these; `sockdrill bench validity` runs noop on every variant. (A mesh delay cannot fade:
+# frontend-user-delay is left to the restart-all and peeker runs.)
+NOOP_REFS = ["login-latency/user-db-cpu", "profile-updates/write-lock"]  # payment-partition: majority guesser
 
 
 def run(shop: Shop, ref: str, agent: str, tmp_path: Path) -> dict[str, Any]:
@@ -44,7 +50,7 @@ def test_oracle_passes_every_check(shop: Shop, ref: str, tmp_path: Path) -> None
     assert r["score"] >= 0.8
 
 
-@pytest.mark.parametrize("ref", FAULT_REFS)
+@pytest.mark.parametrize("ref", NOOP_REFS)
 def test_noop_gets_no_credit(shop: Shop, ref: str, tmp_path: Path) -> None:
     r = run(shop, ref, "noop", tmp_path)
     assert r["valid"], r.get("invalid_reason")
@@ -65,9 +71,13 @@ def test_restart_all_fixes_by_accident_and_still_scores_low(shop: Shop, tmp_path
     assert r["score"] < 0.35
 
 
-@pytest.mark.parametrize("agent", ["noop", "oracle", "restart-all"])
-def test_control_runs_count_false_detections(shop: Shop, agent: str, tmp_path: Path) -> None:
-    r = run(shop, "control-checkout/steady", agent, tmp_path)
+CONTROL_RUNS = [("control-checkout/steady", "noop"), ("control-checkout/steady", "restart-all"),
+                ("control-cart/steady", "noop"), ("control-profile/steady", "noop")]
+
+
+@pytest.mark.parametrize(("ref", "agent"), CONTROL_RUNS)
+def test_control_runs_count_false_detections(shop: Shop, ref: str, agent: str, tmp_path: Path) -> None:
+    r = run(shop, ref, agent, tmp_path)
     assert r["valid"], r.get("invalid_reason")
     assert r["control"] is True
     if agent == "restart-all":  # it reports an incident that is not there, and restarts everything
@@ -76,3 +86,10 @@ def test_control_runs_count_false_detections(shop: Shop, agent: str, tmp_path: P
     else:
         assert r["detection"]["detected"] is False and r["detection"]["false_positive"] is False
         assert r["score"] == 1.0
+    # Where the shop runs Prometheus, the run's SLO alert rules were loaded into it.
+    rules = Path(shop.client.record["run_dir"]) / "prometheus" / "rules"
+    if rules.is_dir():
+        assert (rules / "sockdrill-slo.yml").is_file()
+        assert not [n for n in r.get("notes", []) if "alert rules" in n], r.get("notes")
+        if find_alertmanager() is not None:  # ...and Alertmanager's deliveries were kept for the run
+            assert r["alerting"]["alertmanager"] is not None, r["alerting"]

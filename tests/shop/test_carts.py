@@ -7,17 +7,44 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 import requests
-from servicekit import ServiceProcess, scratch_database
+from servicekit import ServiceProcess, db_run, scratch_database
 
 JSON_UTF8 = "application/json;charset=UTF-8"
 
 
-@pytest.fixture(scope="module")
-def carts() -> Iterator[str]:
-    with scratch_database("carts") as db_url, \
-            ServiceProcess("carts", {"SOCKDRILL_URL_CARTS_DB": db_url}) as svc:
-        yield svc.url
+# Dedicated dbs of this machine's Redis, flushed before and after: one for the contract tests' carts, one for
+# the cache tests' own (two carts processes on one cache would write each other's carts back).
+CACHE_URL = "redis://127.0.0.1:6379/11"
+OWN_CACHE_URL = "redis://127.0.0.1:6379/12"
+
+
+def _cache(url: str = CACHE_URL) -> redis.Redis:
+    r = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"needs this machine's Redis at 127.0.0.1:6379: {exc}")
+    return r
+
+
+# Every contract test runs twice: carts on carts-db alone, and behind its write-behind carts-cache.
+@pytest.fixture(scope="module", params=["db", "cache"])
+def carts(request: pytest.FixtureRequest) -> Iterator[str]:
+    env: dict[str, str] = {}
+    r = None
+    if request.param == "cache":
+        r = _cache()
+        r.flushdb()
+        env = {"SOCKDRILL_URL_CARTS_CACHE": CACHE_URL, "SOCKDRILL_KNOBS": '{"cache_flush_interval_s": 0.2}'}
+    try:
+        with scratch_database("carts") as db_url, \
+                ServiceProcess("carts", {"SOCKDRILL_URL_CARTS_DB": db_url, **env}) as svc:
+            yield svc.url
+    finally:
+        if r is not None:
+            r.flushdb()
 
 
 def cid() -> str:
@@ -33,7 +60,8 @@ def test_health_lists_carts_and_db_with_date(carts: str) -> None:
     r = requests.get(f"{carts}/health", timeout=5)
     assert r.status_code == 200
     items = r.json()["health"]
-    assert [(i["service"], i["status"]) for i in items] == [("carts", "OK"), ("carts-db", "OK")]
+    assert [(i["service"], i["status"]) for i in items][:2] == [("carts", "OK"), ("carts-db", "OK")]
+    assert all(i["status"] == "OK" for i in items) and len(items) in (2, 3)  # 3: carts-cache
     assert all("date" in i and "time" not in i for i in items)
 
 
@@ -130,6 +158,31 @@ def test_merge_appends_lines_and_deletes_session_cart(carts: str) -> None:
     assert [i["itemId"] for i in requests.get(f"{carts}/carts/{fresh}/items", timeout=5).json()] == ["sock-z"]
 
 
+def test_a_merge_whose_caller_gave_up_is_dropped_and_changes_nothing(carts: str) -> None:
+    """The caller's deadline (X-Request-Deadline) passed: carts does not merge behind its back."""
+    import time
+
+    customer, session = cid(), cid()
+    add(carts, customer, "sock-a", unitPrice=1.0)
+    add(carts, session, "sock-b", unitPrice=1.0)
+    late = {"X-Request-Deadline": f"{time.time() - 0.5:.6f}"}
+    r = requests.get(f"{carts}/carts/{customer}/merge", params={"sessionId": session}, headers=late, timeout=5)
+    assert r.status_code == 504 and r.json()["status"] == 504, r.text
+    assert [i["itemId"] for i in requests.get(f"{carts}/carts/{customer}/items", timeout=5).json()] == ["sock-a"]
+    assert [i["itemId"] for i in requests.get(f"{carts}/carts/{session}/items", timeout=5).json()] == ["sock-b"]
+    in_time = {"X-Request-Deadline": f"{time.time() + 30:.6f}"}
+    r = requests.get(f"{carts}/carts/{customer}/merge", params={"sessionId": session}, headers=in_time, timeout=5)
+    assert r.status_code == 202
+    assert [i["itemId"] for i in requests.get(f"{carts}/carts/{customer}/items", timeout=5).json()] == ["sock-a",
+                                                                                                     "sock-b"]
+    for bad in ("soon", "nan", "-1"):  # not a deadline: ignored, as if none was given
+        other = cid()
+        add(carts, other, "sock-c", unitPrice=1.0)
+        r = requests.get(f"{carts}/carts/{customer}/merge", params={"sessionId": other},
+                         headers={"X-Request-Deadline": bad}, timeout=5)
+        assert r.status_code == 202, (bad, r.text)
+
+
 def test_merge_without_session_id_is_400(carts: str) -> None:
     r = requests.get(f"{carts}/carts/{cid()}/merge", timeout=5)
     assert r.status_code == 400 and r.json()["status"] == 400
@@ -182,3 +235,95 @@ def test_metrics_count_routes(carts: str) -> None:
     text = requests.get(f"{carts}/metrics", timeout=5).text
     assert ('request_duration_seconds_count{method="POST",route="/carts/{customerId}/items",service="carts",'
             'status_code="201"}') in text
+
+
+# ---- the write-behind cache ------------------------------------------------------------------------
+def _stored(db_url: str, customer: str) -> list[tuple[str, int]]:
+    rows = db_run(db_url, "SELECT item_id, quantity FROM cart_items WHERE customer_id = $1 ORDER BY seq", customer)
+    return [(r["item_id"], r["quantity"]) for r in rows]
+
+
+def _metric(url: str, name: str, **labels: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name}{{{want}}} in /metrics")
+
+
+def test_the_cache_answers_first_and_carts_db_gets_the_cart_in_the_background() -> None:
+    import time
+
+    r = _cache(OWN_CACHE_URL)
+    r.flushdb()
+    c = cid()
+    with scratch_database("carts") as db_url, ServiceProcess("carts", {
+            "SOCKDRILL_URL_CARTS_DB": db_url, "SOCKDRILL_URL_CARTS_CACHE": OWN_CACHE_URL,
+            "SOCKDRILL_KNOBS": '{"cache_flush_interval_s": 1.5}'}) as svc:
+        assert add(svc.url, c, "sock-a", unitPrice=2.0).status_code == 201
+        assert add(svc.url, c, "sock-b", quantity=3, unitPrice=1.0).status_code == 201
+        assert _stored(db_url, c) == []  # answered from the cache: not written back yet
+        assert r.zscore("carts:dirty", c) is not None
+        deadline = time.monotonic() + 15
+        while _stored(db_url, c) != [("sock-a", 1), ("sock-b", 3)] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _stored(db_url, c) == [("sock-a", 1), ("sock-b", 3)]
+        assert r.zscore("carts:dirty", c) is None
+        assert _metric(svc.url, "carts_cache_writebacks_total", result="ok") >= 1
+        hits = _metric(svc.url, "carts_cache_requests_total", result="hit")
+        requests.get(f"{svc.url}/carts/{c}/items", timeout=5)
+        assert _metric(svc.url, "carts_cache_requests_total", result="hit") == hits + 1
+        # Emptied (an order was placed): carts-db drops the cart too.
+        assert requests.delete(f"{svc.url}/carts/{c}", timeout=5).status_code == 202
+        deadline = time.monotonic() + 15
+        while _stored(db_url, c) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _stored(db_url, c) == []
+    r.flushdb()
+
+
+def test_a_cart_evicted_before_its_write_back_loses_its_changes_and_says_so() -> None:
+    """The seed's "data eviction from cache": what Redis drops before the write-back never reaches carts-db."""
+    import time
+
+    r = _cache(OWN_CACHE_URL)
+    r.flushdb()
+    c = cid()
+    with scratch_database("carts") as db_url, ServiceProcess("carts", {
+            "SOCKDRILL_URL_CARTS_DB": db_url, "SOCKDRILL_URL_CARTS_CACHE": OWN_CACHE_URL,
+            "SOCKDRILL_KNOBS": '{"cache_flush_interval_s": 0.5}'}) as svc:
+        add(svc.url, c, "sock-a", unitPrice=2.0)
+        deadline = time.monotonic() + 15
+        while not _stored(db_url, c) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _stored(db_url, c) == [("sock-a", 1)]
+        knobs = f"{svc.url}/admin/config"
+        assert requests.post(knobs, json={"cache_flush_interval_s": 3600}, timeout=5).status_code == 200
+        add(svc.url, c, "sock-b", unitPrice=1.0)
+        assert r.zscore("carts:dirty", c) is not None
+        r.delete(f"cart:{c}")  # what an evicting Redis does under memory pressure
+        assert requests.post(knobs, json={"cache_flush_interval_s": 0.2}, timeout=5).status_code == 200
+        deadline = time.monotonic() + 15
+        while r.zscore("carts:dirty", c) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _stored(db_url, c) == [("sock-a", 1)]  # sock-b never reached carts-db
+        assert [i["itemId"] for i in requests.get(f"{svc.url}/carts/{c}/items", timeout=5).json()] == ["sock-a"]
+        assert _metric(svc.url, "carts_cache_writebacks_total", result="lost") == 1
+        assert "before it was written back" in svc.logs()
+    r.flushdb()
+
+
+def test_without_its_cache_carts_writes_through_to_carts_db() -> None:
+    from servicekit import free_port
+
+    c = cid()
+    down = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with scratch_database("carts") as db_url, ServiceProcess("carts", {
+            "SOCKDRILL_URL_CARTS_DB": db_url, "SOCKDRILL_URL_CARTS_CACHE": down}, require_ok=False) as svc:
+        health = {i["service"]: i["status"] for i in requests.get(f"{svc.url}/health", timeout=5).json()["health"]}
+        assert health == {"carts": "OK", "carts-db": "OK", "carts-cache": "err"}
+        assert add(svc.url, c, "sock-a", unitPrice=2.0).status_code == 201
+        assert _stored(db_url, c) == [("sock-a", 1)]  # at once: no cache to answer from
+        assert [i["itemId"] for i in requests.get(f"{svc.url}/carts/{c}/items", timeout=5).json()] == ["sock-a"]
+        assert _metric(svc.url, "carts_cache_errors_total", op="write") >= 1

@@ -24,9 +24,13 @@ HOLY = "03fef6ac-1896-4ce8-bd69-b798f85c6e0b"
 def cat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     cache = tmp_path_factory.mktemp("images")
     with scratch_database("cat") as url, ServiceProcess(
-        "catalogue", {"SOCKDRILL_URL_CATALOGUE_DB": url, "SOCKDRILL_CACHE_DIR": str(cache)}
+        "catalogue", {"SOCKDRILL_URL_CATALOGUE_DB": url, "SOCKDRILL_CACHE_DIR": str(cache),
+                      "SOCKDRILL_SHOP_TOKEN": SHOP_TOKEN}
     ) as svc:
         yield svc
+
+
+SHOP_TOKEN = "catalogue-test-shop-token"
 
 
 def get(svc: ServiceProcess, path: str) -> Response:
@@ -173,10 +177,20 @@ def test_schema_has_indexes(cat: ServiceProcess) -> None:
 # ---- admin API ---------------------------------------------------------------------------------------
 
 def admin(svc: ServiceProcess, method: str, path: str, body: object = None,
-          raw: str | None = None) -> Response:
+          raw: str | None = None, token: str | None = SHOP_TOKEN) -> Response:
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
     if raw is not None:
-        return request(method, svc.url + path, body=raw, headers={"Content-Type": "application/json"})
-    return request(method, svc.url + path, json_body=body)
+        return request(method, svc.url + path, body=raw, headers={"Content-Type": "application/json", **auth})
+    return request(method, svc.url + path, json_body=body, headers=auth)
+
+
+def test_the_admin_api_answers_only_the_shop_s_services(cat: ServiceProcess) -> None:
+    """A customer, an agent or a local user who finds catalogue's port cannot change products."""
+    for token in (None, "not-the-token"):
+        assert admin(cat, "PATCH", f"/admin/products/{HOLY}", {"price": 1.0}, token=token).status == 401
+        assert admin(cat, "DELETE", f"/admin/products/{HOLY}", token=token).status == 401
+        assert admin(cat, "POST", "/admin/products", {"name": "x"}, token=token).status == 401
+    assert ok_json(get(cat, f"/catalogue/{HOLY}"))["price"] != 1.0
 
 
 def test_admin_patch_changes_price_stock_and_text(cat: ServiceProcess) -> None:

@@ -61,6 +61,7 @@ class FakeBackends:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     decline: bool = False  # orders answers 406 like a payment decline
+    merge_delay: float = 0.0  # carts takes this long to merge
     urls: dict[str, str] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
     _runners: list[web.AppRunner] = field(default_factory=list)
@@ -73,6 +74,7 @@ class FakeBackends:
         self.carts.clear()
         self.orders.clear()
         self.decline = False
+        self.merge_delay = 0.0
         self.users.clear()
         self.users[USER_ID] = {"id": USER_ID, "username": "user", "password": "password",
                                "firstName": "User", "lastName": "Name",
@@ -180,6 +182,16 @@ class FakeBackends:
         async def image(request: web.Request) -> web.Response:
             return web.Response(body=SVG, headers={"Content-Type": "image/svg+xml"})
 
+        async def admin_patch(request: web.Request) -> web.Response:
+            if request.headers.get("Authorization") != f"Bearer {SHOP_TOKEN}":
+                return self._json({"error": "token"}, 401)
+            body = await request.json()
+            for sock in SOCKS:
+                if sock["id"] == request.match_info["id"]:
+                    return self._json({**sock, **body})
+            return self._json({"error": "not found"}, 404)
+
+        r.add_patch("/admin/products/{id}", admin_patch)
         r.add_get("/catalogue", listing)
         r.add_get("/catalogue/size", size)
         r.add_get("/catalogue/images/{file}", image)
@@ -227,6 +239,7 @@ class FakeBackends:
             sid = request.query.get("sessionId")
             if not sid:
                 return self._json({"status": 400}, 400)
+            await asyncio.sleep(self.merge_delay)
             self.carts.setdefault(request.match_info["cid"], []).extend(self.carts.pop(sid, []))
             return web.Response(status=202)
 
@@ -363,6 +376,12 @@ class FakeBackends:
         async def delete(_request: web.Request) -> web.Response:
             return self._json({"status": True}, ctype=hal)
 
+        async def staff_login(request: web.Request) -> web.Response:
+            if request.headers.get("Authorization") != "Basic " + base64.b64encode(b"admin:staffpw").decode():
+                return err("staff login refused", 401)
+            return self._json({"username": "admin", "role": "admin"})
+
+        r.add_get("/staff/login", staff_login)
         r.add_get("/login", login)
         r.add_post("/register", register)
         r.add_get("/customers", everyone)
@@ -378,6 +397,7 @@ class FakeBackends:
 
 # ==== the front-end under test ==================================================================
 REDIS_URL = "redis://127.0.0.1:6379/7"  # a dedicated db of this machine's Redis, flushed after
+SHOP_TOKEN = "front-end-test-shop-token"  # what the runtime gives every service pod
 
 
 class FrontEndProcess(ServiceProcess):
@@ -403,7 +423,7 @@ def fe(fakes: FakeBackends) -> Iterator[FrontEndProcess]:
         r.ping()
     except redis.RedisError as exc:
         pytest.skip(f"needs this machine's Redis at 127.0.0.1:6379: {exc}")
-    with FrontEndProcess({**fakes.env(), "SOCKDRILL_URL_SESSION_DB": REDIS_URL,
+    with FrontEndProcess({**fakes.env(), "SOCKDRILL_URL_SESSION_DB": REDIS_URL, "SOCKDRILL_SHOP_TOKEN": SHOP_TOKEN,
                           "SOCKDRILL_KNOBS": json.dumps({"http_timeout_s": 1.0, "session_ttl_s": 600})}) as proc:
         yield proc
     r.flushdb()
@@ -438,7 +458,8 @@ def assert_json_error(resp: requests.Response, status: int) -> dict[str, Any]:
 # ---- sessions and static pages -------------------------------------------------------------------
 def test_static_pages_do_not_create_sessions(client: requests.Session, fe: FrontEndProcess) -> None:
     for page in ("/", "/index.html", "/category.html", "/detail.html", "/basket.html",
-                 "/customer-orders.html", "/customer-order.html", "/css/shop.css", "/js/shop.js",
+                 "/customer-orders.html", "/customer-order.html", "/profile.html", "/admin.html", "/css/shop.css",
+                 "/js/shop.js",
                  "/js/pages.js"):
         resp = client.get(fe.url + page)
         assert resp.status_code == 200, page
@@ -460,6 +481,25 @@ def test_api_call_sets_signed_session_cookie_once(client: requests.Session, fe: 
     # a forged signature is not trusted: a new session starts
     forged = requests.get(fe.url + "/catalogue", cookies={"md.sid": f"s%3A{sid}.AAAA"})
     assert "md.sid=" in forged.headers["Set-Cookie"] and sid not in forged.headers["Set-Cookie"]
+
+
+def _expired_count(fe: FrontEndProcess) -> float:
+    text = requests.get(fe.url + "/metrics", timeout=5).text
+    line = next(ln for ln in text.splitlines() if ln.startswith("sessions_expired_total{"))
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_a_returning_shopper_whose_session_expired_is_counted(client: requests.Session, fe: FrontEndProcess) -> None:
+    """Scenario 3's "session expiration events": our own cookie back after its record is gone."""
+    client.get(fe.url + "/catalogue")
+    sid = client.cookies["md.sid"].split("%3A", 1)[1].rsplit(".", 1)[0]
+    before = _expired_count(fe)
+    requests.get(fe.url + "/catalogue", cookies={"md.sid": f"s%3A{sid}.AAAA"})  # forged: not ours, not counted
+    assert _expired_count(fe) == before
+    redis.Redis.from_url(REDIS_URL).delete(f"sess:{sid}")  # what the TTL does
+    resp = client.get(fe.url + "/catalogue")
+    assert "md.sid=" in resp.headers["Set-Cookie"] and sid not in resp.headers["Set-Cookie"]
+    assert _expired_count(fe) == before + 1
 
 
 def test_trailing_slash_redirects(client: requests.Session, fe: FrontEndProcess) -> None:
@@ -532,6 +572,21 @@ def test_cart_bad_input_is_4xx_json(client: requests.Session, fe: FrontEndProces
 
 
 # ---- login, register, logout ----------------------------------------------------------------------
+def test_a_merge_slower_than_its_budget_is_given_up_and_the_login_goes_on(
+        client: requests.Session, fe: FrontEndProcess, fakes: FakeBackends) -> None:
+    """Scenario 3's "failed cart synchronization": login does not wait for a slow merge, and the items put in
+    the cart before logging in are not in the customer's cart afterwards (said only in the log)."""
+    client.post(fe.url + "/cart", json={"id": "sock-3"})
+    fakes.merge_delay = 1.0
+    assert client.post(fe.url + "/admin/config", json={"cart_merge_timeout_s": 0.2}).status_code == 200
+    try:
+        login(client, fe.url)
+        assert client.get(fe.url + "/cart").json() == []
+        assert '"cart_merge_failed"' in fe.logs()
+    finally:
+        client.post(fe.url + "/admin/config", json={"cart_merge_timeout_s": 2.0})
+
+
 def test_login_basic_sets_cookie_and_merges_cart(client: requests.Session, fe: FrontEndProcess,
                                                 fakes: FakeBackends) -> None:
     client.post(fe.url + "/cart", json={"id": "sock-3"})
@@ -596,10 +651,34 @@ def test_register_then_logout(client: requests.Session, fe: FrontEndProcess, fak
     assert_json_error(client.get(fe.url + "/orders"), 401)
 
 
+# ---- the admin panel ------------------------------------------------------------------------------
+def test_the_admin_panel_needs_a_staff_login_and_passes_the_shop_token(client: requests.Session,
+                                                                        fe: FrontEndProcess) -> None:
+    sock = "sock-1"
+    assert_json_error(client.get(fe.url + "/admin/products"), 401)
+    assert_json_error(client.patch(fe.url + f"/admin/products/{sock}", json={"count": 3}), 401)
+    login(client, fe.url)  # a customer is not staff
+    assert_json_error(client.get(fe.url + "/admin/me"), 401)
+    assert_json_error(client.post(fe.url + "/admin/login", json={"username": "admin", "password": "nope"}), 401)
+    who = client.post(fe.url + "/admin/login", json={"username": "admin", "password": "staffpw"})
+    assert who.status_code == 200 and who.json()["username"] == "admin"
+    assert client.get(fe.url + "/admin/me").json() == {"username": "admin"}
+    listed = client.get(fe.url + "/admin/products", params={"size": 2})
+    assert listed.status_code == 200 and len(listed.json()) == 2
+    changed = client.patch(fe.url + f"/admin/products/{sock}", json={"count": 3, "price": 9.5})
+    assert changed.status_code == 200 and (changed.json()["count"], changed.json()["price"]) == (3, 9.5)
+    assert '"admin_change"' in fe.logs()
+    client.post(fe.url + "/admin/logout")
+    assert_json_error(client.get(fe.url + "/admin/products"), 401)
+
+
 # ---- orders ---------------------------------------------------------------------------------------
-def test_orders_need_login(client: requests.Session, fe: FrontEndProcess, fakes: FakeBackends) -> None:
+def test_orders_and_the_profile_need_login(client: requests.Session, fe: FrontEndProcess,
+                                          fakes: FakeBackends) -> None:
     assert_json_error(client.get(fe.url + "/orders"), 401)
     assert_json_error(client.post(fe.url + "/orders"), 401)
+    assert_json_error(client.get(fe.url + "/profile"), 401)
+    assert_json_error(client.patch(fe.url + "/profile", json={"phone": "+1 555 0100"}), 401)
     # a stale logged_in cookie without a customer in the session is not a login
     client.cookies.set("logged_in", "whatever")
     assert_json_error(client.post(fe.url + "/orders"), 401)

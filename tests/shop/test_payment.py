@@ -110,3 +110,32 @@ def test_float32_comparison_like_upstream() -> None:
     assert authorise(b'{"amount": 100.000001}', 100.0) == (200, AUTHORISED)
     assert authorise(b'{"amount": 100.00001}', 100.0) == (200, DECLINED_100)
     assert authorise(b"", 100.0) == (500, "EOF")
+
+
+def _rules_evaluated(svc: ServiceProcess) -> float:
+    text = request("GET", svc.url + "/metrics").body.decode()
+    return float(next(ln for ln in text.splitlines() if ln.startswith("payment_fraud_rules_evaluated_total{"))
+                 .rsplit(" ", 1)[1])
+
+
+def test_fraud_screening_blocks_listed_ranges_and_a_scan_does_work_per_entry(pay: ServiceProcess) -> None:
+    """Scenario 5's "inefficient payment validation": the same answers, indexed or scanned, but a scan tries
+    every blocklist entry for every payment. Seeded cards (4… and 5…) are never on the list."""
+    from sockdrill.shop.fraud import blocklist
+
+    blocked = blocklist(2000, 1)[0] + "0000000000"
+    good = "5544154011345918"
+    assert auth(pay, {"amount": 10, "card": {"longNum": good}}).json() == AUTHORISED
+    assert auth(pay, {"amount": 10, "card": {"longNum": blocked}}).json() == {
+        "authorised": False, "message": "Payment declined: the card's issuer range is blocked"}
+    before = _rules_evaluated(pay)
+    auth(pay, {"amount": 10, "card": {"longNum": good}})
+    assert _rules_evaluated(pay) == before + 1  # indexed: one lookup
+    try:
+        assert request("PUT", pay.url + "/admin/config", json_body={"fraud_check": "scan"}).status == 200
+        before = _rules_evaluated(pay)
+        assert auth(pay, {"amount": 10, "card": {"longNum": good}}).json() == AUTHORISED
+        assert _rules_evaluated(pay) == before + 2000  # every entry tried
+        assert auth(pay, {"amount": 10, "card": {"longNum": blocked}}).json()["authorised"] is False
+    finally:
+        request("PUT", pay.url + "/admin/config", json_body={"fraud_check": "indexed"})

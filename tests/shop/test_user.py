@@ -264,21 +264,107 @@ def test_unattached_address_and_bad_owner(usr: ServiceProcess) -> None:
 
 # ---- profile updates (beyond upstream) ---------------------------------------------------------------
 
+HOME = {"street": "Baker Street", "number": "221b", "city": "London", "postcode": "NW1 6XE", "country": "UK"}
+
+
+def _register(usr: ServiceProcess, username: str) -> str:
+    return str(hal(call(usr, "POST", "/register", {"username": username, "password": "pw", "firstName": "Pro",
+                                                   "lastName": "File", "email": "pro@example.com"}))["id"])
+
+
+def _knobs(usr: ServiceProcess, **knobs: Any) -> None:
+    assert call(usr, "POST", "/admin/config", knobs).status == 200
+
+
 def test_profile_patch_put_and_version(usr: ServiceProcess) -> None:
-    cid = hal(call(usr, "POST", "/register", {"username": "profiled", "password": "pw", "firstName": "Pro",
-                                              "lastName": "File", "email": "pro@example.com"}))["id"]
+    cid = _register(usr, "profiled")
     prof = hal(call(usr, "GET", f"/customers/{cid}/profile"))
-    assert (prof["email"], prof["version"], prof["firstName"]) == ("pro@example.com", 1, "Pro")
+    assert (prof["email"], prof["version"], prof["firstName"], prof["phone"], prof["address"],
+            prof["defaultCard"]) == ("pro@example.com", 1, "Pro", "", None, None)
     prof = hal(call(usr, "PATCH", f"/customers/{cid}", {"email": "new@example.org", "version": 1}))
     assert (prof["email"], prof["version"], prof["firstName"], prof["lastName"]) == (
         "new@example.org", 2, "Pro", "File")
     resp = call(usr, "PATCH", f"/customers/{cid}", {"firstName": "Stale", "version": 1})
     assert resp.status == 409 and resp.json()["status_code"] == 409
+    card = hal(call(usr, "POST", "/cards", {"longNum": "4111111111111111", "expires": "08/29", "ccv": "123",
+                                             "userID": cid}))["id"]
     prof = hal(call(usr, "PUT", f"/customers/{cid}", {"firstName": "Ada", "lastName": "Lovelace",
-                                                      "email": "ada@example.com"}))
-    assert prof["version"] == 3
+                                                      "email": "ada@example.com", "phone": "+44 20 7946 0018",
+                                                      "address": HOME, "defaultCard": card}))
+    assert prof["version"] == 3 and prof["address"] == HOME and prof["defaultCard"] == card
+    assert prof["phone"] == "+44 20 7946 0018"
     assert hal(call(usr, "GET", f"/customers/{cid}")) == user_json(cid, "Ada", "Lovelace", "profiled")
-    assert hal(call(usr, "GET", f"/customers/{cid}/profile"))["email"] == "ada@example.com"
+    # The home address is one of the customer's addresses, changed in place by the next save.
+    prof = hal(call(usr, "PATCH", f"/customers/{cid}", {"address": {**HOME, "number": "222"}, "version": 3}))
+    addresses = hal(call(usr, "GET", f"/customers/{cid}/addresses"))["_embedded"]["address"]
+    assert [a["number"] for a in addresses] == ["222"] and prof["version"] == 4
+
+
+def test_profile_refuses_a_card_of_someone_else(usr: ServiceProcess) -> None:
+    cid = _register(usr, "cardless")
+    resp = call(usr, "PATCH", f"/customers/{cid}", {"defaultCard": "0" * 24})
+    assert resp.status == 400 and "defaultCard" in resp.json()["fields"]
+
+
+def test_profile_skip_mode_saves_valid_fields_and_says_nothing(usr: ServiceProcess) -> None:
+    """The seed's "data validation failures": a stricter phone format plus a lenient service drops the phone
+    change while the customer is told the save worked."""
+    cid = _register(usr, "lenient")
+    _knobs(usr, profile_phone_format="digits")
+    try:
+        resp = call(usr, "PATCH", f"/customers/{cid}", {"phone": "+44 20 7946 0018", "lastName": "Kept"})
+        assert resp.status == 400 and set(resp.json()["fields"]) == {"phone"}
+        assert hal(call(usr, "GET", f"/customers/{cid}/profile"))["lastName"] == "File"  # nothing written
+        _knobs(usr, profile_invalid_fields="skip")
+        prof = hal(call(usr, "PATCH", f"/customers/{cid}", {"phone": "+44 20 7946 0018", "lastName": "Kept"}))
+        assert (prof["lastName"], prof["phone"]) == ("Kept", "")
+        assert "profile fields skipped" in usr.logs()
+    finally:
+        _knobs(usr, profile_phone_format="international", profile_invalid_fields="reject")
+
+
+def test_without_version_checks_the_last_writer_overwrites_the_other_session(usr: ServiceProcess) -> None:
+    """The seed's "concurrent modification": two sessions read version 1; each saves the whole profile."""
+    cid = _register(usr, "twosessions")
+    a = hal(call(usr, "GET", f"/customers/{cid}/profile"))
+    b = dict(a)
+    whole = ("firstName", "lastName", "email", "phone", "address", "defaultCard")
+    hal(call(usr, "PUT", f"/customers/{cid}", {**{k: a[k] for k in whole}, "phone": "+1 555 0100",
+                                               "address": HOME, "version": 1}))
+    stale = {**{k: b[k] for k in whole}, "firstName": "Bea", "phone": "+1 555 0199", "address": HOME, "version": 1}
+    assert call(usr, "PUT", f"/customers/{cid}", stale).status == 409  # checked: the second session reloads
+    _knobs(usr, profile_version_check=False)
+    try:
+        hal(call(usr, "PUT", f"/customers/{cid}", stale))
+        assert hal(call(usr, "GET", f"/customers/{cid}/profile"))["phone"] == "+1 555 0199"  # the first change lost
+    finally:
+        _knobs(usr, profile_version_check=True)
+
+
+def test_a_save_that_fails_after_its_address_is_partial_unless_atomic(usr: ServiceProcess) -> None:
+    """The seed's "database constraint violations": a migration's CHECK on the customer row. Written apart
+    (upstream's way), the address is saved and the rest is not; in one transaction, nothing is."""
+    cid = _register(usr, "constrained")
+    db_run(usr.db_url, "ALTER TABLE customers ADD CONSTRAINT phone_digits CHECK (phone ~ '^[0-9]*$') NOT VALID")
+    try:
+        body = {"phone": "+44 20 7946 0018", "address": HOME, "lastName": "Changed"}
+        resp = call(usr, "PATCH", f"/customers/{cid}", body)
+        assert resp.status == 500 and "phone_digits" in resp.json()["error"]
+        prof = hal(call(usr, "GET", f"/customers/{cid}/profile"))
+        assert prof["address"] == HOME and (prof["lastName"], prof["phone"]) == ("File", "")  # partial
+        assert "profile save failed after its address was written" in usr.logs()
+        other = _register(usr, "constrained2")
+        _knobs(usr, profile_atomic=True)
+        try:
+            assert call(usr, "PATCH", f"/customers/{other}", body).status == 500
+            prof = hal(call(usr, "GET", f"/customers/{other}/profile"))
+            assert (prof["address"], prof["lastName"]) == (None, "File")  # all or nothing
+        finally:
+            _knobs(usr, profile_atomic=False)
+    finally:
+        db_run(usr.db_url, "ALTER TABLE customers DROP CONSTRAINT phone_digits")
+    metrics = request("GET", usr.url + "/metrics").body.decode()
+    assert re.search(r'profile_updates_total\{result="partial",service="user"\} [1-9]', metrics), metrics[-2000:]
 
 
 @pytest.mark.parametrize(("method", "body", "status"), [
@@ -292,6 +378,13 @@ def test_profile_patch_put_and_version(usr: ServiceProcess) -> None:
     ("PATCH", {"firstName": "A", "version": "1"}, 400),
     ("PATCH", ["x"], 400),
     ("PUT", {"firstName": "Only"}, 400),
+    ("PATCH", {"phone": "call me"}, 400),
+    ("PATCH", {"address": {"street": "x"}}, 400),
+    ("PATCH", {"address": {**HOME, "postcode": "!!"}}, 400),
+    ("PATCH", {"address": {**HOME, "planet": "Mars"}}, 400),
+    ("PATCH", {"defaultCard": "nothex"}, 400),
+    ("PATCH", {"firstName": "A\u0000B"}, 400),
+    ("PATCH", {"address": {**HOME, "city": "Lon\ud800don"}}, 400),
 ])
 def test_profile_rejects_bad_input(usr: ServiceProcess, method: str, body: Any, status: int) -> None:
     resp = call(usr, method, f"/customers/{USER1}", body)
@@ -339,3 +432,16 @@ def test_generated_users_load_and_log_in() -> None:
             assert [(c["id"], c["longNum"]) for c in cards] == [(u.card.id, u.card.long_num)]
         assert hal(call(svc, "GET", "/login", auth=basic("user", "password")))["user"]["id"] == USER
         assert db_run(url, "SELECT count(*) AS n FROM customer_cards")[0]["n"] == n + 3
+
+
+def test_staff_login_is_its_own_account_with_the_shop_s_password(usr: ServiceProcess) -> None:
+    """The admin panel's login: staff are not customers, and without a shop password there is no staff."""
+    assert call(usr, "GET", "/staff/login", auth=basic("admin", "admin")).status == 401  # none was set
+    with scratch_database("staff") as url, ServiceProcess("user", {"SOCKDRILL_URL_USER_DB": url,
+                                                                   "SOCKDRILL_STAFF_PASSWORD": "s3cret-staff"}) as svc:
+        resp = call(svc, "GET", "/staff/login", auth=basic("admin", "s3cret-staff"))
+        assert resp.status == 200 and resp.json() == {"username": "admin", "role": "admin"}
+        for who in (basic("admin", "wrong"), basic("user", "password"), basic("ad\x00min", "x"), None):
+            assert call(svc, "GET", "/staff/login", auth=who).status == 401
+        stored = db_run(url, "SELECT password FROM staff WHERE username = 'admin'")[0]["password"]
+        assert "s3cret" not in stored and len(stored) == 64  # a PBKDF2 hash, not the password

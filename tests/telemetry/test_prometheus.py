@@ -40,6 +40,7 @@ def test_config_has_a_job_per_deployment_and_pod_labels(tmp_path: Path) -> None:
                {"job": "sockdrill-runtime", "pod": "supervisor", "url": "http://127.0.0.1:4001/custom"}]
     path = write_config(targets, 5, tmp_path / "prometheus.yml")
     config = json.loads(path.read_text())  # JSON is YAML
+    assert config["rule_files"] == [str(tmp_path / "rules" / "*.yml")] and (tmp_path / "rules").is_dir()
     job = config["scrape_configs"][0]
     assert job["honor_labels"] is True and job["scrape_interval"] == "5000ms"
     sd = json.loads((tmp_path / "targets.json").read_text())
@@ -99,6 +100,46 @@ def test_seed_promql_answers_during_login_traffic(shop: Shop, tmp_path: Path) ->
             stop.set()
             worker.join(10)
         assert values and math.isfinite(values[0]) and 0 < values[0] < 30, values
+        # The platform dashboard's panels answer on this recording too (those that count rare events, e.g.
+        # 5xx or evictions, may rightly have no series yet).
+        from sockdrill.scenarios.dashboards import platform_dashboard
+
+        rare = {"5xx answers by service", "Mesh edges: errors", "Redis: evictions", "CPU throttling by deployment",
+                "Payments: gateway p95 and breaker state"}
+        def empty_panels() -> list[str]:
+            return [p["title"] for p in platform_dashboard()["panels"] if p["title"] not in rare
+                    and not any(recorder.promql(t["expr"])["result"] for t in p["targets"])]
+        # Rates need two scrapes of each target: the login SLI can answer a scrape before the runtime's
+        # counters have their second one (seen on a busy machine), so ask until each panel has, or 30 s.
+        deadline = time.monotonic() + 30
+        empty = empty_panels()
+        while empty and time.monotonic() < deadline:
+            time.sleep(1)
+            empty = empty_panels()
+        assert empty == [], empty
+        # The load's SLIs reach Prometheus through the recorder (job "load"), for journey SLOs and their rules.
+        got: list[float] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not got:
+            body = json.dumps({"samples": [{"name": "journey_requests_total", "labels": {"journey": "probe"},
+                                            "value": 41.0, "time": time.time()}]}).encode()
+            req = urllib.request.Request(url + "/v1/ingest", data=body, method="POST",
+                                         headers={"Content-Type": "application/json",
+                                                  "Authorization": f"Bearer {token}"})
+            urllib.request.urlopen(req, timeout=10).read()
+            got = scalar_values(recorder.promql('sum(journey_requests_total{job="load", journey="probe"})'))
+            time.sleep(1)
+        assert got == [41.0]
+        # Rule files dropped beside Prometheus's config are loaded on the recorder's reload.
+        (run_dir / "prometheus" / "rules" / "probe.yml").write_text(json.dumps(
+            {"groups": [{"name": "probe", "rules": [{"record": "probe:seven", "expr": "vector(7)"}]}]}))
+        req = urllib.request.Request(url + "/v1/prometheus/reload", data=b"", method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})
+        assert json.loads(urllib.request.urlopen(req, timeout=10).read())["reloaded"] is True
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not scalar_values(recorder.promql("probe:seven")):
+            time.sleep(0.5)
+        assert scalar_values(recorder.promql("probe:seven")) == [7.0]
         # The same straight from Prometheus, and a range query through the recorder.
         # Prometheus's own API asks for the token too (basic auth, user sockdrill), as the recorder does.
         with pytest.raises(PrometheusError):

@@ -207,6 +207,34 @@ def test_recorder_scrapes_ingests_and_answers(fake_run: tuple[Path, str, Path, F
         q.close()
 
 
+def test_the_load_s_latest_samples_are_served_for_prometheus(fake_run: tuple[Path, str, Path, FakeTarget]) -> None:
+    """Prometheus scrapes the load's SLIs from the recorder (``/metrics/load``): the latest value of each series,
+    typed, with escaped labels; a series the load stopped sending is left out."""
+    import urllib.request
+
+    _run_dir, url, _logs, _t = fake_run
+    now = time.time()
+    samples = [
+        {"name": "journey_requests_total", "labels": {"journey": "login"}, "value": 10, "time": now - 1},
+        {"name": "journey_requests_total", "labels": {"journey": "login"}, "value": 12, "time": now},
+        {"name": "journey_latency_seconds", "labels": {"journey": "log\"in", "quantile": "0.95"}, "value": 0.25,
+         "time": now},
+        {"name": "load_users", "labels": {}, "value": 3, "time": now - 3600},  # stale: left out
+    ]
+    assert _post(url + "/v1/ingest", json.dumps({"samples": samples}).encode(), "application/json")[0] == 200
+    with urllib.request.urlopen(url + "/metrics/load", timeout=10) as resp:
+        text = resp.read().decode()
+    assert "# TYPE journey_requests_total counter" in text and 'journey_requests_total{journey="login"} 12.0' in text
+    assert "# TYPE journey_latency_seconds gauge" in text
+    assert 'journey_latency_seconds{journey="log\\"in",quantile="0.95"} 0.25' in text
+    assert "load_users" not in text
+    from sockdrill.telemetry.promtext import parse_series, samples  # read back as a scraper reads it
+
+    read = {(s[0], s[1].get("journey")): v for k, v in samples(text) if (s := parse_series(k)) is not None}
+    assert read[("journey_requests_total", "login")] == 12.0
+    assert read[("journey_latency_seconds", 'log"in')] == 0.25
+
+
 def test_recorder_rejects_bad_input(fake_run: tuple[Path, str, Path, FakeTarget]) -> None:
     _run_dir, url, _logs, _t = fake_run
     assert _post(url + "/v1/traces", b"\xff\x00garbage", "application/x-protobuf")[0] == 400

@@ -1,7 +1,9 @@
 """Outgoing HTTP calls between services: aiohttp (measured ~10x httpx here), explicit timeouts, metrics.
 
 Every call names its destination deployment; the base URL comes from the runtime (a mesh edge), the
-timeout from the caller or the service's ``http_timeout_s`` knob. Failures without a response raise
+timeout from the caller or the service's ``http_timeout_s`` knob. Each call carries its deadline
+(``X-Request-Deadline``, epoch seconds: when the caller stops waiting), so a callee can drop work whose
+caller has already given up; carts does for the cart merge at login. Failures without a response raise
 ``UpstreamError`` carrying the destination and the kind (timeout, connect, ...), which handlers turn
 into the status upstream Sock Shop answers.
 """
@@ -21,6 +23,18 @@ import aiohttp
 from sockdrill.shop.common.env import upstream_url
 from sockdrill.shop.common.metrics import ServiceMetrics
 from sockdrill.telemetry import tracing
+
+DEADLINE_HEADER = "X-Request-Deadline"
+
+
+def caller_deadline(headers: Mapping[str, str]) -> float | None:
+    """The epoch second at which the caller of this request stops waiting (None: not said, or not a number)."""
+    raw = headers.get(DEADLINE_HEADER)
+    try:
+        value = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and value == value and value > 0 else None
 
 
 class UpstreamError(Exception):
@@ -117,6 +131,7 @@ class Upstreams:
         call = tracing.client_call(destination, method, url)  # a client span, current until call.end()
         try:
             hdrs.update(self.inject_headers())
+            hdrs.setdefault(DEADLINE_HEADER, f"{time.time() + limit:.6f}")
             if connector is not None:
                 self.metrics.pool_in_use.labels(self.service, "http").set(
                     len(getattr(connector, "_acquired", ()))

@@ -34,6 +34,10 @@ Deliberate choices (where we differ from upstream, or pick one of its behaviours
   (upstream: 500 with an empty body).
 - ``POST /customers``, ``/addresses``, ``/cards`` pass a backend's non-2xx status and body through
   instead of always answering 200.
+- ``/admin/*`` is ours: the staff admin panel (``admin.py``, page ``admin.html``).
+- ``GET /profile``, ``PUT``/``PATCH /profile`` are ours (no upstream route): the logged-in customer's profile
+  (user's ``/customers/{id}/profile``), its version in the body or ``If-Match``; user's 400/409/500 answers
+  are passed on with their bodies. The page is ``profile.html``.
 - ``GET /orders`` rewrites each order's ``_links`` hrefs ``http://<host>/orders/...`` → ``/orders/...``.
 - ``POST /orders`` waits up to ``checkout_timeout_s`` for orders (which itself makes several calls);
   upstream had no timeout.
@@ -55,6 +59,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from sockdrill.errors import ShopError
 from sockdrill.shop.common.env import optional_upstream_url
@@ -78,6 +83,9 @@ KNOBS = [
          minimum=0.01, maximum=60),
     Knob("checkout_timeout_s", 15.0, "how long POST /orders waits for the orders service (seconds)",
          minimum=0.01, maximum=300),
+    # Login must not hang on the cart: the merge gets its own, shorter budget (and failing, is only logged).
+    Knob("cart_merge_timeout_s", 2.0, "how long login waits for carts to merge the anonymous cart (seconds)",
+         minimum=0.001, maximum=60),
 ]
 
 STATIC = Path(__file__).parent / "static"
@@ -151,6 +159,14 @@ class FrontEnd:
         self.svc = svc
         self.http = svc.http
         self.store = SessionStore(session_url, svc.knobs["session_ttl_s"], svc.knobs["session_db_timeout_s"])
+        reg = svc.metrics.registry
+        self.sessions_created = Counter("sessions_created_total", "Sessions the front-end started.", ["service"],
+                                        registry=reg).labels(svc.name)
+        # The seed's "session expiration events": a returning shopper whose session is gone (and with it an
+        # anonymous cart and the login).
+        self.sessions_expired = Counter("sessions_expired_total", "Requests that came back with a session of "
+                                        "ours that had expired or was lost.", ["service"],
+                                        registry=reg).labels(svc.name)
 
     # ---- plumbing -------------------------------------------------------------------------------
     def api(self, fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -162,6 +178,12 @@ class FrontEnd:
             except SessionStoreError as exc:
                 self.svc.log.warning("session store failed: %s", exc)
                 return error_response(500, f"session store unavailable: {exc}")
+            if session.is_new:
+                self.sessions_created.inc()
+                if session.replaced is not None:
+                    self.sessions_expired.inc()
+                    self.svc.log.info("session expired; a new one was started",
+                                      extra={"fields": {"kind": "session_expired"}})
             try:
                 resp: web.StreamResponse = await fn(request, session)
             except ApiError as exc:
@@ -233,11 +255,12 @@ class FrontEnd:
         """Move the anonymous cart into the customer's (failures only logged, like upstream's login)."""
         try:
             up = await self.http.request("carts", "GET", f"/carts/{seg(customer)}/merge",
-                                         params={"sessionId": sid})
+                                         params={"sessionId": sid}, timeout=self.svc.knobs["cart_merge_timeout_s"])
             if up.status >= 300:
                 self.svc.log.warning("cart merge answered %d", up.status)
         except UpstreamError as exc:
-            self.svc.log.warning("cart merge failed: %s", exc)
+            self.svc.log.warning("cart merge failed: %s", exc,
+                                 extra={"fields": {"kind": "cart_merge_failed", "error": exc.kind}})
 
     @staticmethod
     def set_logged_in(resp: web.StreamResponse, sid: str) -> None:
@@ -429,6 +452,30 @@ class FrontEnd:
         kind = request.path.split("/")[1]
         return self._created(await self.http.request("user", "POST", f"/{kind}", json_body=body))
 
+    async def get_profile(self, request: web.Request, session: Session) -> web.StreamResponse:
+        """GET /profile (ours): the logged-in customer's profile, with its version (also as the ETag)."""
+        cid = self.logged_in(request, session)
+        return self._relay(await self.http.request("user", "GET", f"/customers/{seg(cid)}/profile"))
+
+    async def save_profile(self, request: web.Request, session: Session) -> web.StreamResponse:
+        """PUT/PATCH /profile (ours): save it. The version it was based on comes in the body or as If-Match;
+        user's answer (400 naming the fields, 409 on a newer version, 500) is passed on as it is."""
+        cid = self.logged_in(request, session)
+        body = await self.body_object(request)
+        match = request.headers.get("If-Match", "").strip().strip('"')
+        if "version" not in body and match.isdigit():
+            body["version"] = int(match)
+        return self._relay(await self.http.request("user", request.method, f"/customers/{seg(cid)}",
+                                                   json_body=body))
+
+    @staticmethod
+    def _relay(up: UpstreamResponse) -> web.Response:
+        data = up.json()
+        if data is None:
+            return error_response(502, f"user answered {up.status} without a JSON body")
+        headers = {"ETag": up.headers["ETag"]} if up.status == 200 and "ETag" in up.headers else None
+        return json_response(data, up.status, content_type=JSON_TYPE, headers=headers)
+
     async def first_card(self, request: web.Request, session: Session) -> web.StreamResponse:
         cid = self.customer_id(request, session)
         if cid == session.sid:
@@ -596,6 +643,12 @@ def build(svc: Service) -> None:
     r.add_get("/login", api(fe.login_get))
     r.add_post("/login", api(fe.login_post))
     r.add_post("/logout", api(fe.logout))
+    from sockdrill.shop.frontend.admin import AdminPanel  # it builds on this module's helpers
+
+    AdminPanel(fe).routes(r, api)
+    r.add_get("/profile", api(fe.get_profile))
+    r.add_put("/profile", api(fe.save_profile))
+    r.add_patch("/profile", api(fe.save_profile))
     r.add_get("/", static_file)
     r.add_get("/{path:.+}", static_file)  # last: anything no API route claimed
 

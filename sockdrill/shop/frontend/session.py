@@ -7,7 +7,8 @@ Modelled on what upstream's express-session + connect-redis did, with our own si
 - the record lives at ``sess:<sid>`` (connect-redis' default prefix) with a sliding TTL
   (``session_ttl_s``): every request that uses the session pushes the expiry out again;
 - a missing, badly signed or expired cookie starts a fresh session (new id, new cookie), like
-  ``saveUninitialized: true``: the new record is written at once.
+  ``saveUninitialized: true``: the new record is written at once. A validly signed cookie whose record
+  is gone is an expired session: the front-end counts it (``sessions_expired_total``).
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class Session:
     data: dict[str, Any] = field(default_factory=dict)
     is_new: bool = False
     dirty: bool = False
+    # A new session made for a cookie that was ours (validly signed) but whose record is gone: the old
+    # session expired (its TTL ran out) or session-db lost it.
+    replaced: str | None = None
 
     @property
     def customer_id(self) -> str | None:
@@ -163,7 +167,7 @@ class SessionStore:
                 if isinstance(data, dict):
                     data.pop("cookie", None)
                     return Session(sid=sid, data=data)
-        session = Session(sid=new_sid(), is_new=True)
+        session = Session(sid=new_sid(), is_new=True, replaced=sid)
         await self._client().set(PREFIX + session.sid, self._record(session), ex=self.ttl_s)
         return session
 

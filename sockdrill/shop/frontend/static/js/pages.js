@@ -378,7 +378,134 @@
             "Shipping for customer " + o.shipment.name) : null)));
   }
 
-  const pages = { home, category, detail, basket, orders, order };
+  /* ---- my profile (ours: no upstream page) ------------------------------------------------------ */
+  async function profile() {
+    const box = document.getElementById("profile");
+    const FIELDS = [["firstName", "First name"], ["lastName", "Last name"], ["email", "Email"], ["phone", "Phone"]];
+    const ADDRESS = [["number", "House number"], ["street", "Street"], ["city", "City"], ["postcode", "Postcode"],
+      ["country", "Country"]];
+    let version = null;
+
+    function input(id, name, label, value) {
+      return [el("label", { for: id }, label), el("input", { id, name, type: "text", value: value || "" })];
+    }
+
+    async function load(notice) {
+      if (!Shop.isLoggedIn()) return loginPrompt(box, "Log in to see and change your profile.");
+      const [res, cards] = await Promise.all([api("GET", "/profile"), api("GET", "/cards")]);
+      if (res.status !== 200) return fail(box, Shop.errorText(res.data, "Your profile could not be loaded."));
+      const p = res.data;
+      version = p.version;
+      const owned = cards.status === 200 && cards.data && cards.data._embedded ? cards.data._embedded.card || [] : [];
+      const a = p.address || {};
+      const status = el("div", { id: "profile-status", class: "alert", hidden: !notice }, notice || "");
+      const cardSelect = el("select", { id: "profile-defaultCard", name: "defaultCard" },
+        el("option", { value: "" }, "No default card"),
+        ...owned.map((c) => el("option", { value: c.id, selected: c.id === p.defaultCard ? true : null },
+          "Card ending in " + String(c.longNum).slice(-4))));
+      const form = el("form", { id: "profile-form", onsubmit: save },
+        FIELDS.map(([name, label]) => input("profile-" + name, name, label, p[name])),
+        el("h4", {}, "Home address"),
+        ADDRESS.map(([name, label]) => input("profile-address-" + name, "address." + name, label, a[name])),
+        el("label", { for: "profile-defaultCard" }, "Default card"), cardSelect,
+        status,
+        el("button", { class: "btn btn-primary btn-block", type: "submit", id: "profile-save" }, "Save profile"));
+      box.replaceChildren(form);
+    }
+
+    async function save(ev) {
+      ev.preventDefault();
+      const form = ev.currentTarget;
+      const status = document.getElementById("profile-status");
+      const body = { version };
+      const address = {};
+      for (const node of form.querySelectorAll("input")) {
+        if (node.name.startsWith("address.")) address[node.name.slice(8)] = node.value.trim();
+        else body[node.name] = node.value.trim();
+      }
+      if (Object.values(address).some((v) => v)) body.address = address;
+      body.defaultCard = form.querySelector("select").value || null;
+      const res = await api("PATCH", "/profile", body);
+      if (res.status === 200) {
+        version = res.data.version;
+        return load("Profile saved.");
+      }
+      status.className = "alert alert-error";
+      status.hidden = false;
+      if (res.status === 409) {
+        status.textContent = "Your profile was changed elsewhere meanwhile. Reload it, then make your change again.";
+      } else {
+        const fields = res.data && res.data.fields ? Object.values(res.data.fields).join(" ") : "";
+        status.textContent = fields || Shop.errorText(res.data, "Your profile was not saved (" + res.status + ").");
+      }
+    }
+
+    document.addEventListener("shop:account", () => load());
+    await load();
+  }
+
+  /* ---- the admin panel (ours: staff change price, description and stock) ------------------------ */
+  async function admin() {
+    const box = document.getElementById("admin");
+    let page = 1;
+
+    function loginForm(message) {
+      const error = el("div", { class: "alert alert-error", id: "admin-error", hidden: !message }, message || "");
+      box.replaceChildren(el("form", { id: "admin-login", onsubmit: async (ev) => {
+        ev.preventDefault();
+        const body = { username: ev.currentTarget.username.value.trim(), password: ev.currentTarget.password.value };
+        const res = await api("POST", "/admin/login", body);
+        if (res.status === 200) return list();
+        loginForm(Shop.errorText(res.data, "Staff login refused."));
+      } },
+        el("label", { for: "admin-username" }, "Staff user name"),
+        el("input", { id: "admin-username", name: "username", type: "text", autocomplete: "username" }),
+        el("label", { for: "admin-password" }, "Password"),
+        el("input", { id: "admin-password", name: "password", type: "password", autocomplete: "current-password" }),
+        error, el("button", { class: "btn btn-primary btn-block", type: "submit" }, "Log in")));
+    }
+
+    function row(sock) {
+      const price = el("input", { type: "number", step: "0.01", min: "0.01", value: String(sock.price), name: "price",
+        "aria-label": "Price of " + sock.name });
+      const count = el("input", { type: "number", step: "1", min: "0", value: String(sock.count), name: "count",
+        "aria-label": "Stock of " + sock.name });
+      const desc = el("input", { type: "text", value: sock.description || "", name: "description",
+        "aria-label": "Description of " + sock.name });
+      const status = el("span", { class: "muted" });
+      const save = el("button", { class: "btn", type: "button", onclick: async () => {
+        save.disabled = true;
+        const res = await api("PATCH", "/admin/products/" + encodeURIComponent(sock.id),
+          { price: Number(price.value), count: Number(count.value), description: desc.value });
+        save.disabled = false;
+        status.textContent = res.status === 200 ? "Saved." : Shop.errorText(res.data, "Not saved (" + res.status + ").");
+      } }, "Save");
+      return el("tr", { dataset: { id: sock.id } }, el("td", {}, sock.name), el("td", {}, price), el("td", {}, count),
+        el("td", {}, desc), el("td", {}, save, " ", status));
+    }
+
+    async function list() {
+      const res = await api("GET", "/admin/products?size=20&page=" + page);
+      if (res.status === 401) return loginForm();
+      if (res.status !== 200 || !Array.isArray(res.data)) return fail(box, Shop.errorText(res.data, "Products could not be loaded."));
+      box.replaceChildren(
+        el("table", { class: "table", id: "admin-products" },
+          el("thead", {}, el("tr", {}, ["Sock", "Price", "Stock", "Description", ""].map((h) => el("th", {}, h)))),
+          el("tbody", {}, res.data.map(row))),
+        el("div", { class: "pager" },
+          el("button", { class: "btn", type: "button", disabled: page === 1 ? true : null, onclick: () => { page -= 1; list(); } }, "Previous"),
+          el("span", {}, " Page " + page + " "),
+          el("button", { class: "btn", type: "button", disabled: res.data.length < 20 ? true : null, onclick: () => { page += 1; list(); } }, "Next"),
+          el("button", { class: "btn", type: "button", id: "admin-logout", onclick: async () => {
+            await api("POST", "/admin/logout");
+            loginForm();
+          } }, "Log out")));
+    }
+
+    await list();
+  }
+
+  const pages = { home, category, detail, basket, orders, order, profile, admin };
   document.addEventListener("DOMContentLoaded", () => {
     const run = pages[document.body.dataset.page];
     if (run) run();

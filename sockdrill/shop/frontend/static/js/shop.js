@@ -140,7 +140,9 @@ const Shop = (() => {
           link("index.html", "Home", "home"),
           link("category.html", "Socks", "category"),
           el("a", { href: "customer-orders.html", id: "nav-orders", class: page === "orders" ? "active" : null,
-            hidden: !isLoggedIn() }, "My orders")),
+            hidden: !isLoggedIn() }, "My orders"),
+          el("a", { href: "profile.html", id: "nav-profile", class: page === "profile" ? "active" : null,
+            hidden: !isLoggedIn() }, "My profile")),
         el("a", { class: "cart-link", href: "basket.html", id: "cart-link" }, svgIcon(CART_ICON),
           el("span", { id: "cart-count" }, "0 items in cart")))));
     renderAccount();
@@ -166,8 +168,10 @@ const Shop = (() => {
   async function renderAccount() {
     const box = document.getElementById("account");
     if (!box) return;
-    const orders = document.getElementById("nav-orders");
-    if (orders) orders.hidden = !isLoggedIn();
+    for (const id of ["nav-orders", "nav-profile"]) {
+      const link = document.getElementById(id);
+      if (link) link.hidden = !isLoggedIn();
+    }
     if (!isLoggedIn()) {
       box.replaceChildren(
         el("button", { class: "linkish", type: "button", id: "login-link", onclick: () => openLogin() }, "Log in"),
