@@ -389,7 +389,7 @@ def demo(
 @app.command()
 def bench(
     what: Annotated[str, typer.Argument(help="runtime | shop | load | chaos | recorder | tracing | agents | "
-                                        "scenarios | validity | soak | all | rcaeval")] = "all",
+                                        "autopilot | scenarios | validity | soak | all | rcaeval")] = "all",
     runs: Annotated[list[Path] | None, typer.Argument(help="rcaeval: the run directories to rank")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     duration: Annotated[float, typer.Option(help="seconds per measurement", min=1, max=600)] = 5.0,
@@ -465,6 +465,10 @@ app.command("mcp")(mcp_command)
 from sockdrill.telemetry.cli import register as register_telemetry  # noqa: E402 - metrics, traces, export
 
 register_telemetry(app)
+
+from sockdrill.ui.cli import ui_command  # noqa: E402 - the control room
+
+app.command("ui")(ui_command)
 
 
 def main() -> None:

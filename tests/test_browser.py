@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+from tests.chromium import CHROMIUM, chromium_page
 
 pytestmark = [
     pytest.mark.browser,
@@ -26,20 +23,9 @@ pytestmark = [
 
 @pytest.fixture
 def page() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(15_000)
-        pg = context.new_page()
-        errors: list[str] = []
-        pg.on("pageerror", lambda exc: errors.append(str(exc)))
-        try:
-            yield pg
-        finally:
-            context.close()
-            browser.close()
-        assert not errors, f"JavaScript errors on the pages: {errors}"
+    pytest.importorskip("playwright.sync_api")
+    with chromium_page() as pg:
+        yield pg
 
 
 def shop_journey(pg: Any, base: str) -> None:
@@ -253,3 +239,4 @@ def test_a_returning_shopper_finds_the_basket_and_keeps_it_at_login(shop: Any, p
         expect(back.locator("#cart-count")).to_have_text("0 items in cart")
     finally:
         shop.post("/v1/config/reset", {"deployment": "front-end"})
+

@@ -12,7 +12,7 @@ import sockdrill
 
 ROOT = Path(sockdrill.__file__).parent
 LAYERS = {"errors": 0, "cluster": 0, "telemetry": 1, "shop": 2, "slo": 3, "load": 3, "chaos": 3,
-          "evaluate": 3, "agents": 4, "scenarios": 5, "bench": 6, "cli": 6}
+          "evaluate": 3, "agents": 4, "scenarios": 5, "bench": 6, "ui": 6, "cli": 6}
 CLI = 6  # every folder's cli.py holds that folder's Typer verbs: it is part of the command line, on top
 # The one known exception, kept visible: the runtime's queue exporter reads queue depths with the shop's
 # own broker client (Redis streams or RabbitMQ) rather than a second copy of it.

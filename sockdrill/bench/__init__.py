@@ -217,6 +217,7 @@ BENCHES: dict[str, Callable[[float], dict[str, Any]]] = {"runtime": bench_runtim
                                                                    "recorder": lambda d: _bench_recorder(d),
                                                                    "tracing": lambda d: _bench_tracing(d),
                                                                    "agents": lambda d: _bench_agents(d),
+                                                                   "autopilot": lambda d: _bench_autopilot(d),
                                                                    "scenarios": lambda d: _bench_scenarios(d),
                                                                    "validity": lambda d: _bench_validity(d),
                                                                    "soak": lambda d: _bench_soak(d)}
@@ -238,6 +239,12 @@ def _bench_scenarios(duration: float) -> dict[str, Any]:
     from sockdrill.bench.scenarios import bench_scenarios
 
     return bench_scenarios(duration)
+
+
+def _bench_autopilot(duration: float) -> dict[str, Any]:
+    from sockdrill.bench.autopilot import bench_autopilot
+
+    return bench_autopilot(duration)
 
 
 def _bench_agents(duration: float) -> dict[str, Any]:

@@ -172,6 +172,18 @@ def _paging(valid: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def mutations(run_dir: Path) -> list[str]:
+    """The changing tool calls of a run, as ``tool service`` (from its journal)."""
+    import json
+
+    try:
+        events = json.loads((run_dir / "journal.json").read_text()).get("events", [])
+    except (OSError, ValueError):
+        return []
+    return [f"{e.get('tool')} {(e.get('args') or {}).get('service', '')}".strip() for e in events
+            if e.get("kind") == "action" and e.get("mutating") and e.get("ok")]
+
+
 def _rate(rows: list[dict[str, Any]], pred: Any) -> float | None:
     valid = [r for r in rows if r["valid"]]
     return round(sum(1 for r in valid if pred(r)) / len(valid), 3) if valid else None
@@ -184,16 +196,18 @@ def _mean_sd(values: list[float | None]) -> dict[str, float | None]:
     return {"mean": round(statistics.mean(vals), 3), "sd": round(statistics.stdev(vals), 3) if len(vals) > 1 else 0.0}
 
 
-def bench_agents(duration: float = 5.0, controls: int | None = None, only: list[str] | None = None) -> dict[str, Any]:
-    """``duration`` is ignored (each run takes the fast profile's windows)."""
+def bench_agents(duration: float = 5.0, controls: int | None = None, only: list[str] | None = None,
+                 agent: str | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
+    """``duration`` is ignored (each run takes the fast profile's windows); ``agent`` and ``seeds`` default to
+    ``SOCKDRILL_BENCH_AGENT`` and ``SOCKDRILL_BENCH_SEEDS``."""
     from sockdrill.cluster import client as cluster_client
     from sockdrill.cluster.ports import free_port
     from sockdrill.scenarios.catalogue_loader import load_catalogue
     from sockdrill.scenarios.runner import BASE_USERS, RunOptions, run_variant
     from sockdrill.shop.manifest import shop_deployments
 
-    agent = os.environ.get("SOCKDRILL_BENCH_AGENT", "baseline")
-    seeds = [int(x) for x in os.environ.get("SOCKDRILL_BENCH_SEEDS", "1,2,3").split(",") if x.strip()]
+    agent = agent or os.environ.get("SOCKDRILL_BENCH_AGENT", "baseline")
+    seeds = seeds or [int(x) for x in os.environ.get("SOCKDRILL_BENCH_SEEDS", "1,2,3").split(",") if x.strip()]
     controls = controls or int(os.environ.get("SOCKDRILL_BENCH_CONTROLS", "2"))
     gaming = os.environ.get("SOCKDRILL_BENCH_GAMING", "") == "1"
     catalogue = list(load_catalogue().scenarios.values())
@@ -216,7 +230,11 @@ def bench_agents(duration: float = 5.0, controls: int | None = None, only: list[
                         "false_positive": result["detection"].get("false_positive"),
                         "first_page_s": result["alerting"].get("first_page_s"),
                         "false_pages": result["alerting"].get("false_pages"),
-                        "alertmanager": result["alerting"].get("alertmanager")})
+                        "alertmanager": result["alerting"].get("alertmanager"), "control": sc.control,
+                        "detected": result["detection"].get("detected"),
+                        "slo_restored": result["mitigation"].get("slo_restored"),
+                        "penalties": [p.get("kind") for p in result["safety"].get("penalties", [])],
+                        "acted": mutations(Path(result["run_dir"]))})
         return result
 
     try:

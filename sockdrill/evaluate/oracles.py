@@ -503,7 +503,7 @@ def efficiency(journal: Journal) -> EfficiencyResult:
 def alerting(journal: Journal) -> AlertingResult:
     """Pages the scenario's SLOs raised from the settled shop on: how long after the onset the first came, and
     how many came with nothing wrong (before the onset, or on a control run). Issue 18's alert quality."""
-    from sockdrill.slo.alerts import alert_timeline, rules_for
+    from sockdrill.slo.alerts import alert_timeline, alerting_slo, rules_for
 
     start = journal.first("settled") or journal.first("slo_verified")
     end = journal.end_time
@@ -513,7 +513,8 @@ def alerting(journal: Journal) -> AlertingResult:
     rules = rules_for(get_profile(journal.profile))
     begins: list[float] = []
     for slo in journal.slos:
-        begins += [a.start for a in alert_timeline(slo, samples, rules, start, end) if a.severity == "page"]
+        begins += [a.start for a in alert_timeline(alerting_slo(slo), samples, rules, start, end)
+                   if a.severity == "page"]
     delivered = None
     if journal.alertmanager is not None:
         from sockdrill.telemetry.alertmanager import page_times

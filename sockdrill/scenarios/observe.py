@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sockdrill.slo.alerts import firing, rules_for
+from sockdrill.slo.alerts import alerting_slo, firing, rules_for
 from sockdrill.slo.slo import SLO, evaluate, get_profile
 
 
@@ -51,6 +51,7 @@ def alerts_provider(run: Any, slos: list[SLO]) -> Callable[[], list[dict[str, An
     from sockdrill.telemetry.alertmanager import fetch_notifications, firing_now
 
     rules = rules_for(get_profile(run.opts.profile))
+    slos = [alerting_slo(s) for s in slos]
     labels = {s.label for s in slos}
 
     def delivered() -> list[dict[str, Any]] | None:

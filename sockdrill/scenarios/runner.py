@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -85,6 +85,15 @@ class RunOptions:
     mode: str = "investigation"   # or "detection": the agent is told nothing
     agent_options: dict[str, Any] = field(default_factory=dict)
     progress: Callable[[str], None] | None = None
+    agent_budget_s: float | None = None  # the profile's on-call time unless set (a shorter drill, a test)
+
+
+# The phases a run in progress shows in the control room, by the start of what ``say`` reports.
+LIVE_FILE = "live.json"
+LIVE_PHASES = (("bringing", "starting the shop"), ("shop up", "resetting the shop"), ("data loaded", "warming up"),
+               ("baseline", "baseline"), ("injecting", "incident"), ("symptom seen", "incident"),
+               ("agent", "on call"), ("watching", "recovery"), ("checking", "checking data"),
+               ("taking", "finishing"), ("scoring", "scoring"))
 
 
 class Run:
@@ -99,6 +108,10 @@ class Run:
             raise ScenarioError(f"unknown profile '{opts.profile}'" + did_you_mean(opts.profile, WINDOWS))
         self.scenario, self.variant, self.opts = scenario, variant, opts
         self.win: Windows = WINDOWS[opts.profile]
+        if opts.agent_budget_s is not None:
+            if not 5 <= opts.agent_budget_s <= 3600:
+                raise ScenarioError(f"the agent's budget must be 5-3600 s, got {opts.agent_budget_s:g}")
+            self.win = replace(self.win, agent_budget_s=float(opts.agent_budget_s))
         self.rng = random.Random(f"{opts.seed}:{scenario.id}/{variant.id}")
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         # Resolved now: child processes (Locust, the recorder) run in other working directories.
@@ -145,6 +158,22 @@ class Run:
         """Report a phase as it starts, with the time since the run began."""
         if self.opts.progress:
             self.opts.progress(f"[{time.time() - self.t0:6.1f}s] {text}")
+        self.write_live(text)
+
+    def write_live(self, text: str) -> None:
+        """What the control room (``sockdrill ui``) may show of a run in progress: the phase by a fixed name,
+        the profile and where the shop is. Never the scenario, the variant or the fault."""
+        phase = next((name for prefix, name in LIVE_PHASES if text.startswith(prefix)), None)
+        if phase is None:
+            return
+        live = {"phase": phase, "started": self.t0, "profile": self.opts.profile, "updated": time.time(),
+                "data_dir": str(self.client.data_dir) if self.client is not None else None}
+        tmp = self.dir / ".live.json.tmp"
+        try:
+            tmp.write_text(json.dumps(live))
+            tmp.replace(self.dir / LIVE_FILE)
+        except OSError:
+            pass  # the control room is a view: a run never fails for it
 
     def check_load(self) -> None:
         """A load generator that died is a run error showing its log, never a silent SLO failure."""
@@ -200,9 +229,11 @@ class Run:
         done = reset_shop(self.client, self.variant.setup)
         self.users_total = int(done.get("users", BASE_USERS))
         from sockdrill.scenarios.alert_rules import install_run_rules
+        from sockdrill.slo.alerts import alerting_slo
         from sockdrill.slo.slo import get_profile
 
-        note = install_run_rules(self.client.record, [*self.slos, *self.dashboard_slos], get_profile(self.opts.profile))
+        note = install_run_rules(self.client.record, [alerting_slo(s) for s in [*self.slos, *self.dashboard_slos]],
+                                 get_profile(self.opts.profile))
         if note:
             self.notes.append(note)
         self.scope_start = time.time()
@@ -564,6 +595,7 @@ class Run:
             n += 1
             final = self.final_dir.with_name(f"{self.final_dir.name}-{n}")
         j.meta["run_dir"] = str(final)
+        (self.dir / LIVE_FILE).unlink(missing_ok=True)
         (self.dir / "journal.json").write_text(j.to_json())
         result = score(j)
         data = json.loads(result.model_dump_json())

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sockdrill.errors import OracleError
 from sockdrill.slo.sli import SliSample
@@ -53,6 +53,18 @@ WORKBOOK_RULES: tuple[BurnRateRule, ...] = (
     BurnRateRule("page-6h", 6 * 3600, 1800, 6.0, "page"),
     BurnRateRule("ticket-3d", 3 * 86400, 6 * 3600, 1.0, "ticket"),
 )
+
+
+# Alerts burn the budget of the SLO as published (99 % of intervals good), in every profile. A run's windows
+# judge "the SLO holds" with a looser share (the fast profile's 0.8: a few seconds of noise must not fail a
+# window), but that share must not set the budget the alerts burn: with a 20 % budget a page's 14.4x burn
+# needs more than all of the intervals bad, so no latency SLO could ever page.
+ALERT_OBJECTIVE = 0.99
+
+
+def alerting_slo(slo: SLO) -> SLO:
+    """``slo`` as the alerts see it: the published objective (error-rate SLOs do not use it)."""
+    return replace(slo, objective=ALERT_OBJECTIVE)
 
 
 def rules_for(profile: Profile | float) -> tuple[BurnRateRule, ...]:
@@ -182,4 +194,5 @@ def first_alert(slo: SLO, samples: Sequence[SliSample], rules: Sequence[BurnRate
     return None
 
 
-__all__ = ["WORKBOOK_RULES", "Alert", "BurnRateRule", "alert_timeline", "firing", "first_alert", "rules_for"]
+__all__ = ["ALERT_OBJECTIVE", "WORKBOOK_RULES", "Alert", "BurnRateRule", "alert_timeline", "alerting_slo", "firing",
+           "first_alert", "rules_for"]

@@ -384,7 +384,7 @@ def test_a_default_shop_serves_twenty_shoppers_without_failures(tmp_path: Path) 
     data_dir = make_data_dir("sockdrill-test-load-")
     try:
         client.up(shop_deployments(front_end_port=free_port()), data_dir=data_dir, timeout=180)
-        summary = run_load(None, None, users=20, spawn_rate=20, duration=30, seed=5, data_dir=data_dir,
+        summary = run_load(None, None, users=20, spawn_rate=20, duration=15, seed=5, data_dir=data_dir,
                            stats_path=tmp_path / "stats.jsonl")
         assert summary.request_failures == 0, summary.steps
         failed = {n: j["failures"] for n, j in summary.journeys.items() if j["failures"]}

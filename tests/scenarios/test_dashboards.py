@@ -1,4 +1,5 @@
-"""Dashboards as code: well-formed Grafana JSON whose every query promtool accepts (no shop needed)."""
+"""Dashboards as code: well-formed Grafana JSON whose every query promtool accepts, and whose panels answer
+with data on a recorded run (the platform board: tests/telemetry/test_prometheus.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -14,6 +16,7 @@ from typer.testing import CliRunner
 from sockdrill.cli import app
 from sockdrill.scenarios.dashboards import all_dashboards, panel_queries
 from sockdrill.scenarios.guards import JOURNEY_TARGETS
+from tests.conftest import Shop
 
 
 def test_one_dashboard_per_journey_and_one_for_the_platform(tmp_path: Path) -> None:
@@ -40,3 +43,43 @@ def test_every_panel_query_is_valid_promql(tmp_path: Path) -> None:
     checked = subprocess.run(["promtool", "check", "rules", str(tmp_path / "panels.yml")], capture_output=True,
                              text=True, timeout=120)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs prometheus (apt-get install -y prometheus)")
+def test_a_journey_dashboard_answers_on_a_recorded_run(shop: Shop, tmp_path: Path) -> None:
+    """Login traffic through the shop's own recorder and Prometheus, with the SLO rules a run installs: every
+    panel of the login dashboard has data (the failing steps panel only when a step failed)."""
+    from sockdrill.load.runner import run_load
+    from sockdrill.scenarios.alert_rules import install_run_rules, shop_slos
+    from sockdrill.slo.alerts import alerting_slo
+    from sockdrill.slo.slo import get_profile
+    from sockdrill.telemetry.query import RemoteQuery
+
+    record = shop.client.record
+    # The boards read the standard profile's recording rules (the burn-rate panel: slo:bad_fraction:5m).
+    assert install_run_rules(record, [alerting_slo(s) for s in shop_slos()], get_profile("standard")) is None
+    summary = run_load(None, {"login": 1}, users=3, spawn_rate=10, duration=12, seed=3, data_dir=shop.data_dir,
+                       stats_path=tmp_path / "stats.jsonl")
+    assert summary.journeys["login"]["count"] > 10
+    recorder = RemoteQuery(record["recorder_url"], token=record["telemetry_token"])
+    board = all_dashboards()["journey-login.json"]
+    rare = {"login: failing steps"}  # a rate of failures: no series until a step has failed
+
+    def empty() -> list[str]:
+        return [p["title"] for p in board["panels"] if p["title"] not in rare
+                and not any(recorder.promql(t["expr"])["result"] for t in p["targets"])]
+
+    # Rules are evaluated and rates need two samples: ask until every panel has answered, or 30 s.
+    missing = wait_for_empty(empty, 30.0)
+    assert missing == [], missing
+
+
+def wait_for_empty(check: Any, timeout: float) -> list[str]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    left = check()
+    while left and time.monotonic() < deadline:
+        time.sleep(1)
+        left = check()
+    return left

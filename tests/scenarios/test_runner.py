@@ -21,24 +21,27 @@ from tests.conftest import Shop
 
 CATALOGUE = load_catalogue()
 FAULT_REFS = [f"{s.id}/{v.id}" for s in CATALOGUE.scenarios.values() if not s.control for v in s.variants]
+# The oracle's run of this variant is the one tests/test_control_room.py watches live (same checks).
+CONTROL_ROOM_REF = "login-latency/frontend-user-delay"
 # Where a fault could fade by itself (a pool that settles, a storm that stops, a lock that ends): the
 # suite's room is for these; `sockdrill bench validity` runs noop on every variant. (A mesh delay cannot fade:
 # frontend-user-delay is left to the restart-all and peeker runs.)
-NOOP_REFS = ["login-latency/user-db-cpu", "profile-updates/write-lock"]  # payment-partition: majority guesser
+# user-db-cpu's noop run is tests/agents/test_baseline.py's incident before the baseline's; payment-partition:
+# the majority guesser.
+NOOP_REFS = ["profile-updates/write-lock"]
 
 
-def run(shop: Shop, ref: str, agent: str, tmp_path: Path) -> dict[str, Any]:
+def run(shop: Shop, ref: str, agent: str, tmp_path: Path, agent_budget_s: float | None = None) -> dict[str, Any]:
     sc, variants = CATALOGUE.get(ref)
-    opts = RunOptions(agent=agent, profile="fast", seed=7, out=tmp_path, data_dir=shop.data_dir)
+    opts = RunOptions(agent=agent, profile="fast", seed=7, out=tmp_path, data_dir=shop.data_dir,
+                      agent_budget_s=agent_budget_s)
     result = run_variant(sc, variants[0], opts, list(CATALOGUE.scenarios.values()))
     for name in ("result.json", "journal.json", "report.md", "report.html", "load.jsonl"):
         assert (Path(result["run_dir"]) / name).exists(), name
     return result
 
 
-@pytest.mark.parametrize("ref", FAULT_REFS)
-def test_oracle_passes_every_check(shop: Shop, ref: str, tmp_path: Path) -> None:
-    r = run(shop, ref, "oracle", tmp_path)
+def assert_oracle_passes(r: dict[str, Any]) -> None:
     assert r["valid"], r.get("invalid_reason")
     assert r["detection"]["detected"] is True
     assert r["localization"]["ac1"] is True
@@ -50,14 +53,22 @@ def test_oracle_passes_every_check(shop: Shop, ref: str, tmp_path: Path) -> None
     assert r["score"] >= 0.8
 
 
-@pytest.mark.parametrize("ref", NOOP_REFS)
-def test_noop_gets_no_credit(shop: Shop, ref: str, tmp_path: Path) -> None:
-    r = run(shop, ref, "noop", tmp_path)
+@pytest.mark.parametrize("ref", [r for r in FAULT_REFS if r != CONTROL_ROOM_REF])
+def test_oracle_passes_every_check(shop: Shop, ref: str, tmp_path: Path) -> None:
+    assert_oracle_passes(run(shop, ref, "oracle", tmp_path))
+
+
+def assert_noop_gets_no_credit(r: dict[str, Any]) -> None:
     assert r["valid"], r.get("invalid_reason")
     assert r["detection"]["detected"] is False and r["privileged"] is False
     # The fault lasts until the runner reverts it: nothing recovers by itself inside the agent's time.
     assert r["mitigation"]["slo_restored"] is False, r["mitigation"]
     assert r["score"] == 0.0
+
+
+@pytest.mark.parametrize("ref", NOOP_REFS)
+def test_noop_gets_no_credit(shop: Shop, ref: str, tmp_path: Path) -> None:
+    assert_noop_gets_no_credit(run(shop, ref, "noop", tmp_path))
 
 
 def test_restart_all_fixes_by_accident_and_still_scores_low(shop: Shop, tmp_path: Path) -> None:
