@@ -78,8 +78,9 @@ def test_the_control_room_shows_a_run_live_without_its_fault_and_in_full_after(s
             assert_oracle_passes(result)
             phases = {s["phase"] for s in seen}
             assert {"baseline", "recovery"} <= phases, phases
-            assert any(e["health"] == "slow" for s in seen for e in s["edges"]
-                       if (e["source"], e["destination"]) == ("front-end", "user")), "the delayed edge never slow"
+            edge = [(round(s["now"] - s["origin"], 1), e["health"], e["p95"]) for s in seen for e in s["edges"]
+                    if (e["source"], e["destination"]) == ("front-end", "user")]
+            assert any(h == "slow" for _, h, _ in edge), f"the delayed edge was never drawn slow: {edge}"
             assert any(a["tool"] == "restart" for s in seen for a in s["actions"]), "no action shown live"
             if pg is not None:  # the page follows the run to its final name and shows it whole
                 expect(pg.locator("#phase")).to_have_text("finished", timeout=30_000)

@@ -100,3 +100,15 @@ def test_an_alert_links_to_its_runbook(tmp_path: Path) -> None:
     status, book = call(tmp_path, "/api/runbooks/login-slow")
     assert status == 200 and book["markdown"].startswith("#")
     assert call(tmp_path, "/api/runbooks/..%2Fcatalogue")[0] == 404
+
+
+def test_a_run_being_finished_is_never_shown_under_its_private_name(tmp_path: Path) -> None:
+    """Between the runner removing live.json and renaming the folder, the private folder already holds the
+    result (the ground truth): it is not served until it has its final name."""
+    run = write_live(tmp_path)
+    (run / "live.json").unlink()
+    (run / "journal.json").write_text(json.dumps({"scenario": "login-latency", "events": [], "slos": []}))
+    (run / "result.json").write_text(json.dumps({"valid": True}))
+    assert call(tmp_path, "/api/runs")[1]["runs"] == []
+    status, body = call(tmp_path, "/api/runs/.run-abc123")
+    assert status == 404 and "login-latency" not in json.dumps(body)

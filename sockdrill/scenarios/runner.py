@@ -90,6 +90,7 @@ class RunOptions:
 
 # The phases a run in progress shows in the control room, by the start of what ``say`` reports.
 LIVE_FILE = "live.json"
+IN_PROGRESS_PREFIX = ".run-"  # a run's private folder until it is done and gets its descriptive name
 LIVE_PHASES = (("bringing", "starting the shop"), ("shop up", "resetting the shop"), ("data loaded", "warming up"),
                ("baseline", "baseline"), ("injecting", "incident"), ("symptom seen", "incident"),
                ("agent", "on call"), ("watching", "recovery"), ("checking", "checking data"),
@@ -121,7 +122,7 @@ class Run:
         self.final_dir = out / name
         # While the agent is on call the run lives in a private folder with a name that says nothing (the
         # descriptive name would tell a listing of runs/ the scenario); it gets its name when it is done.
-        self.dir = Path(tempfile.mkdtemp(dir=out, prefix=".run-"))
+        self.dir = Path(tempfile.mkdtemp(dir=out, prefix=IN_PROGRESS_PREFIX))
         self.dir.chmod(0o700)
         self.runbooks = runbooks
         self.slos = [to_slo(o, self.win.objective) for o in scenario.slo]

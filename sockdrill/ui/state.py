@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sockdrill.cluster.state import read_json
 from sockdrill.evaluate.journal import Topology
 from sockdrill.scenarios.alert_rules import runbook_for
 from sockdrill.scenarios.guards import journey_slos
-from sockdrill.scenarios.runner import LIVE_FILE, samples_from_records
+from sockdrill.scenarios.runner import IN_PROGRESS_PREFIX, LIVE_FILE, samples_from_records
 from sockdrill.slo.alerts import ALERT_OBJECTIVE, alert_timeline, alerting_slo, rules_for
 from sockdrill.slo.sli import SliSample
 from sockdrill.slo.slo import SLO, budget_burned, get_profile
@@ -58,13 +59,6 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def list_runs(root: Path) -> list[dict[str, Any]]:
     """Runs under ``root``, newest first: finished ones by name, those in progress as 'live'."""
     out: list[dict[str, Any]] = []
@@ -74,10 +68,10 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
         if not path.is_dir():
             continue
         if (path / LIVE_FILE).exists():
-            live = _json(path / LIVE_FILE) or {}
+            live = read_json(path / LIVE_FILE) or {}
             out.append({"id": path.name, "live": True, "started": live.get("started"), "phase": live.get("phase")})
-        elif (path / "result.json").exists():
-            result = _json(path / "result.json") or {}
+        elif (path / "result.json").exists() and not path.name.startswith(IN_PROGRESS_PREFIX):
+            result = read_json(path / "result.json") or {}
             out.append({"id": path.name, "live": False, "started": path.stat().st_mtime,
                         "valid": result.get("valid"), "score": result.get("score")})
     return sorted(out, key=lambda r: (not r["live"], -(r.get("started") or 0)))
@@ -88,7 +82,8 @@ def run_path(root: Path, run_id: str) -> Path:
     if not run_id or "/" in run_id or "\\" in run_id or run_id in (".", ".."):
         raise RunNotFound(f"no run named {run_id!r}")
     path = root / run_id
-    if not path.is_dir() or not ((path / LIVE_FILE).exists() or (path / "result.json").exists()):
+    finished = (path / "result.json").exists() and not run_id.startswith(IN_PROGRESS_PREFIX)
+    if not path.is_dir() or not ((path / LIVE_FILE).exists() or finished):
         raise RunNotFound(f"no run named {run_id!r} under {root}")
     return path
 
@@ -185,7 +180,7 @@ def _live_query(data_dir: str | None) -> Any:
     if not data_dir:
         return None
     from sockdrill.cluster.client import RuntimeClient
-    from sockdrill.cluster.state import read_json, state_dir
+    from sockdrill.cluster.state import state_dir
     from sockdrill.telemetry.query import RemoteQuery
 
     client = RuntimeClient.find(Path(data_dir))
@@ -213,8 +208,11 @@ def _actions_from_audit(path: Path) -> list[dict[str, Any]]:
 
 def run_state(run_dir: Path, at: float | None = None) -> dict[str, Any]:
     """Everything the control room draws for ``run_dir`` (see the module's docstring)."""
-    live_info = _json(run_dir / LIVE_FILE)
-    journal = None if live_info is not None else _json(run_dir / "journal.json")
+    live_info = read_json(run_dir / LIVE_FILE)
+    if live_info is None and run_dir.name.startswith(IN_PROGRESS_PREFIX):
+        # Its agent is done and the runner is writing its result: it is shown whole only under its final name.
+        raise RunNotFound(f"run {run_dir.name!r} is being finished")
+    journal = None if live_info is not None else read_json(run_dir / "journal.json")
     if live_info is None and journal is None:
         raise RunNotFound(f"{run_dir} is neither a run in progress nor a finished run")
     records = [r for name in LOAD_FILES for r in read_records(run_dir / name)]
@@ -243,7 +241,7 @@ def run_state(run_dir: Path, at: float | None = None) -> dict[str, Any]:
         first = {e["kind"]: e["time"] for e in reversed(events)}
         start = first.get("warmup_start") or (min((r["time"] for r in records), default=0.0) - 1.0)
         origin = first.get("fault_onset") or start
-        result = _json(run_dir / "result.json") or {}
+        result = read_json(run_dir / "result.json") or {}
         state.update(phase="finished", origin=origin,
                      marks=[{"kind": k, "time": first[k]} for k in FINISHED_MARKS if k in first],
                      actions=[{"time": e["time"], "tool": e.get("tool"), "kind": "act" if e.get("mutating")
