@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import re
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -456,18 +458,27 @@ def assert_json_error(resp: requests.Response, status: int) -> dict[str, Any]:
 
 
 # ---- sessions and static pages -------------------------------------------------------------------
-def test_static_pages_do_not_create_sessions(client: requests.Session, fe: FrontEndProcess) -> None:
+def test_a_page_starts_the_session_its_calls_share_and_assets_start_none(fe: FrontEndProcess) -> None:
+    """A new visitor's page sets ``md.sid`` before its scripts run, so their parallel first calls share one
+    session: were each to start its own, a late answer's cookie could replace the one a login was saved in."""
+    for asset in ("/css/shop.css", "/js/shop.js", "/js/pages.js"):
+        resp = requests.get(fe.url + asset)
+        assert resp.status_code == 200, asset
+        assert "Set-Cookie" not in resp.headers, asset
     for page in ("/", "/index.html", "/category.html", "/detail.html", "/basket.html",
-                 "/customer-orders.html", "/customer-order.html", "/profile.html", "/admin.html", "/css/shop.css",
-                 "/js/shop.js",
-                 "/js/pages.js"):
-        resp = client.get(fe.url + page)
+                 "/customer-orders.html", "/customer-order.html", "/profile.html", "/admin.html"):
+        resp = requests.get(fe.url + page)
         assert resp.status_code == 200, page
-        assert "Set-Cookie" not in resp.headers, page
-    assert client.get(fe.url + "/").headers["Content-Type"].startswith("text/html")
-    assert_json_error(client.get(fe.url + "/nope.html"), 404)
-    assert_json_error(client.get(fe.url + "/../../etc/passwd"), 404)
-    assert_json_error(client.get(fe.url + "/%2e%2e/app.py"), 404)
+        assert resp.headers["Content-Type"].startswith("text/html"), page
+        assert re.fullmatch(r"md\.sid=s%3A[\w-]+\.[\w-]+; Path=/; HttpOnly", resp.headers["Set-Cookie"]), page
+        with ThreadPoolExecutor(4) as pool:
+            later = list(pool.map(functools.partial(requests.get, cookies=resp.cookies),
+                                  [fe.url + p for p in ("/cart", "/catalogue", "/tags", "/customers/x", page)]))
+        assert [r.status_code for r in later] == [200] * 5, page
+        assert [r.headers.get("Set-Cookie") for r in later] == [None] * 5, page
+    assert_json_error(requests.get(fe.url + "/nope.html"), 404)
+    assert_json_error(requests.get(fe.url + "/../../etc/passwd"), 404)
+    assert_json_error(requests.get(fe.url + "/%2e%2e/app.py"), 404)
 
 
 def test_api_call_sets_signed_session_cookie_once(client: requests.Session, fe: FrontEndProcess) -> None:
@@ -788,7 +799,8 @@ def test_session_db_down_is_clean_500(fakes: FakeBackends) -> None:
         resp = requests.get(proc.url + "/catalogue")
         assert_json_error(resp, 500)
         assert "session" in resp.json()["message"]
-        assert requests.get(proc.url + "/index.html").status_code == 200  # static pages still work
+        page = requests.get(proc.url + "/index.html")  # pages still work, without a session
+        assert page.status_code == 200 and "Set-Cookie" not in page.headers
         health = requests.get(proc.url + "/health").json()["health"]
         assert {"service": "session-db", "status": "err"}.items() <= health[1].items()
 

@@ -41,8 +41,12 @@ Deliberate choices (where we differ from upstream, or pick one of its behaviours
 - ``GET /orders`` rewrites each order's ``_links`` hrefs ``http://<host>/orders/...`` → ``/orders/...``.
 - ``POST /orders`` waits up to ``checkout_timeout_s`` for orders (which itself makes several calls);
   upstream had no timeout.
-- Path ids are URL-encoded before they are put in backend URLs. Static files and /health, /metrics
-  never create sessions.
+- Path ids are URL-encoded before they are put in backend URLs. An HTML page starts the session (sets
+  ``md.sid``) as upstream's express-session did for every route: were only the API calls to start it, a
+  new visitor's parallel first calls would each start one, and a late answer's cookie could replace the
+  one the login was saved in (the page then says "Logged in" with no name, and the basket is anonymous).
+  If session-db fails the page is still served, without a cookie. Other static files, /health and
+  /metrics never create sessions.
 """
 
 from __future__ import annotations
@@ -174,16 +178,10 @@ class FrontEnd:
 
         async def handler(request: web.Request) -> web.StreamResponse:
             try:
-                session = await self.store.load(request.cookies.get(COOKIE))
+                session = await self.session(request)
             except SessionStoreError as exc:
                 self.svc.log.warning("session store failed: %s", exc)
                 return error_response(500, f"session store unavailable: {exc}")
-            if session.is_new:
-                self.sessions_created.inc()
-                if session.replaced is not None:
-                    self.sessions_expired.inc()
-                    self.svc.log.info("session expired; a new one was started",
-                                      extra={"fields": {"kind": "session_expired"}})
             try:
                 resp: web.StreamResponse = await fn(request, session)
             except ApiError as exc:
@@ -196,16 +194,27 @@ class FrontEnd:
                                      extra={"fields": {"destination": exc.destination, "kind": exc.kind}})
                 resp = error_response(504 if exc.kind == "timeout" else 502, str(exc))
             except web.HTTPException as exc:
-                self._session_cookie(exc, session)
+                self.set_session_cookie(exc, session)
                 raise
-            self._session_cookie(resp, session)
+            self.set_session_cookie(resp, session)
             return resp
 
         handler.__name__ = fn.__name__
         return handler
 
+    async def session(self, request: web.Request) -> Session:
+        """The request's session, a new one (counted; an expired one counted too) when it has none."""
+        session = await self.store.load(request.cookies.get(COOKIE))
+        if session.is_new:
+            self.sessions_created.inc()
+            if session.replaced is not None:
+                self.sessions_expired.inc()
+                self.svc.log.info("session expired; a new one was started",
+                                  extra={"fields": {"kind": "session_expired"}})
+        return session
+
     @staticmethod
-    def _session_cookie(resp: web.StreamResponse, session: Session) -> None:
+    def set_session_cookie(resp: web.StreamResponse, session: Session) -> None:
         if session.is_new:
             resp.headers.add("Set-Cookie", f"{COOKIE}={cookie_value(session.sid)}; Path=/; HttpOnly")
 
@@ -583,7 +592,14 @@ async def static_file(request: web.Request) -> web.StreamResponse:
     target = (root / rel).resolve()
     if root not in target.parents or not target.is_file():
         return error_response(404, f"no such page: /{rel}")
-    return web.FileResponse(target, headers={"Cache-Control": "no-cache"})
+    resp = web.FileResponse(target, headers={"Cache-Control": "no-cache"})
+    if target.suffix == ".html":  # the page starts the session its scripts then share (module docstring)
+        fe: FrontEnd = request.app["frontend"]
+        try:
+            fe.set_session_cookie(resp, await fe.session(request))
+        except SessionStoreError as exc:
+            fe.svc.log.warning("session store failed; page served without a session: %s", exc)
+    return resp
 
 
 def build(svc: Service) -> None:
