@@ -191,8 +191,9 @@ class ActRoom(ToolsBase):
             rows = await conn.fetch(
                 "SELECT pid, usename, left(query, 120) AS query FROM pg_stat_activity "
                 "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND ("
-                "(state = 'active' AND now() - query_start > make_interval(secs => $1)) OR "
-                "($2 AND state LIKE 'idle in transaction%' AND now() - xact_start > make_interval(secs => $1)))",
+                "(state = 'active' AND clock_timestamp() - query_start >= make_interval(secs => $1)) OR "
+                "($2 AND state LIKE 'idle in transaction%' AND clock_timestamp() - xact_start >= "
+                "make_interval(secs => $1)))",
                 float(min_duration_s), idle_in_transaction)
             killed = [r for r in rows if await conn.fetchval("SELECT pg_terminate_backend($1)", r["pid"])]
             by_role: dict[str, int] = {}

@@ -3,7 +3,8 @@
 A package above every other layer (it starts shops, loads, faults and agent runs), so that nothing below
 imports it: ``mesh`` (one hop's cost), ``locust`` (the load generator's ceiling), ``chaos`` (fault
 accuracy), ``recorder`` and ``tracing`` (telemetry's cost), ``soak``, ``scenarios``, ``validity``,
-``agents``; this module runs them and measures the runtime and the shop itself:
+``agents``, ``headroom`` (the whole platform's CPU, idle and per checkout); this module runs them and
+measures the runtime and the shop itself:
 
 - ``runtime``: cold ``up`` to all-ready (every datastore included), and the mesh proxy's cost per hop.
 - ``shop``: catalogue browsing through the front-end at fixed concurrency, next to a bare one-hop ASGI
@@ -220,7 +221,14 @@ BENCHES: dict[str, Callable[[float], dict[str, Any]]] = {"runtime": bench_runtim
                                                                    "autopilot": lambda d: _bench_autopilot(d),
                                                                    "scenarios": lambda d: _bench_scenarios(d),
                                                                    "validity": lambda d: _bench_validity(d),
-                                                                   "soak": lambda d: _bench_soak(d)}
+                                                                   "soak": lambda d: _bench_soak(d),
+                                                                   "headroom": lambda d: _bench_headroom(d)}
+
+
+def _bench_headroom(duration: float) -> dict[str, Any]:
+    from sockdrill.bench.headroom import bench_headroom
+
+    return bench_headroom(duration)
 
 
 def _bench_soak(duration: float) -> dict[str, Any]:

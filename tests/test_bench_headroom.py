@@ -1,0 +1,42 @@
+"""``bench headroom``'s CPU split on the shared shop: every process is counted once, under the pod (or the
+recorder, or the runtime) it belongs to, and work sent to one pod shows up under that pod."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from sockdrill.bench.headroom import RECORDER, RUNTIME, cpu_by_owner, measure_idle
+from tests.conftest import Shop
+
+
+def test_cpu_is_split_by_who_spends_it(shop: Shop) -> None:
+    deployments = {d["name"] for d in shop.status()["deployments"]}
+    before = cpu_by_owner(shop.data_dir)
+    owners = deployments | {RUNTIME} | ({RECORDER} if shop.client.record.get("recorder_url") else set())
+    assert set(before) == owners
+
+    # 400 catalogue pages straight to the catalogue pod (not through the front-end): a fixed amount of work.
+    url = shop.addresses["catalogue"] + "/catalogue?size=50"
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(lambda _: requests.get(url, timeout=30).status_code, range(400)))
+    assert codes == [200] * 400
+    after = cpu_by_owner(shop.data_dir)
+    spent = {k: after[k] - before[k] for k in owners}
+    assert all(v >= 0 for v in spent.values()), spent
+    # Serving a page of 50 socks costs the catalogue most of a millisecond (0.8 ms measured); a pod nobody
+    # called spent only what its metrics scrapes cost.
+    assert spent["catalogue"] > 0.1, spent
+    assert spent["catalogue-db"] > 0, spent
+    uncalled = max(spent[d] for d in ("payment-gateway", "shipping"))  # no work of their own between requests
+    assert spent["catalogue"] > 3 * uncalled, spent
+
+
+def test_idle_report_names_its_biggest_spenders(shop: Shop) -> None:
+    report, rates = measure_idle(shop.data_dir, 2.0)
+    assert report["seconds"] >= 2.0
+    assert report["cores"] > 0  # 16 pods (servers with timers) and the runtime: never 0 ticks in 2 s
+    assert abs(report["cores"] - sum(report["by_owner_cores"].values())) < 0.01  # rounding only
+    assert set(report["by_owner_cores"]) - {"others"} <= set(rates)
+    assert len(report["by_owner_cores"]) <= 9
