@@ -8,7 +8,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sockdrill.agents.registry import tool
 from sockdrill.agents.toolkit import (
@@ -24,6 +24,11 @@ from sockdrill.agents.toolkit import (
 )
 from sockdrill.errors import SockdrillError, ToolError, did_you_mean
 
+IndexMethod = Literal["btree", "hash", "gin", "gist", "brin"]
+INDEX_METHODS: tuple[str, ...] = get_args(IndexMethod)
+# Operator classes an agent may name (no free SQL): opclass → (its method, the extension it needs).
+OPCLASSES: dict[str, tuple[str, str | None]] = {
+    "gin_trgm_ops": ("gin", "pg_trgm"), "gist_trgm_ops": ("gist", "pg_trgm"), "jsonb_path_ops": ("gin", None)}
 REDIS_POLICIES = frozenset({"noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru",
                             "volatile-lfu", "volatile-random", "volatile-ttl"})
 
@@ -112,24 +117,41 @@ class ActRoom(ToolsBase):
 
     @tool("act")
     def create_index(self, service: str, table: str, columns: list[str], name: str = "",
-                     unique: bool = False) -> dict[str, Any]:
-        """Create a btree index on a table of a PostgreSQL datastore.
+                     unique: bool = False, method: IndexMethod = "btree", opclass: str = "") -> dict[str, Any]:
+        """Create an index on a table of a PostgreSQL datastore.
 
         Args:
         service: the database deployment, e.g. user-db
         table: the table
         columns: the indexed columns, in order
-        name: the index name (default: table_col_idx)
-        unique: a unique index
+        name: the index name (default: table_col_idx, or table_col_<method>_idx for other methods)
+        unique: a unique index (btree only)
+        method: btree, hash, gin, gist or brin
+        opclass: every column's operator class: gin_trgm_ops, gist_trgm_ops (pg_trgm, for LIKE), jsonb_path_ops
         """
         _ident(table, "table")
         if not columns:
             raise ToolError("columns must name at least one column")
         cols = [_ident(c, "column") for c in columns]
-        index = _ident(name or f"{table}_{'_'.join(cols)}_idx", "name")
-        sql = (f"CREATE {'UNIQUE ' if unique else ''}INDEX IF NOT EXISTS {index} ON {table} ({', '.join(cols)})")
+        if method not in INDEX_METHODS:
+            raise ToolError(f"method must be one of {', '.join(INDEX_METHODS)}, got {method!r}")
+        if opclass and opclass not in OPCLASSES:
+            raise ToolError(f"opclass must be one of {', '.join(OPCLASSES)} (or empty), got {opclass!r}")
+        if opclass and OPCLASSES[opclass][0] != method:
+            raise ToolError(f"opclass {opclass} belongs to method {OPCLASSES[opclass][0]}, not {method}")
+        if unique and method != "btree":
+            raise ToolError("only a btree index can be unique")
+        if method == "hash" and len(cols) > 1:
+            raise ToolError("a hash index covers one column")
+        suffix = "" if method == "btree" else f"_{method}"
+        index = _ident(name or f"{table}_{'_'.join(cols)}{suffix}_idx", "name")
+        keys = ", ".join(f"{c} {opclass}" if opclass else c for c in cols)
+        sql = (f"CREATE {'UNIQUE ' if unique else ''}INDEX IF NOT EXISTS {index} ON {table} "
+               f"USING {method} ({keys})")
 
         async def go(conn: Any) -> dict[str, Any]:
+            import asyncpg
+
             have = {r["column_name"] for r in await conn.fetch(
                 "SELECT column_name FROM information_schema.columns WHERE table_schema = ANY(current_schemas(false)) "
                 "AND table_name = $1", table)}
@@ -138,12 +160,19 @@ class ActRoom(ToolsBase):
             if set(cols) - have:
                 raise ToolError(f"table '{table}' has no column {', '.join(sorted(set(cols) - have))}"
                                 + did_you_mean(sorted(set(cols) - have)[0], have))
+            extension = OPCLASSES[opclass][1] if opclass else None
+            if extension and not await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = $1", extension):
+                raise ToolError(f"opclass {opclass} needs the {extension} extension, which {service} does not have")
             if await conn.fetchval("SELECT 1 FROM pg_indexes WHERE indexname = $1", index):
                 return {"created": None, "exists": index, "changed": False}
             started = time.perf_counter()
-            await conn.execute(sql)
+            try:
+                await conn.execute(sql)
+            except asyncpg.PostgresError as exc:  # e.g. gin on a text column without an opclass
+                raise ToolError(f"{service} refused the index: {exc}") from None
             await conn.execute(f"ANALYZE {table}")
-            return {"created": index, "seconds": round(time.perf_counter() - started, 3), "changed": True}
+            return {"created": index, "method": method, "seconds": round(time.perf_counter() - started, 3),
+                    "changed": True}
 
         return self._pg(service, go)
 

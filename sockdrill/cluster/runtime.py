@@ -52,6 +52,7 @@ ENV_ALLOWED = frozenset({
     "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_COMPRESSION",
     "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
 })
+_UNSET = object()  # a knob not set at all (None is a value a knob may have)
 _ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
 
 
@@ -77,6 +78,10 @@ class Deployment:
         self._slot_ports: dict[str, int] = {}
         # The manifest's limits: what "clear" goes back to (every pod has limits, as in a real cluster).
         self.default_limits = {"cpu_millicores": spec.cpu_millicores, "memory_bytes": spec.memory_bytes}
+        # The manifest's size and config: what a reset between runs goes back to (a shop started with
+        # ``--replicas carts=2``, or a deployment shipped with a setting, keeps it across runs).
+        self.default_replicas = spec.replicas
+        self.default_knobs: dict[str, Any] = dict(spec.knobs)
         # Like a Deployment's rollout history: how many config changes, the last one when (no contents).
         self.config_revision = 0
         self.config_changed_at: float | None = None
@@ -515,21 +520,29 @@ class Runtime:
         return out
 
     async def reset_knobs(self, name: str) -> dict[str, Any]:
-        """Every knob this deployment was given goes back to the service's default; history is cleared."""
+        """The deployment's config goes back to its manifest: knobs it was given since then return to the
+        service's default, knobs the manifest sets return to the manifest's value; history is cleared."""
         dep = self.deployment(name)
-        if dep.spec.kind != "service" or not dep.spec.knobs:
+        changed = {k for k in set(dep.spec.knobs) | set(dep.default_knobs)
+                   if dep.spec.knobs.get(k, _UNSET) != dep.default_knobs.get(k, _UNSET)}
+        if dep.spec.kind != "service" or not changed:
             dep.knob_history.clear()
             dep.config_revision, dep.config_changed_at = 0, None
             return {"deployment": name, "restored": {}}
         pod = next((p for p in dep.pods.values() if p.ready), None)
+        target: dict[str, Any] = {k: dep.default_knobs[k] for k in changed if k in dep.default_knobs}
         if pod is None:
-            raise ClusterError(f"'{name}' has no ready pod to read its defaults from")
-        async with self.http.get(f"http://127.0.0.1:{pod.port}/admin/config") as resp:
-            described = (await resp.json(content_type=None)).get("knobs", {})
-        target = {k: described[k]["default"] for k in dep.spec.knobs if k in described}
-        if target:
-            await self.set_knobs(name, target, record=False)
-        dep.spec.knobs = {}
+            if dep.spec.replicas:
+                raise ClusterError(f"'{name}' has no ready pod to read its defaults from")
+            # Scaled to 0: nothing runs the old values; pods started later read the manifest's.
+            dep.spec.knobs = dict(dep.default_knobs)
+        else:
+            async with self.http.get(f"http://127.0.0.1:{pod.port}/admin/config") as resp:
+                described = (await resp.json(content_type=None)).get("knobs", {})
+            target |= {k: described[k]["default"] for k in changed - set(dep.default_knobs) if k in described}
+            if target:
+                await self.set_knobs(name, target, record=False)
+            dep.spec.knobs = dict(dep.default_knobs)
         dep.knob_history.clear()
         dep.config_revision, dep.config_changed_at = 0, None
         self.event("reset_config", deployment=name)
@@ -572,6 +585,7 @@ class Runtime:
             "requests": {"cpu_millicores": dep.spec.cpu_request_millicores,
                          "memory_bytes": dep.spec.memory_request_bytes},
             "default_limits": dict(dep.default_limits),
+            "default_replicas": dep.default_replicas, "default_knobs": dict(dep.default_knobs),
             "knobs": dict(dep.spec.knobs), "env": dict(dep.spec.env),
             "pods": [p.describe() for p in dep.pods.values()],
         }

@@ -86,7 +86,9 @@ def _cool_carts_cache(url: str) -> int:
     return dropped
 
 
-def reset_shop(client: RuntimeClient, setup: Setup) -> dict[str, Any]:
+def reset_deployments(client: RuntimeClient, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Faults and toxics cleared; every deployment back to its manifest (size, config, balancing, limits) unless
+    the set-up says otherwise; then ready. Returns what was done and the status read before."""
     done: dict[str, Any] = {}
     client.post("/v1/chaos/clear", {})
     client.post("/v1/toxics/reset", {})
@@ -96,15 +98,17 @@ def reset_shop(client: RuntimeClient, setup: Setup) -> dict[str, Any]:
         if dep["external"]:
             continue
         if dep["kind"] == "service":
-            want = setup.replicas.get(name, 1)
+            # Config first, so pods the scaling adds start with the manifest's config and not the last run's.
+            # Always: a run's config history (revisions) must not show in the next run.
+            client.post("/v1/config/reset", {"deployment": name})
+            if dep["knobs"] != dep.get("default_knobs", {}):
+                done.setdefault("knobs_reset", []).append(name)
+            client.post("/v1/balancing", {"deployment": name, "policy": setup.balancing.get(name, "connection")})
+            # The manifest's size, not 1: a shop started with --replicas keeps it from run to run.
+            want = setup.replicas.get(name, dep.get("default_replicas", 1))
             if dep["replicas"] != want:
                 client.post("/v1/scale", {"deployment": name, "replicas": want})
                 done.setdefault("scaled", {})[name] = want
-            # Always: a run's config history (revisions) must not show in the next run.
-            client.post("/v1/config/reset", {"deployment": name})
-            client.post("/v1/balancing", {"deployment": name, "policy": setup.balancing.get(name, "connection")})
-            if dep["knobs"]:
-                done.setdefault("knobs_reset", []).append(name)
         if dep["limits"] != dep.get("default_limits", dep["limits"]) and name not in setup.limits:
             try:
                 client.post("/v1/limits", {"deployment": name, "clear": True})
@@ -112,6 +116,11 @@ def reset_shop(client: RuntimeClient, setup: Setup) -> dict[str, Any]:
                 pass
             done.setdefault("limits_cleared", []).append(name)
     _wait_ready(client)
+    return done, status
+
+
+def reset_shop(client: RuntimeClient, setup: Setup) -> dict[str, Any]:
+    done, status = reset_deployments(client, setup)
     pg = [d["name"] for d in status["deployments"] if d["kind"] == "postgres" and not d["external"]]
     lifted = asyncio.run(_lift_role_limits({n: client.record["addresses"][n] for n in pg}))
     if lifted:
@@ -135,4 +144,11 @@ def reset_shop(client: RuntimeClient, setup: Setup) -> dict[str, Any]:
     if added:
         done["users_added"] = added
     done["users"] = asyncio.run(generated_user_count(url))
+    if setup.products and "catalogue-db" in client.record["addresses"]:
+        from sockdrill.shop.catalogue import ensure_generated_products
+
+        # At least what the set-up asks for (a search over 10,000 socks); a shop never shrinks between runs.
+        grown = asyncio.run(ensure_generated_products(client.record["addresses"]["catalogue-db"], setup.products))
+        if grown:
+            done["products_added"] = grown
     return done

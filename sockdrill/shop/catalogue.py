@@ -17,6 +17,7 @@ Data: the nine released socks on first start, plus ``SOCKDRILL_DATA_PRODUCTS`` g
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -29,6 +30,7 @@ import asyncpg
 from aiohttp import web
 
 from sockdrill.cluster.admin import SHOP_TOKEN_ENV, bearer_ok
+from sockdrill.errors import ShopError
 from sockdrill.shop.common.db import DB_KNOBS, Database
 from sockdrill.shop.common.service import Service, bad_request, json_response, read_json, run_service
 from sockdrill.shop.data import data_products, data_seed, images
@@ -183,20 +185,58 @@ async def init_db(conn: asyncpg.Connection) -> None:
         await conn.execute(
             "SELECT setval(pg_get_serial_sequence('tag', 'tag_id'), (SELECT max(tag_id) FROM tag))")
         await _copy_socks(conn, list(SOCKS))
-        seeded = {s.id for s in SOCKS}
-        batch: list[Sock] = []
-        for sock in generate_products(extra, seed):
-            if sock.id in seeded:  # never for uuid4s, but a clash would abort the whole load
-                continue
-            batch.append(sock)
-            if len(batch) >= 5000:
-                await _copy_socks(conn, batch)
-                batch = []
-        if batch:
-            await _copy_socks(conn, batch)
+        await _copy_generated(conn, seed, 0, extra)
         await conn.execute("INSERT INTO catalogue_meta (key, value) VALUES ('seeded', $1)",
                            json.dumps({"seed": seed, "products": extra}))
     await conn.execute("ANALYZE sock; ANALYZE sock_tag; ANALYZE tag")
+
+
+async def _copy_generated(conn: asyncpg.Connection, seed: int, start: int, stop: int) -> None:
+    """Generated products ``start``..``stop`` of ``seed`` (the same socks whatever the total), in batches."""
+    seeded = {s.id for s in SOCKS}
+    batch: list[Sock] = []
+    for sock in itertools.islice(generate_products(stop, seed), start, None):
+        if sock.id in seeded:  # never for uuid4s, but a clash would abort the whole load
+            continue
+        batch.append(sock)
+        if len(batch) >= 5000:
+            await _copy_socks(conn, batch)
+            batch = []
+    if batch:
+        await _copy_socks(conn, batch)
+
+
+async def ensure_generated_products(url: str, n: int) -> int:
+    """Grow the generated products of a running catalogue-db to ``n`` (same seed, same socks); returns how
+    many were added. Used by the scenario runner when a variant's set-up asks for more products (a search
+    over 10,000 of them); a shop never shrinks, as it never loses its users."""
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        raw = await conn.fetchval("SELECT value FROM catalogue_meta WHERE key = 'seeded'")
+        if raw is None:
+            raise ShopError("catalogue-db is not seeded yet: the catalogue service seeds it on its first start")
+        meta = json.loads(raw)
+        have, seed = int(meta.get("products", 0)), int(meta.get("seed", 1))
+        if have >= n:
+            return 0
+        async with conn.transaction():
+            await _copy_generated(conn, seed, have, n)
+            meta["products"] = n
+            await conn.execute("UPDATE catalogue_meta SET value = $1 WHERE key = 'seeded'", json.dumps(meta))
+        for table in ("sock", "sock_tag"):  # now, not by autovacuum in the middle of a measured run
+            await conn.execute(f"VACUUM (ANALYZE) {table}")
+        return n - have
+    finally:
+        await conn.close()
+
+
+async def generated_product_count(url: str) -> int:
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        raw = await conn.fetchval("SELECT value FROM catalogue_meta WHERE key = 'seeded'")
+        return int(json.loads(raw).get("products", 0)) if raw else 0
+    finally:
+        await conn.close()
 
 
 # ---- query parsing --------------------------------------------------------------------------------------

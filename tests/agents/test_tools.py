@@ -91,6 +91,8 @@ def test_set_and_roll_back_config(tools: Tools) -> None:
     before, revision = described["config"], described["config_revision"]
     # Every setting is shown with its value, changed or not: which were set is nobody's business.
     assert {"payment_timeout_s", "payment_retries", "fetch_timeout_s"} <= set(before) and "knobs" not in described
+    # Nor what the manifest set (a reset's target): a variant's set-up must not show as a difference from it.
+    assert not {"default_knobs", "default_replicas", "default_limits", "env"} & set(described), sorted(described)
     try:
         out = ok(tools.call("set_config", service="orders", knobs={"payment_retries": before["payment_retries"] + 1}))
         assert out["changed"] is True and set(out) == {"deployment", "set", "pods", "changed"}
@@ -264,13 +266,13 @@ def test_a_query_storm_returns_after_its_queries_end_until_its_role_is_blocked(s
     assert tools.call("limit_db_role", service="user-db", role="reporting", connections=-1)["ok"] is False  # gone
 
 
-def _user_db(shop: Shop, sql: str, *args: object, timeout: float = 10) -> object:
+def _user_db(shop: Shop, sql: str, *args: object, timeout: float = 10, db: str = "user-db") -> object:
     import asyncio
 
     import asyncpg
 
     async def run() -> object:
-        conn = await asyncpg.connect(shop.addresses["user-db"], timeout=10)
+        conn = await asyncpg.connect(shop.addresses[db], timeout=10)
         try:
             return await conn.fetchval(sql, *args, timeout=timeout)
         finally:
@@ -324,3 +326,58 @@ def test_a_migration_check_refuses_new_writes_until_it_is_dropped(shop: Shop, to
         shop.post("/v1/chaos/clear", {"id": fault["id"]})
         _user_db(shop, "UPDATE customers SET phone = '' WHERE id = $1", any_id)
     assert _user_db(shop, "SELECT count(*) FROM pg_constraint WHERE conname = 'customers_phone_check'") == 0
+
+
+def test_create_index_makes_a_trigram_index_a_search_can_use_and_refuses_what_postgres_would(
+        shop: Shop, tools: Tools) -> None:
+    """A search's substring match (ILIKE '%wool%') needs a GIN index with pg_trgm's operator class: the agent
+    can restore one, by name from an allow-list (no SQL of its own), and a wrong combination is a clear refusal
+    that changes nothing."""
+    def cat(sql: str) -> object:
+        return _user_db(shop, sql, db="catalogue-db")
+
+    calls = [({"method": "gin"}, "refused the index"),  # text has no default GIN operator class
+             ({"method": "btree", "opclass": "gin_trgm_ops"}, "belongs to method gin"),
+             ({"method": "gin", "opclass": "text_ops; DROP TABLE sock"}, "opclass must be one of"),
+             ({"method": "spgist"}, "must be one of"),
+             ({"method": "hash", "unique": True}, "only a btree index can be unique")]
+    for extra, why in calls:
+        res = tools.call("create_index", service="catalogue-db", table="sock", columns=["name"], **extra)
+        assert res["ok"] is False and why in res["error"], (extra, res)
+    cat("DROP EXTENSION IF EXISTS pg_trgm")
+    res = tools.call("create_index", service="catalogue-db", table="sock", columns=["name"], method="gin",
+                     opclass="gin_trgm_ops")
+    assert res["ok"] is False and "needs the pg_trgm extension" in res["error"], res
+    assert not any(x["changed"] for x in tools.audit_records if x["kind"] == "act")
+    try:
+        cat("CREATE EXTENSION pg_trgm")
+        made = ok(tools.call("create_index", service="catalogue-db", table="sock", columns=["name"], method="gin",
+                             opclass="gin_trgm_ops"))
+        assert made["created"] == "sock_name_gin_idx" and made["changed"] is True, made
+        definition = str(cat("SELECT indexdef FROM pg_indexes WHERE indexname = 'sock_name_gin_idx'"))
+        assert "USING gin (name gin_trgm_ops)" in definition, definition
+        plan = _explain(shop, "SELECT * FROM sock WHERE name ILIKE '%wool%'")
+        assert "sock_name_gin_idx" in plan, plan
+        again = ok(tools.call("create_index", service="catalogue-db", table="sock", columns=["name"], method="gin",
+                              opclass="gin_trgm_ops"))
+        assert again["changed"] is False and again["exists"] == "sock_name_gin_idx"
+    finally:
+        cat("DROP INDEX IF EXISTS sock_name_gin_idx")
+        cat("DROP EXTENSION IF EXISTS pg_trgm")
+
+
+def _explain(shop: Shop, query: str) -> str:
+    """The plan PostgreSQL picks when a sequential scan is off (the test table is too small to need an index)."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> str:
+        conn = await asyncpg.connect(shop.addresses["catalogue-db"], timeout=10)
+        try:
+            await conn.execute("SET enable_seqscan = off")
+            return "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {query}"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())

@@ -46,9 +46,10 @@ def test_every_panel_query_is_valid_promql(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs prometheus (apt-get install -y prometheus)")
-def test_a_journey_dashboard_answers_on_a_recorded_run(shop: Shop, tmp_path: Path) -> None:
-    """Login traffic through the shop's own recorder and Prometheus, with the SLO rules a run installs: every
-    panel of the login dashboard has data (the failing steps panel only when a step failed)."""
+def test_every_journey_dashboard_answers_on_a_recorded_run(shop: Shop, tmp_path: Path) -> None:
+    """Traffic of every journey through the shop's own recorder and Prometheus, with the SLO rules a run
+    installs: every panel of every journey's dashboard has data (a failing-steps panel only when a step
+    failed: a rate of failures has no series before the first)."""
     from sockdrill.load.runner import run_load
     from sockdrill.scenarios.alert_rules import install_run_rules, shop_slos
     from sockdrill.slo.alerts import alerting_slo
@@ -58,15 +59,19 @@ def test_a_journey_dashboard_answers_on_a_recorded_run(shop: Shop, tmp_path: Pat
     record = shop.client.record
     # The boards read the standard profile's recording rules (the burn-rate panel: slo:bad_fraction:5m).
     assert install_run_rules(record, [alerting_slo(s) for s in shop_slos()], get_profile("standard")) is None
-    summary = run_load(None, {"login": 1}, users=3, spawn_rate=10, duration=12, seed=3, data_dir=shop.data_dir,
-                       stats_path=tmp_path / "stats.jsonl")
-    assert summary.journeys["login"]["count"] > 10
+    # As many shoppers as journeys, short thinking and a 2 s absence: every journey ends several times.
+    summary = run_load(None, dict.fromkeys(JOURNEY_TARGETS, 1), users=len(JOURNEY_TARGETS), spawn_rate=20,
+                       duration=20, seed=3, data_dir=shop.data_dir, stats_path=tmp_path / "stats.jsonl",
+                       think=(0.2, 0.5), return_after=2.0)
+    short = {j: summary.journeys.get(j, {}).get("count", 0) for j in JOURNEY_TARGETS}
+    assert all(short.values()), f"journeys that never ended in 20 s: {short}"
     recorder = RemoteQuery(record["recorder_url"], token=record["telemetry_token"])
-    board = all_dashboards()["journey-login.json"]
-    rare = {"login: failing steps"}  # a rate of failures: no series until a step has failed
+    boards = {name: board for name, board in all_dashboards().items() if name.startswith("journey-")}
+    assert len(boards) == len(JOURNEY_TARGETS)
 
     def empty() -> list[str]:
-        return [p["title"] for p in board["panels"] if p["title"] not in rare
+        return [f"{name}: {p['title']}" for name, board in boards.items() for p in board["panels"]
+                if not p["title"].endswith(": failing steps")
                 and not any(recorder.promql(t["expr"])["result"] for t in p["targets"])]
 
     # Rules are evaluated and rates need two samples: ask until every panel has answered, or 30 s.

@@ -1,0 +1,109 @@
+"""A reset between runs puts a shop back to its manifest (not to "one pod with the service's defaults") and
+then applies the variant's set-up, data included: on a small shop of its own, whose manifest runs payment on
+two pods with a setting of its own, and whose catalogue starts with the nine socks only."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+
+import asyncpg
+import psutil
+import pytest
+
+from sockdrill.cluster import client
+from sockdrill.cluster.client import RuntimeClient
+from sockdrill.cluster.spec import DeploymentSpec
+from sockdrill.scenarios.reset import reset_deployments, reset_shop
+from sockdrill.scenarios.schema import Setup
+from sockdrill.shop.data.generate import generate_products
+from tests.conftest import make_data_dir, wait_for
+
+MANIFEST_KNOBS = {"decline_over": 50.0}
+
+
+@pytest.fixture(scope="module")
+def small_shop() -> Iterator[RuntimeClient]:
+    data_dir = make_data_dir("sockdrill-reset-")
+    specs = [
+        DeploymentSpec(name="catalogue-db", kind="postgres"),
+        DeploymentSpec(name="user-db", kind="postgres"),
+        DeploymentSpec(name="catalogue", kind="service", module="catalogue", calls=["catalogue-db"]),
+        DeploymentSpec(name="user", kind="service", module="user", calls=["user-db"]),
+        DeploymentSpec(name="payment", kind="service", module="payment", replicas=2, knobs=dict(MANIFEST_KNOBS)),
+    ]
+    try:
+        rc, _ = client.up(specs, data_dir=data_dir, timeout=120)
+        yield rc
+    finally:
+        client.down(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _pod_knobs(rc: RuntimeClient) -> list[dict[str, object]]:
+    """What every payment pod runs with, asked of each pod (not of the runtime's memory of it) with the admin
+    token the runtime gave the pod (root reads it from the pod's environment, as only root can)."""
+    import requests
+
+    from sockdrill.cluster.admin import ADMIN_HEADER, ADMIN_TOKEN_ENV
+
+    out = []
+    for pod in rc.get("/v1/describe/payment")["pods"]:
+        token = psutil.Process(pod["pid"]).environ()[ADMIN_TOKEN_ENV]
+        body = requests.get(f"http://127.0.0.1:{pod['port']}/admin/config", timeout=5,
+                         headers={ADMIN_HEADER: token}).json()
+        out.append({k: v["value"] for k, v in body["knobs"].items() if k in ("decline_over", "gateway_retries")})
+    return out
+
+
+def test_a_reset_returns_size_and_config_to_the_manifest(small_shop: RuntimeClient) -> None:
+    rc = small_shop
+    described = rc.get("/v1/describe/payment")
+    assert described["default_replicas"] == 2 and described["default_knobs"] == MANIFEST_KNOBS
+    # A run changes both: a knob of the manifest, another knob, and the size (down, so the reset must add a pod).
+    rc.post("/v1/config", {"deployment": "payment", "knobs": {"decline_over": 10.0, "gateway_retries": 0}})
+    rc.post("/v1/scale", {"deployment": "payment", "replicas": 1})
+    done, _ = reset_deployments(rc, Setup())
+    assert done["scaled"] == {"payment": 2} and done["knobs_reset"] == ["payment"], done
+    after = rc.get("/v1/describe/payment")
+    assert after["replicas"] == 2 and after["ready_replicas"] == 2 and after["knobs"] == MANIFEST_KNOBS
+    # Both pods, the one that lived through the run and the one the reset added, run the manifest's config.
+    assert _pod_knobs(rc) == [{"decline_over": 50.0, "gateway_retries": 2}] * 2
+    assert rc.get("/v1/config/payment")["revision"] == 0
+    # A variant's set-up still decides for its own run.
+    done, _ = reset_deployments(rc, Setup(replicas={"payment": 1}))
+    assert done["scaled"] == {"payment": 1} and "knobs_reset" not in done, done
+    done, _ = reset_deployments(rc, Setup())
+    assert done["scaled"] == {"payment": 2}, done
+
+
+def test_a_reset_grows_the_catalogue_to_the_set_up_s_products(small_shop: RuntimeClient) -> None:
+    rc = small_shop
+    url = rc.record["addresses"]["catalogue-db"]
+
+    async def ids() -> set[str]:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            return {r["sock_id"] for r in await conn.fetch("SELECT sock_id FROM sock")}
+        finally:
+            await conn.close()
+
+    before = asyncio.run(ids())
+    assert len(before) == 9  # the manifest loads no generated products
+    done = reset_shop(rc, Setup(products=120))
+    assert done["products_added"] == 120 and done["users"] >= 2000, done
+    grown = asyncio.run(ids())
+    # The generator's first 120 socks, whatever the total: the next run asking for more adds to them.
+    assert grown - before == {s.id for s in generate_products(120, 1)}
+    assert "products_added" not in reset_shop(rc, Setup(products=100))
+    done = reset_shop(rc, Setup(products=150))
+    assert done["products_added"] == 30
+    assert asyncio.run(ids()) - before == {s.id for s in generate_products(150, 1)}
+    # The catalogue serves them: one of the added socks by id, through the service.
+    import requests
+
+    sock = next(iter({s.id for s in generate_products(150, 1)}))
+    got = wait_for(lambda: (r := requests.get(f"{rc.record['addresses']['catalogue']}/catalogue/{sock}", timeout=5))
+                   .status_code == 200 and r.json())
+    assert got["id"] == sock
