@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 
@@ -80,7 +80,7 @@ def cpu_by_owner(data_dir: Path) -> dict[str, float]:
                 continue
     for proc in procs:
         try:
-            owner, walk = RUNTIME, proc
+            owner, walk = RUNTIME, cast(psutil.Process | None, proc)
             while walk is not None:
                 if walk.pid in owners:
                     owner = owners[walk.pid]

@@ -32,7 +32,7 @@ JOURNAL_VERSION = 1
 
 MarkerKind = Literal["run_start", "shop_ready", "reset", "warmup_start", "settled", "slo_verified", "fault_onset",
                      "symptom_verified", "agent_start", "mitigation_done", "fault_expired", "fault_revert",
-                     "recovery_verified", "end"]
+                     "recovery_verified", "operator_action", "end"]
 MARKER_KINDS: tuple[str, ...] = get_args(MarkerKind)
 
 # Tool names that only read (used when an action does not say whether it changed anything).

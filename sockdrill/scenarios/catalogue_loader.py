@@ -115,8 +115,15 @@ def validate_document(doc: Any, path: str, root: yaml.Node | None) -> Scenario:
     names, _edges = _known_topology()
     from sockdrill.evaluate.taxonomy import CATEGORIES
     from sockdrill.load.sli import JOURNEYS
+    from sockdrill.scenarios.scripted import check_script
 
-    journeys = set(JOURNEYS)
+    for where, message in check_script(scenario.actions, scenario.probes):
+        p.add(where, message)
+    probe_journeys = {pr.journey for pr in scenario.probes}
+    for pi, pr in enumerate(scenario.probes):
+        if pr.journey in JOURNEYS:
+            p.add(("probes", pi, "journey"), f"journey '{pr.journey}' is the load's: a probe's journey is its own")
+    journeys = set(JOURNEYS) | probe_journeys
     for key, obj_list in (("slo", scenario.slo), ("symptom", scenario.symptom.any if scenario.symptom else [])):
         for oi, obj in enumerate(obj_list):
             if obj.journey not in journeys:
@@ -126,6 +133,10 @@ def validate_document(doc: Any, path: str, root: yaml.Node | None) -> Scenario:
         if name not in journeys:
             p.add(("load", "journeys", name), f"unknown journey '{name}'" + did_you_mean(name, journeys))
     for vi, var in enumerate(scenario.variants):
+        for oi, obj in enumerate(var.symptom.any if var.symptom else []):
+            if obj.journey not in journeys:
+                p.add(("variants", vi, "symptom", "any", oi, "journey"),
+                      f"unknown journey '{obj.journey}'" + did_you_mean(obj.journey, journeys))
         if var.ground_truth is not None:
             if var.ground_truth.category not in CATEGORIES:
                 p.add(("variants", vi, "ground_truth", "category"),

@@ -130,6 +130,9 @@ class Run:
 
         journeys = list(scenario.load_for(variant).journeys) + (list(variant.surge.journeys) if variant.surge else [])
         self.dashboard_slos = journey_slos(journeys, self.win.objective)  # what the agent is shown
+        # A probe's journey (scenario-wide, so no tell of the variant) is shown with the scenario's SLOs on it.
+        probe_journeys = {p.journey for p in scenario.probes}
+        self.dashboard_slos += [s for s in self.slos if s.journey in probe_journeys]
         gt = variant.ground_truth
         if opts.mode not in ("investigation", "detection"):
             raise ScenarioError(f"unknown mode '{opts.mode}' (investigation or detection)")
@@ -153,6 +156,7 @@ class Run:
         self.t0 = time.time()
         self.scope_start: float | None = None  # the run's own telemetry begins at its reset
         self.published_before: int | None = None  # the shipping queue's counter when the load started
+        self.script: Any = None  # the scenario's operator actions and probes (scripted.Script), while running
 
     # ---- helpers ----------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -194,7 +198,41 @@ class Run:
         for run in (self.load_run, self.surge_run):
             if run is not None:
                 recs.extend(run.records())
+        if self.script is not None:
+            recs.extend(self.script.snapshot())
         return samples_from_records(recs)
+
+    def start_script(self) -> None:
+        """The scenario's operator actions and probes, clocked from the load's start (scripted.py)."""
+        if not (self.scenario.actions or self.scenario.probes):
+            return
+        from sockdrill.scenarios.scripted import Script, ScriptContext
+
+        assert self.client is not None
+        record = self.client.record
+        ctx = ScriptContext(front_end_url=record["front_end_url"], record=record, profile=self.opts.profile,
+                            propagation_budget_s=self.win.propagation_budget_s)
+        recorder = (record["recorder_url"], record.get("telemetry_token")) if record.get("recorder_url") else None
+        self.script = Script(ctx, self.scenario.actions, self.scenario.probes, probes_path=self.dir / "probes.jsonl",
+                             recorder=recorder)
+        self.script.start(time.time())
+
+    def script_phase(self, phase: str, at: float) -> None:
+        if self.script is not None:
+            self.script.mark(phase, at)
+
+    def stop_script(self) -> None:
+        if self.script is None:
+            return
+        self.script.stop()
+        for done in self.script.performed_actions():
+            self.journal.mark("operator_action", done["time"], **{k: v for k, v in done.items() if k != "time"})
+        summary = self.script.summary(self.win.propagation_budget_s)
+        self.journal.meta["script"] = summary
+        failed = summary["operator_actions"]["failed"]
+        if failed:
+            self.notes.append(f"{failed} of {summary['operator_actions']['performed']} scripted operator actions "
+                              "failed (see the journal's operator_action markers)")
 
     def slo_holds(self, start: float, end: float) -> tuple[bool, list[str]]:
         samples = self.samples()
@@ -447,6 +485,7 @@ class Run:
             self.published_before = queue_published(self.client)  # type: ignore[arg-type]
             self.say(f"data loaded ({self.users_total} shoppers); starting the load and warming up")
             self.load_run = self.start_load(load, "load.jsonl")
+            self.start_script()
             start = time.time()
             j.mark("warmup_start", start)
             self.sentinels = prepare_sentinels(self.client, self.users_total)  # type: ignore[arg-type]
@@ -466,6 +505,7 @@ class Run:
                 self.wait_until(self.rng.uniform(*self.win.fault_offset_s))
                 onset, symptom = self.onset_with_symptom()
                 j.mark("fault_onset", onset or time.time(), faults=len(self.fault_ids))
+                self.script_phase("onset", onset or time.time())
                 if symptom is None:
                     invalid_reason = (f"the symptom did not appear within {self.win.symptom_timeout_s:g}s of the "
                                       f"fault, twice: {', '.join(o.text() for o in self.symptoms())}")
@@ -476,8 +516,10 @@ class Run:
                 self.say(f"agent {self.opts.agent} on call (budget {self.win.agent_budget_s:g}s)")
                 a0 = time.time()
                 j.mark("agent_start", a0)
+                self.script_phase("agent", a0)
                 outcome = self.run_agent()
                 handed_back = time.time()
+                self.script_phase("handback", handed_back)
                 tools = outcome["tools"]
                 if outcome["error"]:
                     meta["agent_error"] = outcome["error"]
@@ -512,6 +554,7 @@ class Run:
             self.notes.append(str(exc))
         finally:
             self.revert_quietly()
+            self.stop_script()
             if self.load_run is not None:
                 self.load_run.stop()
                 try:
@@ -602,6 +645,8 @@ class Run:
         data = json.loads(result.model_dump_json())
         data["invalid_reason"] = j.meta.get("invalid_reason")
         data["notes"] = j.meta.get("notes", [])
+        if "script" in j.meta:  # only scenarios with operator actions or probes
+            data["script"] = j.meta["script"]
         data["run_dir"] = str(final)
         (self.dir / "result.json").write_text(json.dumps(data, indent=2))
         write_report(j, result, self.dir)

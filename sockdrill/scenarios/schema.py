@@ -32,6 +32,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sockdrill.scenarios.scripted import ScheduledAction, ScheduledProbe
+
 ID = re.compile(r"^[a-z][a-z0-9-]{1,60}$")
 SliName = Literal["latency_p50", "latency_p95", "latency_p99", "error_rate", "throughput"]
 
@@ -160,6 +162,10 @@ class Scenario(Strict):
     symptom: Symptom | None = None
     load: Load = Field(default_factory=Load)
     control: bool = False  # a fault-free run: measures false detections
+    # The run's scripted world, the same for every variant (scripted.py): operator actions on a schedule and
+    # client-side probes whose readings are SLI samples of their own journeys.
+    actions: list[ScheduledAction] = Field(default_factory=list)
+    probes: list[ScheduledProbe] = Field(default_factory=list)
     variants: list[Variant] = Field(min_length=1)
 
     @field_validator("id")
