@@ -12,7 +12,9 @@ import json
 import os
 import sys
 
-from sockdrill.shop.manifest import SERVICE_MODULES
+from sockdrill.shop.manifest import SERVICE_MODULES, STANDALONE_MODULES
+
+MODULES = {**SERVICE_MODULES, **STANDALONE_MODULES}
 
 
 def routes(name: str) -> list[dict[str, str]]:
@@ -22,7 +24,7 @@ def routes(name: str) -> list[dict[str, str]]:
     # Building needs each store's URL to be set, not reachable: nothing connects before start-up.
     for store in ("SESSION_DB", "CATALOGUE_DB", "CARTS_DB", "ORDERS_DB", "USER_DB", "QUEUE"):
         os.environ.setdefault(f"SOCKDRILL_URL_{store}", "unused://routes-only")
-    module = importlib.import_module(SERVICE_MODULES[name])
+    module = importlib.import_module(MODULES[name])
     svc = Service(name, module.KNOBS)
     module.build(svc)
     found = {(r.method, r.resource.canonical) for r in svc.app.router.routes()
@@ -31,13 +33,13 @@ def routes(name: str) -> list[dict[str, str]]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (1, 2) or argv[0] not in SERVICE_MODULES or argv[1:] not in ([], ["--routes"]):
-        print(f"usage: python -m sockdrill.shop {{{','.join(sorted(SERVICE_MODULES))}}} [--routes]", file=sys.stderr)
+    if len(argv) not in (1, 2) or argv[0] not in MODULES or argv[1:] not in ([], ["--routes"]):
+        print(f"usage: python -m sockdrill.shop {{{','.join(sorted(MODULES))}}} [--routes]", file=sys.stderr)
         return 2
     if argv[1:] == ["--routes"]:
         print(json.dumps(routes(argv[0]), indent=1))
         return 0
-    module = importlib.import_module(SERVICE_MODULES[argv[0]])
+    module = importlib.import_module(MODULES[argv[0]])
     module.main()
     return 0
 

@@ -31,13 +31,15 @@ from aiohttp import web
 
 from sockdrill.cluster.admin import SHOP_TOKEN_ENV, bearer_ok
 from sockdrill.errors import ShopError
+from sockdrill.shop.cdn_purge import KNOBS as PURGE_KNOBS
+from sockdrill.shop.cdn_purge import PurgePublisher
 from sockdrill.shop.common.db import DB_KNOBS, Database
 from sockdrill.shop.common.service import Service, bad_request, json_response, read_json, run_service
 from sockdrill.shop.data import data_products, data_seed, images
 from sockdrill.shop.data.generate import generate_products
 from sockdrill.shop.data.seed import SOCKS, TAG_IDS, TAGS, Sock
 
-KNOBS = [*DB_KNOBS]
+KNOBS = [*DB_KNOBS, *PURGE_KNOBS]
 
 JSON_TYPE = "application/json; charset=utf-8"
 # Upstream's Go handlers set Content-Type after writing an error status, so clients saw a sniffed type.
@@ -328,6 +330,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
 
 def build(svc: Service) -> None:
     db = Database(svc, "catalogue-db", init=init_db)
+    purges = PurgePublisher(svc)  # edge caches learn of each change (when cdn_regions names any)
 
     async def warm_images(_app: web.Application) -> None:
         await asyncio.get_running_loop().run_in_executor(None, images.warm)
@@ -434,6 +437,7 @@ def build(svc: Service) -> None:
             await _set_tags(conn, sock_id, clean["tags"])
             row = await conn.fetchrow(GET_SQL, sock_id)
         svc.log.info("product created", extra={"fields": {"kind": "product_change", "id": sock_id}})
+        await purges.changed("create", sock_id)  # a cached "not found" of it, or a listing without it
         return json_response(sock_json(row), status=201, content_type=JSON_TYPE)
 
     async def update_product(request: web.Request) -> web.Response:
@@ -464,6 +468,7 @@ def build(svc: Service) -> None:
         changes = {k: {"old": before[k], "new": after[k]} for k in after if before[k] != after[k]}
         svc.log.info("product updated", extra={"fields": {"kind": "product_change", "id": sock_id,
                                                           "changes": changes}})
+        await purges.changed("update", sock_id)
         return json_response(after, content_type=JSON_TYPE)
 
     async def delete_product(request: web.Request) -> web.Response:
@@ -473,6 +478,7 @@ def build(svc: Service) -> None:
         if done.endswith(" 0"):
             raise bad_request(f"product {sock_id!r} not found", 404)
         svc.log.info("product deleted", extra={"fields": {"kind": "product_change", "id": sock_id}})
+        await purges.changed("delete", sock_id)
         return json_response({"deleted": sock_id}, content_type=JSON_TYPE)
 
     r = svc.app.router

@@ -50,6 +50,9 @@ class UpstreamResponse:
     status: int
     headers: Mapping[str, str]
     body: bytes
+    # Every header line as sent, repeats included (``headers`` keeps one value per name: several Set-Cookie
+    # lines would collapse into one there); what a proxy passes on.
+    header_list: tuple[tuple[str, str], ...] = ()
 
     def json(self) -> Any:
         try:
@@ -148,7 +151,7 @@ class Upstreams:
             ) as resp:
                 body = await resp.read()
                 status_label = str(resp.status)
-                return UpstreamResponse(resp.status, dict(resp.headers), body)
+                return UpstreamResponse(resp.status, dict(resp.headers), body, tuple(resp.headers.items()))
         except TimeoutError as exc:
             self.metrics.client_timeouts.labels(self.service, destination).inc()
             self.metrics.client_errors.labels(self.service, destination, "timeout").inc()
