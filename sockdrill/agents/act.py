@@ -58,6 +58,8 @@ class ActRoom(ToolsBase):
         """
         if not 0 <= replicas <= MAX_REPLICAS:
             raise ToolError(f"replicas must be between 0 and {MAX_REPLICAS}, got {replicas}")
+        if self._kind_of(service) != "service":  # a datastore's size is the platform's, asleep or awake
+            raise ToolError(f"'{service}' is a datastore and runs exactly one pod; it cannot be scaled")
         out = self._post("/v1/scale", {"deployment": service, "replicas": replicas})
         return {**out, "changed": out.get("before") != out.get("replicas")}
 

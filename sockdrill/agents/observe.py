@@ -46,7 +46,7 @@ class ObserveRoom(ToolsBase):
             pod.pop("pid", None)
         # What kubectl would show: no "set by someone" marks (knobs, defaults), no environment.
         out = {k: v for k, v in d.items() if k not in ("env", "knobs", "default_limits",
-                                                                 "default_replicas", "default_knobs")}
+                                                                 "default_replicas", "default_knobs", "optional")}
         if d.get("kind") == "service":
             if self._third_party(d):
                 out["config"] = "a third-party service: its configuration is not ours to see"

@@ -364,8 +364,10 @@ class Runtime:
     # ---- operator actions --------------------------------------------------------------------
     async def scale(self, name: str, replicas: int) -> dict[str, Any]:
         dep = self.deployment(name)
-        if dep.spec.is_store or dep.external:
+        if dep.external or (dep.spec.is_store and not dep.spec.optional):
             raise ClusterError(f"'{name}' is a datastore and runs exactly one pod; it cannot be scaled")
+        if dep.spec.is_store and replicas not in (0, 1):
+            raise ClusterError(f"'{name}' is an optional datastore: it runs 0 pods (asleep) or 1, got {replicas}")
         if not 0 <= replicas <= MAX_REPLICAS:
             raise ClusterError(f"replicas must be between 0 and {MAX_REPLICAS}, got {replicas}")
         before = dep.spec.replicas
@@ -373,7 +375,12 @@ class Runtime:
         live = [p for p in dep.pods.values() if not p.stopping]
         if replicas > len(live):
             for _ in range(replicas - len(live)):
-                dep.new_pod().launch()
+                if dep.spec.is_store:
+                    dep.next_index = 0  # a woken store is its one pod again: same name, folder and port
+                pod = dep.new_pod()
+                if dep.spec.kind == "postgres":
+                    self._write_pgpass()  # its port, for the probes and exporters that log in to it
+                pod.launch()
         elif replicas < len(live):
             # Remove the newest pods first, like a ReplicaSet scaling down.
             doomed = sorted(live, key=lambda p: int(p.name.rsplit("-", 1)[1]))[replicas:]
@@ -578,6 +585,7 @@ class Runtime:
             extra["start_settings"] = {"maxmemory": dep.spec.maxmemory, "maxmemory-policy": dep.spec.maxmemory_policy}
         return {**extra,
             "name": dep.name, "kind": dep.spec.kind, "role": dep.spec.role, "replicas": dep.spec.replicas,
+            "optional": dep.spec.optional,
             "ready_replicas": len(dep.ready_pods()), "external": dep.spec.external_url is not None,
             "address": self.shown_url(dep.name) if dep.ingress else None,
             "calls": list(dep.spec.calls),

@@ -22,6 +22,10 @@ class DeploymentSpec(BaseModel):
     kind: Kind = "service"
     module: str | None = None  # service pods: ``python -m sockdrill.shop <module>``
     replicas: int = Field(default=1, ge=0, le=16)
+    # A component only some scenarios use (a region's edge cache, a read replica): the manifest gives it 0 pods
+    # and a scenario's set-up wakes it, so that every other run pays nothing for it. An optional datastore
+    # runs 0 or 1 pod and keeps its data while asleep, as a StatefulSet scaled to 0 keeps its volume.
+    optional: bool = False
     calls: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     knobs: dict[str, Any] = Field(default_factory=dict)

@@ -62,12 +62,32 @@ class Problems:
 
 
 def _known_topology() -> tuple[set[str], set[tuple[str, str]]]:
+    names, edges, _stores = _manifest()
+    return names, edges
+
+
+def _manifest() -> tuple[set[str], set[tuple[str, str]], dict[str, bool]]:
+    """Deployment names, edges, and each datastore with whether it is optional (a set-up may wake it)."""
     from sockdrill.shop.manifest import shop_deployments
 
     specs = shop_deployments()
     names = {s.name for s in specs}
+    stores = {s.name: s.optional for s in specs if s.is_store}
     edges = {(s.name, d) for s in specs for d in s.calls} | {("host", s.name) for s in specs}
-    return names, edges
+    return names, edges, stores
+
+
+def _check_setup(p: Problems, loc: tuple[Any, ...], setup: Any, names: set[str], stores: dict[str, bool]) -> None:
+    for part in ("replicas", "balancing"):
+        for svc in getattr(setup, part):
+            if svc not in names:
+                p.add((*loc, part, svc), f"unknown service '{svc}'" + did_you_mean(svc, names))
+    for name, n in setup.replicas.items():
+        if name in stores and not stores[name]:
+            p.add((*loc, "replicas", name), f"'{name}' is a datastore that always runs one pod: a set-up cannot "
+                                            "size it (only optional datastores, which it may wake: 0 or 1)")
+        elif name in stores and n not in (0, 1):
+            p.add((*loc, "replicas", name), f"optional datastore '{name}' runs 0 or 1 pod, got {n}")
 
 
 def _check_faults(p: Problems, vi: int, var: Variant, names: set[str]) -> None:
@@ -112,7 +132,8 @@ def validate_document(doc: Any, path: str, root: yaml.Node | None) -> Scenario:
             msg = err["msg"].removeprefix("Value error, ")
             p.add(tuple(err["loc"]), msg)
         raise ScenarioError("\n".join(p.items)) from None
-    names, _edges = _known_topology()
+    names, _edges, stores = _manifest()
+    _check_setup(p, ("setup",), scenario.setup, names, stores)
     from sockdrill.evaluate.taxonomy import CATEGORIES
     from sockdrill.load.sli import JOURNEYS
     from sockdrill.scenarios.scripted import check_script
@@ -147,10 +168,7 @@ def validate_document(doc: Any, path: str, root: yaml.Node | None) -> Scenario:
                     if comp not in names:
                         p.add(("variants", vi, "ground_truth", key, ci),
                               f"unknown component '{comp}'" + did_you_mean(comp, names))
-        for part in ("replicas", "balancing"):
-            for svc in getattr(var.setup, part):
-                if svc not in names:
-                    p.add(("variants", vi, "setup", part, svc), f"unknown service '{svc}'" + did_you_mean(svc, names))
+        _check_setup(p, ("variants", vi, "setup"), var.setup, names, stores)
         _check_faults(p, vi, var, names)
         _check_tools(p, vi, var)
     if p.items:

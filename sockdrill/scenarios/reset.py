@@ -109,6 +109,11 @@ def reset_deployments(client: RuntimeClient, setup: Setup) -> tuple[dict[str, An
             if dep["replicas"] != want:
                 client.post("/v1/scale", {"deployment": name, "replicas": want})
                 done.setdefault("scaled", {})[name] = want
+        elif dep.get("optional"):  # an optional datastore sleeps unless the set-up wakes it; its data stays
+            want = setup.replicas.get(name, dep.get("default_replicas", 0))
+            if dep["replicas"] != want:
+                client.post("/v1/scale", {"deployment": name, "replicas": want})
+                done.setdefault("scaled", {})[name] = want
         if dep["limits"] != dep.get("default_limits", dep["limits"]) and name not in setup.limits:
             try:
                 client.post("/v1/limits", {"deployment": name, "clear": True})

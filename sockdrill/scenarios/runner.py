@@ -244,7 +244,7 @@ class Run:
 
     # ---- phases ------------------------------------------------------------------------------------
     def bring_up(self) -> None:
-        setup = self.variant.setup
+        setup = self.scenario.setup_for(self.variant)
         users = max(BASE_USERS, setup.users)
         if self.opts.data_dir is not None:
             self.client = RuntimeClient.connect(self.opts.data_dir)
@@ -265,7 +265,7 @@ class Run:
         from sockdrill.scenarios.reset import reset_shop
 
         assert self.client is not None
-        done = reset_shop(self.client, self.variant.setup)
+        done = reset_shop(self.client, self.scenario.setup_for(self.variant))
         self.users_total = int(done.get("users", BASE_USERS))
         from sockdrill.scenarios.alert_rules import install_run_rules
         from sockdrill.slo.alerts import alerting_slo

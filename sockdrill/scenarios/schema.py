@@ -96,7 +96,8 @@ class Load(Strict):
 
 
 class Setup(Strict):
-    """Data and replicas a variant needs before the fault."""
+    """Data, replicas, limits and knobs a run needs before the fault: the scenario's (what every variant and the
+    control share, e.g. the optional components it wakes), with each variant's own on top."""
 
     users: int = Field(default=0, ge=0, le=2_000_000)
     products: int = Field(default=0, ge=0, le=200_000)
@@ -161,6 +162,7 @@ class Scenario(Strict):
     slo: list[Objective] = Field(min_length=1)
     symptom: Symptom | None = None
     load: Load = Field(default_factory=Load)
+    setup: Setup = Field(default_factory=Setup)  # under every variant's own (setup_for)
     control: bool = False  # a fault-free run: measures false detections
     # The run's scripted world, the same for every variant (scripted.py): operator actions on a schedule and
     # client-side probes whose readings are SLI samples of their own journeys.
@@ -214,6 +216,17 @@ class Scenario(Strict):
 
     def load_for(self, var: Variant) -> Load:
         return var.load or self.load
+
+    def setup_for(self, var: Variant) -> Setup:
+        """The scenario's set-up with the variant's on top (its replicas, knobs, limits and balancing win by
+        name; data sizes are the larger of the two)."""
+        base, own = self.setup, var.setup
+        knobs = {k: dict(v) for k, v in base.knobs.items()}
+        for name, values in own.knobs.items():
+            knobs[name] = {**knobs.get(name, {}), **values}
+        return Setup(users=max(base.users, own.users), products=max(base.products, own.products),
+                     replicas={**base.replicas, **own.replicas}, knobs=knobs, limits={**base.limits, **own.limits},
+                     balancing={**base.balancing, **own.balancing})
 
     def symptom_for(self, var: Variant) -> Symptom | None:
         return var.symptom or self.symptom

@@ -635,12 +635,18 @@ class RuntimeMetrics:
             log.warning("collector %s failed: %s", collector.name, exc)
             return [], time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
 
+    def _asleep(self, collector: Collector) -> bool:
+        """A datastore scaled to 0 (an optional one no scenario woke): no series, rather than a down store."""
+        dep = self.runtime.deployments.get(str(getattr(collector, "deployment", "")))
+        return dep is not None and dep.spec.optional and dep.spec.replicas == 0
+
     async def scrape(self) -> Scrape:
-        results = await asyncio.gather(*(self._one(c) for c in self.collectors))
+        awake = [c for c in self.collectors if not self._asleep(c)]
+        results = await asyncio.gather(*(self._one(c) for c in awake))
         merged: dict[str, Family] = {}
         order: list[str] = []
         durations, errors = {}, {}
-        for collector, (fams, seconds, error) in zip(self.collectors, results, strict=True):
+        for collector, (fams, seconds, error) in zip(awake, results, strict=True):
             durations[collector.name] = seconds
             if error:
                 errors[collector.name] = error

@@ -126,6 +126,7 @@ def test_a_second_submission_is_refused(tools: Tools) -> None:
 
 def test_scale_is_bounded(tools: Tools) -> None:
     assert "between 0 and 8" in tools.call("scale", service="user", replicas=9)["error"]
+    assert "is a datastore" in tools.call("scale", service="user-db", replicas=2)["error"]
 
 
 def test_reset_gateway_closes_the_breaker_and_keeps_config(tools: Tools) -> None:

@@ -116,3 +116,40 @@ def test_bad_file_reports_every_error_with_line_and_field(tmp_path: Path) -> Non
 def test_malformed_documents(text: str, needle: str) -> None:
     with pytest.raises(ScenarioError, match=needle):
         load_scenario_text(text, "x.yaml")
+
+
+SETUP_DOC = """
+id: shared-setup
+title: A scenario whose variants share a set-up
+journey: login
+impact: Slow logins.
+slo: [{journey: login, sli: latency_p95, below: 1.0}]
+symptom: {any: [{journey: login, sli: latency_p95, above: 2.0}]}
+setup: {users: 3000, replicas: {user: 2}, knobs: {user: {login_delay_ms: 5, bcrypt_rounds: 4}}}
+variants:
+  - id: one
+    title: One
+    cause: one cause
+    setup: {users: 100, replicas: {carts: 2}, knobs: {user: {login_delay_ms: 9}}}
+    faults: [{kind: pod.kill, target: user}]
+    ground_truth: {root_cause: [user], category: process_crash}
+    remediation: [{tool: restart, args: {service: user}}]
+"""
+
+
+def test_a_scenario_s_set_up_lies_under_each_variant_s() -> None:
+    sc = load_scenario_text(SETUP_DOC, "x.yaml")
+    merged = sc.setup_for(sc.variants[0])
+    assert merged.users == 3000 and merged.replicas == {"user": 2, "carts": 2}
+    assert merged.knobs == {"user": {"login_delay_ms": 9, "bcrypt_rounds": 4}}
+
+
+@pytest.mark.parametrize("change, needle", [
+    (("replicas: {user: 2}", "replicas: {user-db: 2}"),
+     "x.yaml:8: setup.replicas.user-db: 'user-db' is a datastore that always runs one pod"),
+    (("replicas: {carts: 2}", "replicas: {nobody: 2}"), "variants[0].setup.replicas.nobody: unknown service 'nobody'"),
+])
+def test_a_set_up_sizes_only_what_may_be_sized(change: tuple[str, str], needle: str) -> None:
+    with pytest.raises(ScenarioError) as err:
+        load_scenario_text(SETUP_DOC.replace(*change), "x.yaml")
+    assert needle in str(err.value), str(err.value)

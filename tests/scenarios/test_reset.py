@@ -107,3 +107,63 @@ def test_a_reset_grows_the_catalogue_to_the_set_up_s_products(small_shop: Runtim
     got = wait_for(lambda: (r := requests.get(f"{rc.record['addresses']['catalogue']}/catalogue/{sock}", timeout=5))
                    .status_code == 200 and r.json())
     assert got["id"] == sock
+
+
+def test_optional_components_sleep_unless_a_set_up_wakes_them_and_keep_their_data() -> None:
+    """A dormant store and a dormant service: 0 pods and no series while asleep (a ready shop all the same),
+    woken by a set-up, back to sleep at the next reset, and the store's data is still there when it wakes."""
+    from sockdrill.cluster.admin import telemetry_headers
+    from sockdrill.errors import ClusterError
+
+    data_dir = make_data_dir("sockdrill-dormant-")
+    specs = [DeploymentSpec(name="mini-db", kind="postgres", optional=True, replicas=0),
+             DeploymentSpec(name="payment", kind="service", module="payment", optional=True, replicas=0),
+             DeploymentSpec(name="always-db", kind="redis")]
+    try:
+        rc, _ = client.up(specs, data_dir=data_dir, timeout=120)
+        status = rc.get("/v1/status")
+        assert status["ready"] and {d["name"]: len(d["pods"]) for d in status["deployments"]} == {
+            "mini-db": 0, "payment": 0, "always-db": 1}
+
+        def store_series() -> str:
+            import requests
+
+            text = requests.get(rc.record["metrics_url"], headers=telemetry_headers(rc.record.get("telemetry_token")),
+                                timeout=15).text
+            return "\n".join(line for line in text.splitlines() if line.startswith(("pg_up", "redis_up")))
+
+        def up(store: str) -> float | None:
+            """The store's pg_up/redis_up as the runtime exports it; None: no such series."""
+            return next((float(line.rsplit(" ", 1)[1]) for line in store_series().splitlines()
+                         if line.startswith(("pg_up{", "redis_up{")) and f'service="{store}"' in line), None)
+
+        assert up("mini-db") is None and up("always-db") == 1.0
+        with pytest.raises(ClusterError, match="runs exactly one pod"):
+            rc.post("/v1/scale", {"deployment": "always-db", "replicas": 0})
+        with pytest.raises(ClusterError, match="runs 0 pods \\(asleep\\) or 1"):
+            rc.post("/v1/scale", {"deployment": "mini-db", "replicas": 2})
+
+        done, _ = reset_deployments(rc, Setup(replicas={"mini-db": 1, "payment": 1}))
+        assert done["scaled"] == {"mini-db": 1, "payment": 1}, done
+        url = rc.record["addresses"]["mini-db"]
+
+        async def sql(query: str) -> object:
+            conn = await asyncpg.connect(url, timeout=10)
+            try:
+                return await conn.fetchval(query)
+            finally:
+                await conn.close()
+
+        asyncio.run(sql("CREATE TABLE kept (v text)"))
+        asyncio.run(sql("INSERT INTO kept VALUES ('still here')"))
+        wait_for(lambda: up("mini-db") == 1.0, timeout=20)
+        done, _ = reset_deployments(rc, Setup())  # the next run: asleep again
+        assert done["scaled"] == {"mini-db": 0, "payment": 0}, done
+        assert all(not d["pods"] for d in rc.get("/v1/status")["deployments"] if d["name"] != "always-db")
+        wait_for(lambda: up("mini-db") is None, timeout=20)
+        reset_deployments(rc, Setup(replicas={"mini-db": 1}))
+        assert rc.get("/v1/describe/mini-db")["pods"][0]["name"] == "mini-db-0"
+        assert asyncio.run(sql("SELECT v FROM kept")) == "still here"
+    finally:
+        client.down(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
