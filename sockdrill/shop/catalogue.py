@@ -9,7 +9,12 @@ product changes (price, stock, text) that caches downstream must pick up:
 
 - ``POST /admin/products`` ``{name, description, price, count, tags[, id, imageUrl]}`` → 201 Sock;
 - ``PATCH /admin/products/{id}`` with any of ``price``, ``count``, ``name``, ``description``, ``tags`` → Sock;
-- ``DELETE /admin/products/{id}`` → ``{"deleted": id}``.
+- ``DELETE /admin/products/{id}`` → ``{"deleted": id}``;
+- ``GET /admin/products/export?after=&limit=`` → ``{"items": [Sock…], "next": id | null}`` (keyset pages in id
+  order: what the search indexer rebuilds its index from).
+
+Each change is then published (shop/product_events.py): a change record for the search indexer, purges for
+the regions' edge caches.
 
 Data: the nine released socks on first start, plus ``SOCKDRILL_DATA_PRODUCTS`` generated ones (COPY).
 """
@@ -31,13 +36,13 @@ from aiohttp import web
 
 from sockdrill.cluster.admin import SHOP_TOKEN_ENV, bearer_ok
 from sockdrill.errors import ShopError
-from sockdrill.shop.cdn_purge import KNOBS as PURGE_KNOBS
-from sockdrill.shop.cdn_purge import PurgePublisher
 from sockdrill.shop.common.db import DB_KNOBS, Database
 from sockdrill.shop.common.service import Service, bad_request, json_response, read_json, run_service
 from sockdrill.shop.data import data_products, data_seed, images
 from sockdrill.shop.data.generate import generate_products
 from sockdrill.shop.data.seed import SOCKS, TAG_IDS, TAGS, Sock
+from sockdrill.shop.product_events import KNOBS as PURGE_KNOBS
+from sockdrill.shop.product_events import ProductEvents
 
 KNOBS = [*DB_KNOBS, *PURGE_KNOBS]
 
@@ -105,6 +110,16 @@ SELECT s.sock_id, s.name, s.description, s.price, s.count, s.image_url_1, s.imag
                 '{}') AS tags
 FROM sock s WHERE s.sock_id = $1
 """
+
+# Every product after a key, in key order (a keyset page): how the search indexer rebuilds its index.
+EXPORT_SQL = """
+SELECT s.sock_id, s.name, s.description, s.price, s.count, s.image_url_1, s.image_url_2,
+       coalesce((SELECT array_agg(t.name ORDER BY st.pos, st.tag_id)
+                 FROM sock_tag st JOIN tag t ON t.tag_id = st.tag_id WHERE st.sock_id = s.sock_id),
+                '{}') AS tags
+FROM sock s WHERE s.sock_id > $1 ORDER BY s.sock_id LIMIT $2
+"""
+MAX_EXPORT_PAGE = 5000
 
 COUNT_SQL = """
 SELECT count(*) FROM sock s
@@ -330,7 +345,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
 
 def build(svc: Service) -> None:
     db = Database(svc, "catalogue-db", init=init_db)
-    purges = PurgePublisher(svc)  # edge caches learn of each change (when cdn_regions names any)
+    purges = ProductEvents(svc)  # edge caches learn of each change (when cdn_regions names any)
 
     async def warm_images(_app: web.Application) -> None:
         await asyncio.get_running_loop().run_in_executor(None, images.warm)
@@ -471,6 +486,29 @@ def build(svc: Service) -> None:
         await purges.changed("update", sock_id)
         return json_response(after, content_type=JSON_TYPE)
 
+    async def export_products(request: web.Request) -> web.Response:
+        """``GET /admin/products/export?after=<id>&limit=<n>`` (the service token): products after ``after`` in
+        id order, ``{"items": [...], "next": <last id, or null at the end>}``."""
+        _admin_only(request)
+        after = request.query.get("after", "")
+        raw_limit = request.query.get("limit", str(MAX_EXPORT_PAGE))
+        if len(after) > 40:
+            raise bad_request("'after' is a product id (at most 40 characters)")
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            raise bad_request(f"'limit' must be an integer, got {raw_limit[:40]!r}") from None
+        if not 1 <= limit <= MAX_EXPORT_PAGE:
+            raise bad_request(f"'limit' must be between 1 and {MAX_EXPORT_PAGE}, got {limit}")
+        try:
+            rows = await db.fetch(EXPORT_SQL, after, limit)
+        except DB_ERRORS:
+            svc.log.exception("catalogue export failed")
+            return go_error("database connection error", 500)
+        items = [sock_json(r) for r in rows]
+        nxt = items[-1]["id"] if len(items) == limit else None
+        return json_response({"items": items, "next": nxt}, content_type=JSON_TYPE)
+
     async def delete_product(request: web.Request) -> web.Response:
         _admin_only(request)
         sock_id = request.match_info["id"]
@@ -487,6 +525,7 @@ def build(svc: Service) -> None:
     r.add_get("/catalogue/images/{file}", get_image)
     r.add_get("/catalogue/{id}", get_sock)
     r.add_get("/tags", list_tags)
+    r.add_get("/admin/products/export", export_products)
     r.add_post("/admin/products", create_product)
     r.add_patch("/admin/products/{id}", update_product)
     r.add_delete("/admin/products/{id}", delete_product)

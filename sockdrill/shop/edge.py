@@ -43,10 +43,10 @@ from urllib.parse import urlencode
 from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
-from sockdrill.shop.cdn_purge import STREAM_PREFIX, PurgeError, parse_purge
 from sockdrill.shop.common import Knob, Service, bad_request, json_response, read_json, run_service
 from sockdrill.shop.common.env import optional_upstream_url
 from sockdrill.shop.common.http import UpstreamError
+from sockdrill.shop.product_events import STREAM_PREFIX, EventError, parse_purge
 
 ORIGIN = "front-end"
 KINDS = ("list", "item", "image")
@@ -323,7 +323,7 @@ class EdgeCache:
             return True
         try:
             keys, at = parse_purge(fields)
-        except PurgeError as exc:
+        except EventError as exc:
             n = attempts.get(entry_id, 0) + 1
             attempts[entry_id] = n
             self.purges.labels(*labels, "failed").inc()

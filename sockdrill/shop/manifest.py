@@ -23,11 +23,13 @@ SERVICE_MODULES: dict[str, str] = {
     "user": "sockdrill.shop.user",
 }
 
-# Services built and tested but not deployed in the default shop yet: scenario 4's regional edge caches join
-# the manifest as dormant deployments that a scenario's set-up wakes (docs/drafts/scenarios-4-and-6.md §2.1),
-# so that every other run pays nothing for them. ``python -m sockdrill.shop edge`` runs one.
+# Services built and tested but not deployed in the default shop yet: scenario 4's regional edge caches and
+# scenario 6's search join the manifest as dormant deployments that a scenario's set-up wakes
+# (docs/drafts/scenarios-4-and-6.md §2.1), so that every other run pays nothing for them.
+# ``python -m sockdrill.shop edge`` runs one by hand.
 STANDALONE_MODULES: dict[str, str] = {
     "edge": "sockdrill.shop.edge",
+    "search": "sockdrill.shop.search",
 }
 
 FRONT_END_PORT = 8079

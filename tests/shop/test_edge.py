@@ -280,7 +280,7 @@ def test_a_staff_change_reaches_the_edge_through_the_catalogue_s_purge(redis_db:
         wait_for(lambda: price() == 12.5, timeout=10)
         # Every configured region got the purge, in the format the edges read.
         [(_, fields)] = redis_db.xrange("cdn-purge.other")
-        from sockdrill.shop.cdn_purge import parse_purge
+        from sockdrill.shop.product_events import parse_purge
 
         assert parse_purge(fields)[0] == [f"product:{holy}"]
         # Publishing switched off: the change is saved and the edge keeps serving the old price.

@@ -1,11 +1,15 @@
-"""The purge channel between the catalogue and the edge caches (shop/edge.py): one Redis stream per region on
-the ``queue`` store, ``cdn-purge.<region>``, each message ``{"body": "{\\"v\\": 1, \\"keys\\": [\\"product:<id>\\"],
-\\"at\\": <epoch>}", "headers": "{}"}`` (the fields every stream of the shop's queue uses).
+"""What the catalogue tells the rest of the shop after each committed product change, on Redis streams of the
+``queue`` store (messages carry the fields every stream of the shop's queue uses, ``body`` and ``headers``):
 
-The catalogue publishes after each committed product change, to the regions in its ``cdn_regions`` knob. A
-publish that fails (no queue, the queue down, slower than ``purge_publish_timeout_s``) never fails the staff's
-change: it is logged and counted (``catalogue_invalidation_failures_total``), as a CMS whose CDN purge failed
-still shows "saved". That is seed scenario 4's "cache invalidation failures".
+- **purges** for the edge caches (shop/edge.py): one stream per region, ``cdn-purge.<region>``, body
+  ``{"v": 1, "keys": ["product:<id>"], "at": <epoch>}``, to the regions in the ``cdn_regions`` knob;
+- **changes** for the search indexer (shop/search.py): ``catalogue-changes``, body ``{"v": 1, "op":
+  "create"|"update"|"delete", "id": "<id>", "at": <epoch>}``, always (when the pod has a queue).
+
+A publish that fails (no queue, the queue down, slower than ``purge_publish_timeout_s``) never fails the staff's
+change: it is logged and counted (``catalogue_invalidation_failures_total``), as a CMS whose CDN purge failed still
+shows "saved". That is seed scenario 4's "cache invalidation failures"; a search index missing a change is
+seed scenario 6's staleness.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from sockdrill.shop.common import Knob, Service
 from sockdrill.shop.common.env import optional_upstream_url
 
 STREAM_PREFIX = "cdn-purge."
+CHANGES_STREAM = "catalogue-changes"
 MAXLEN = 1000  # a region nobody reads (its edge asleep) keeps at most about this many messages
+CHANGES_MAXLEN = 10000  # the indexer reindexes from the catalogue when it finds a gap, so old ones may go
 
 KNOBS: list[Knob] = [
     Knob("cdn_regions", "", "regions whose edge caches are sent a purge on every product change "
@@ -31,16 +37,20 @@ KNOBS: list[Knob] = [
 ]
 
 
-class PurgeError(ValueError):
-    """A purge message an edge cannot apply."""
+class EventError(ValueError):
+    """A product event message (purge or change) this reader cannot apply."""
 
 
 def purge_fields(keys: list[str], at: float | None = None) -> dict[str, str]:
     return {"body": json.dumps({"v": 1, "keys": keys, "at": time.time() if at is None else at}), "headers": "{}"}
 
 
-def parse_purge(fields: dict[Any, Any]) -> tuple[list[str], float | None]:
-    """A purge message's keys and publication time; PurgeError if it is not a version-1 purge."""
+def change_fields(op: str, product: str, at: float | None = None) -> dict[str, str]:
+    return {"body": json.dumps({"v": 1, "op": op, "id": product, "at": time.time() if at is None else at}),
+            "headers": "{}"}
+
+
+def _body(fields: dict[Any, Any], what: str) -> dict[str, Any]:
     raw = fields.get(b"body", fields.get("body"))
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
@@ -49,10 +59,27 @@ def parse_purge(fields: dict[Any, Any]) -> tuple[list[str], float | None]:
     except ValueError:
         body = None
     if not isinstance(body, dict) or body.get("v") != 1:
-        raise PurgeError(f"not a version-1 purge message: {str(raw)[:120]!r}")
+        raise EventError(f"not a version-1 {what} message: {str(raw)[:120]!r}")
+    return body
+
+
+def parse_change(fields: dict[Any, Any]) -> tuple[str, str, float | None]:
+    """A change message's (op, product id, time); EventError if it is not one."""
+    body = _body(fields, "change")
+    op, product = body.get("op"), body.get("id")
+    if op not in ("create", "update", "delete") or not isinstance(product, str) or not product:
+        raise EventError(f"a change message needs 'op' and 'id': {body!r:.120}")
+    at = body.get("at")
+    return op, product, float(at) if isinstance(at, (int, float)) else None
+
+
+def parse_purge(fields: dict[Any, Any]) -> tuple[list[str], float | None]:
+    """A purge message's keys and publication time; EventError if it is not a version-1 purge."""
+    body = _body(fields, "purge")
+    raw = fields.get(b"body", fields.get("body"))
     keys = body.get("keys")
     if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k for k in keys):
-        raise PurgeError(f"a purge message needs 'keys', a list of names: {str(raw)[:120]!r}")
+        raise EventError(f"a purge message needs 'keys', a list of names: {str(raw)[:120]!r}")
     at = body.get("at")
     return keys, float(at) if isinstance(at, (int, float)) else None
 
@@ -61,8 +88,9 @@ def regions_of(value: str) -> list[str]:
     return [r.strip() for r in value.split(",") if r.strip()]
 
 
-class PurgePublisher:
-    """The catalogue's side: XADD a purge to every configured region's stream after a product change."""
+class ProductEvents:
+    """The catalogue's side: after a product change, XADD its change record and a purge to every configured
+    region's stream."""
 
     def __init__(self, svc: Service) -> None:
         self.svc = svc
@@ -94,12 +122,18 @@ class PurgePublisher:
         return self._redis
 
     async def changed(self, op: str, product: str) -> None:
-        """A committed change of ``product``: count it, and purge it in every configured region."""
+        """A committed change of ``product``: count it, record it for the indexer, purge it in every region."""
         self.changes.labels(self.svc.name, op).inc()
-        regions = regions_of(str(self.svc.knobs["cdn_regions"]))
-        if not regions:
-            return
         client = self._client()
+        timeout = float(self.svc.knobs["purge_publish_timeout_s"])
+        if client is not None:
+            try:
+                await asyncio.wait_for(client.xadd(CHANGES_STREAM, change_fields(op, product), maxlen=CHANGES_MAXLEN,
+                                                   approximate=True), timeout=timeout)
+            except Exception as exc:  # the indexer catches up by reindexing; the change itself is saved
+                self.svc.log.warning("change of %s not recorded on %s: %s", product, CHANGES_STREAM,
+                                     exc or type(exc).__name__)
+        regions = regions_of(str(self.svc.knobs["cdn_regions"]))
         fields = purge_fields([f"product:{product}"])
         for region in regions:
             reason = None
@@ -108,8 +142,7 @@ class PurgePublisher:
             else:
                 try:
                     await asyncio.wait_for(client.xadd(STREAM_PREFIX + region, fields, maxlen=MAXLEN,
-                                                       approximate=True),
-                                           timeout=float(self.svc.knobs["purge_publish_timeout_s"]))
+                                                       approximate=True), timeout=timeout)
                 except TimeoutError:
                     reason = "timeout"
                 except Exception as exc:  # the queue down or refusing: counted and logged, never the staff's error
