@@ -70,10 +70,10 @@ def up(
             raise fail("--prometheus on: no 'prometheus' binary on PATH (apt-get install prometheus)", 2)
     os.environ["SOCKDRILL_PROMETHEUS"] = prometheus  # inherited by the supervisor, then by the recorder
     from sockdrill.cluster import client
-    from sockdrill.shop.manifest import SERVICE_MODULES, shop_deployments
+    from sockdrill.shop.manifest import service_names, shop_deployments
 
     reps = {k: _int(v, f"--replicas {k}") for k, v in _pairs(replicas, "--replicas").items()}
-    known = set(SERVICE_MODULES)
+    known = service_names()
     for name in reps:
         if name not in known:
             from sockdrill.errors import did_you_mean

@@ -230,10 +230,10 @@ class NetworkReset(_EdgeKind):
     chaos_mesh = "HTTPChaos"
 
     def render(self, spec: FaultSpec, opts: RenderOptions) -> list[dict[str, Any]]:
-        from sockdrill.shop.manifest import SERVICE_MODULES
+        from sockdrill.shop.manifest import service_names
 
         dst = _ends(spec)[1]
-        if dst in SERVICE_MODULES:
+        if dst in service_names():
             body: dict[str, Any] = {**mode_fields(spec), "selector": selector(dst, opts), "target": "Request",
                                     "port": http_port(dst), "abort": True}
             return [chaos_object("HTTPChaos", spec, opts, body)]

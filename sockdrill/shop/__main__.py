@@ -12,9 +12,9 @@ import json
 import os
 import sys
 
-from sockdrill.shop.manifest import SERVICE_MODULES, STANDALONE_MODULES
+from sockdrill.shop.manifest import OPTIONAL_MODULES, SERVICE_MODULES
 
-MODULES = {**SERVICE_MODULES, **STANDALONE_MODULES}
+MODULES = {**SERVICE_MODULES, **OPTIONAL_MODULES}
 
 
 def routes(name: str) -> list[dict[str, str]]:
@@ -22,7 +22,8 @@ def routes(name: str) -> list[dict[str, str]]:
     from sockdrill.shop.common.service import Service
 
     # Building needs each store's URL to be set, not reachable: nothing connects before start-up.
-    for store in ("SESSION_DB", "CATALOGUE_DB", "CARTS_DB", "ORDERS_DB", "USER_DB", "QUEUE"):
+    for store in ("SESSION_DB", "CATALOGUE_DB", "CARTS_DB", "ORDERS_DB", "USER_DB", "QUEUE", "SEARCH_DB_A",
+                  "SEARCH_DB_B"):
         os.environ.setdefault(f"SOCKDRILL_URL_{store}", "unused://routes-only")
     module = importlib.import_module(MODULES[name])
     svc = Service(name, module.KNOBS)

@@ -23,14 +23,14 @@ SERVICE_MODULES: dict[str, str] = {
     "user": "sockdrill.shop.user",
 }
 
-# Services built and tested but not deployed in the default shop yet: scenario 4's regional edge caches and
-# scenario 6's search join the manifest as dormant deployments that a scenario's set-up wakes
-# (docs/drafts/scenarios-4-and-6.md §2.1), so that every other run pays nothing for them.
-# ``python -m sockdrill.shop edge`` runs one by hand.
-STANDALONE_MODULES: dict[str, str] = {
+# Modules of optional deployments: components only some scenarios wake (DeploymentSpec.optional: 0 pods in the
+# manifest, so that every other run pays nothing for them). Several deployments may run one module (the regions'
+# edges). ``python -m sockdrill.shop edge`` runs one by hand.
+OPTIONAL_MODULES: dict[str, str] = {
     "edge": "sockdrill.shop.edge",
     "search": "sockdrill.shop.search",
 }
+EDGE_REGIONS = ("us", "eu")
 
 FRONT_END_PORT = 8079
 
@@ -51,18 +51,23 @@ def shop_deployments(
 
     # Every pod has requests and limits, as in a real cluster (so a limit is no tell by itself). The limits
     # are generous for 2 cores: they bind only when someone lowers them.
-    def svc(name: str, calls: list[str], role: str, **kw: object) -> DeploymentSpec:
-        return DeploymentSpec(name=name, kind="service", module=name, replicas=replicas.get(name, 1),
-                              calls=calls, env=dict(common_env), role=role, cpu_millicores=1000,
+    def svc(name: str, calls: list[str], role: str, module: str | None = None, optional: bool = False,
+            extra_env: dict[str, str] | None = None, **kw: object) -> DeploymentSpec:
+        return DeploymentSpec(name=name, kind="service", module=module or name,
+                              replicas=replicas.get(name, 0 if optional else 1), optional=optional,
+                              calls=calls, env={**common_env, **(extra_env or {})}, role=role, cpu_millicores=1000,
                               memory_bytes=1 << 30, cpu_request_millicores=100, memory_request_bytes=128 << 20,
                               **kw)  # type: ignore[arg-type]
 
-    def store(name: str, kind: str, role: str, maxmemory: str = "0") -> DeploymentSpec:
+    def store(name: str, kind: str, role: str, maxmemory: str = "0", optional: bool = False) -> DeploymentSpec:
         ext = external.get(name)
-        return DeploymentSpec(name=name, kind=kind, replicas=1, role=role,  # type: ignore[arg-type]
-                              external_url=ext, cpu_millicores=None if ext else 2000,
+        return DeploymentSpec(name=name, kind=kind, replicas=0 if optional else 1, role=role,  # type: ignore[arg-type]
+                              optional=optional, external_url=ext, cpu_millicores=None if ext else 2000,
                               memory_bytes=None if ext else 2 << 30, cpu_request_millicores=None if ext else 250,
                               memory_request_bytes=None if ext else 256 << 20, maxmemory=maxmemory)
+
+    edges = [svc(f"edge-{r}", ["front-end", "queue"], f"edge cache (CDN), region {r}", module="edge", optional=True,
+                 extra_env={"SOCKDRILL_REGION": r}) for r in EDGE_REGIONS]
 
     return [
         store("catalogue-db", "postgres", "catalogue database"),
@@ -73,7 +78,11 @@ def shop_deployments(
         # A budget it never reaches in normal use; full, it refuses writes (carts then writes through).
         store("carts-cache", "redis", "carts read/write cache (write-behind to carts-db)", maxmemory="64mb"),
         store("queue", "redis", "shipping queue (Redis streams, or RabbitMQ when an AMQP URL is given)"),
-        svc("catalogue", ["catalogue-db"], "product catalogue"),
+        # Seed scenario 6's search: two shards and the service over them, asleep unless a scenario wakes them.
+        store("search-db-a", "postgres", "search shard a", optional=True),
+        store("search-db-b", "postgres", "search shard b", optional=True),
+        # The queue carries its product events (edge purges, search changes) besides shipments.
+        svc("catalogue", ["catalogue-db", "queue"], "product catalogue"),
         svc("user", ["user-db"], "customers, addresses, cards, login"),
         svc("carts", ["carts-db", "carts-cache"], "shopping carts"),
         svc("payment-gateway", [], "third-party payment processor"),
@@ -81,6 +90,15 @@ def shop_deployments(
         svc("shipping", ["queue"], "publishes shipments to the queue"),
         svc("queue-master", ["queue"], "consumes shipments"),
         svc("orders", ["orders-db", "user", "carts", "payment", "shipping"], "checkout and orders"),
-        svc("front-end", ["catalogue", "carts", "orders", "user", "session-db"], "web UI and API gateway",
+        svc("search", ["search-db-a", "search-db-b", "queue", "catalogue"], "product search (shards a and b)",
+            optional=True),
+        svc("front-end", ["catalogue", "carts", "orders", "user", "session-db", "search"], "web UI and API gateway",
             host_port=front_end_port),
+        # Seed scenario 4's regional entry points, each an edge cache in front of the front-end.
+        *edges,
     ]
+
+
+def service_names() -> set[str]:
+    """Every service deployment of the shop (not the datastores), optional ones included."""
+    return {d.name for d in shop_deployments() if d.kind == "service"}

@@ -299,3 +299,48 @@ def test_a_staff_change_reaches_the_edge_through_the_catalogue_s_purge(redis_db:
         assert ('catalogue_invalidation_failures_total{reason="no_queue",region="e2e",service="catalogue"} 1.0'
                 in metrics)
 
+
+
+def test_woken_in_a_shop_an_edge_serves_a_region_and_hears_the_catalogue_s_purges() -> None:
+    """The manifest's own deployments on the runtime: edge-us sleeps until a set-up wakes it (with the catalogue
+    told to purge region us); a shopper through it gets cached product pages; staff change the product in the
+    admin panel and the region sees it within a second, though the page's TTL is 300 s."""
+    import shutil
+
+    from sockdrill.cluster import client
+    from sockdrill.scenarios.reset import reset_deployments
+    from sockdrill.scenarios.schema import Setup
+    from sockdrill.shop.manifest import shop_deployments
+    from tests.conftest import make_data_dir
+    from tests.shop.servicekit import free_port
+
+    wanted = {"catalogue-db", "queue", "session-db", "user-db", "catalogue", "user", "front-end", "edge-us"}
+    specs = [s.model_copy(update={"calls": [c for c in s.calls if c in wanted]})
+             for s in shop_deployments(front_end_port=free_port()) if s.name in wanted]
+    data_dir = make_data_dir("sockdrill-edge-")
+    holy = "03fef6ac-1896-4ce8-bd69-b798f85c6e0b"
+    try:
+        rc, _ = client.up(specs, data_dir=data_dir, timeout=120)
+        assert rc.get("/v1/describe/edge-us")["pods"] == []
+        done, _ = reset_deployments(rc, Setup(replicas={"edge-us": 1}))
+        assert done["scaled"] == {"edge-us": 1}, done
+        rc.post("/v1/config", {"deployment": "catalogue", "knobs": {"cdn_regions": "us"}})  # as a set-up's knobs
+        edge_url = rc.record["addresses"]["edge-us"].rstrip("/")
+
+        def page() -> requests.Response:
+            return requests.get(f"{edge_url}/catalogue/{holy}", timeout=10)
+
+        wait_for(lambda: page().status_code == 200, timeout=30)
+        cached = page()
+        assert cached.headers["X-Cache-Status"] == "HIT" and cached.json()["price"] == 99.99
+        staff = requests.Session()
+        front = rc.record["front_end_url"]
+        assert staff.post(f"{front}/admin/login", json=rc.record["staff"], timeout=10).status_code == 200
+        assert staff.patch(f"{front}/admin/products/{holy}", json={"price": 42.0}, timeout=10).status_code == 200
+        fresh = wait_for(lambda: (r := page()).json()["price"] == 42.0 and r, timeout=10)
+        assert fresh.headers["X-Cache-Status"] == "MISS"
+        done, _ = reset_deployments(rc, Setup())
+        assert done["scaled"] == {"edge-us": 0} and rc.get("/v1/describe/edge-us")["pods"] == []
+    finally:
+        client.down(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -189,3 +189,65 @@ def test_the_index_status_and_reindex_need_the_runtime_s_token(cluster: Cluster)
     assert started.status_code == 202
     wait_for(lambda: not _status(cluster.search)["reindexing"], timeout=30)
     assert json.loads(json.dumps(_status(cluster.search)["last_reindex"]))["documents"] == PRODUCTS + 9
+
+
+def test_no_query_string_gets_a_5xx(cluster: Cluster) -> None:
+    """Property-based, as every service's routes are in tests/shop/test_fuzz.py (derandomized: the same examples
+    every run): odd text, NUL bytes, huge numbers in any parameter are a 200 or a 400, never a 5xx."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests.shop.test_fuzz import TEXT
+
+    keys = st.sampled_from(["q", "tags", "price_min", "price_max", "in_stock", "sort", "page", "size", "other"])
+
+    @settings(max_examples=150, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(query=st.dictionaries(keys, TEXT, max_size=4))
+    def fuzz(query: dict[str, str]) -> None:
+        r = requests.get(f"{cluster.search.url}/search", params=query, timeout=20)
+        assert r.status_code in (200, 400), (query, r.status_code, r.text[:300])
+
+    fuzz()
+    assert find(cluster.search, q="wool")["total"] > 0  # and it still answers
+
+
+def test_woken_in_a_shop_search_indexes_the_catalogue_and_answers() -> None:
+    """The manifest's own deployments on the runtime: search and its shards sleep, a set-up wakes them (the
+    shards' schema and pg_trgm created by the service's login), the index fills from the catalogue, and the
+    front-end passes searches on; asleep again, the front-end's /search is a gateway error, not a hang."""
+    import shutil
+
+    from sockdrill.cluster import client
+    from sockdrill.scenarios.reset import reset_deployments
+    from sockdrill.scenarios.schema import Setup
+    from sockdrill.shop.manifest import shop_deployments
+    from tests.conftest import make_data_dir
+
+    wanted = {"catalogue-db", "queue", "session-db", "catalogue", "search-db-a", "search-db-b", "search", "front-end"}
+    specs = []
+    for spec in shop_deployments(front_end_port=free_port()):
+        if spec.name in wanted:
+            specs.append(spec.model_copy(update={"calls": [c for c in spec.calls if c in wanted]}))
+    data_dir = make_data_dir("sockdrill-search-")
+    try:
+        rc, _ = client.up(specs, data_dir=data_dir, timeout=120)
+        front = rc.record["front_end_url"]
+        asleep = requests.get(f"{front}/search", params={"q": "sock"}, timeout=20)
+        assert asleep.status_code in (502, 503), asleep.text
+        done, _ = reset_deployments(rc, Setup(replicas={"search": 1, "search-db-a": 1, "search-db-b": 1}))
+        assert done["scaled"] == {"search-db-a": 1, "search-db-b": 1, "search": 1}, done
+
+        def answer() -> dict[str, Any] | None:
+            r = requests.get(f"{front}/search", params={"size": 50}, timeout=20)  # no words: every product
+            return dict(r.json()) if r.status_code == 200 and r.json().get("total") == 9 else None
+
+        body = wait_for(answer, timeout=60, interval=0.5)
+        assert body["partial"] is False and len(body["items"]) == 9
+        holy = requests.get(f"{front}/search", params={"q": "hole toe"}, timeout=20).json()
+        assert [i["name"] for i in holy["items"]] == ["Holy"], holy
+        done, _ = reset_deployments(rc, Setup())
+        assert done["scaled"] == {"search-db-a": 0, "search-db-b": 0, "search": 0}, done
+    finally:
+        client.down(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)

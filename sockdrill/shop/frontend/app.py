@@ -35,6 +35,8 @@ Deliberate choices (where we differ from upstream, or pick one of its behaviours
 - ``POST /customers``, ``/addresses``, ``/cards`` pass a backend's non-2xx status and body through
   instead of always answering 200.
 - ``/admin/*`` is ours: the staff admin panel (``admin.py``, page ``admin.html``).
+- ``GET /search`` is ours: product search, passed to the search service (asleep unless a scenario wakes it:
+  then a 502) with its status and body.
 - ``GET /profile``, ``PUT``/``PATCH /profile`` are ours (no upstream route): the logged-in customer's profile
   (user's ``/customers/{id}/profile``), its version in the body or ``If-Match``; user's 400/409/500 answers
   are passed on with their bodies. The page is ``profile.html``.
@@ -291,6 +293,12 @@ class FrontEnd:
         path = "/catalogue" + (f"/{sub_path(tail)}" if tail else "")
         up = await self.http.request("catalogue", "GET", with_query(request, path))
         return untyped(up.body, 200)  # upstream: always 200, whatever catalogue said
+
+    async def search(self, request: web.Request, _s: Session) -> web.StreamResponse:
+        """Ours: product search (the search service), its answer and status passed on as they came (a partial
+        answer says so in its body; a search that is down is a 502 from the gateway)."""
+        up = await self.http.request("search", "GET", with_query(request, "/search"))
+        return web.Response(body=up.body, status=up.status, content_type="application/json", charset="utf-8")
 
     async def tags(self, request: web.Request, _s: Session) -> web.StreamResponse:
         up = await self.http.request("catalogue", "GET", "/tags")
@@ -634,6 +642,7 @@ def build(svc: Service) -> None:
     r.add_get("/catalogue", api(fe.catalogue))
     r.add_get("/catalogue/{tail:.+}", api(fe.catalogue))
     r.add_get("/tags", api(fe.tags))
+    r.add_get("/search", api(fe.search))
     r.add_get("/cart", api(fe.get_cart))
     r.add_post("/cart", api(fe.add_to_cart))
     r.add_delete("/cart", api(fe.delete_cart))
