@@ -85,6 +85,9 @@ class LoadConfig:
     recorder_url: str | None = None
     choices_path: str | None = None
     return_after: float = 30.0   # seconds a returning shopper stays away (return-visit journey)
+    # Entry points other than ``host`` (a region's edge cache): simulated user i enters through entries[i % n]
+    # (repeat one to weigh it); empty: everyone through ``host``.
+    entries: list[str] = field(default_factory=list)
 
     @property
     def peak(self) -> int:
@@ -99,6 +102,9 @@ class LoadConfig:
 
         if not re.match(r"^https?://[^/\s]+", self.host):
             raise ValueError(f"host must be an http(s) URL like http://127.0.0.1:8079, got {self.host!r}")
+        for entry in self.entries:
+            if not re.match(r"^https?://[^/\s]+", entry):
+                raise ValueError(f"an entry must be an http(s) URL like http://127.0.0.1:8079, got {entry!r}")
         if self.shape not in SHAPES:
             raise ValueError(f"unknown shape '{self.shape}'" + did_you_mean(self.shape, SHAPES))
         if not 1 <= self.users <= MAX_USERS:

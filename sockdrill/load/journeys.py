@@ -33,6 +33,8 @@ from locust import FastHttpUser, task
 from sockdrill.load.choices import Chooser, account_for
 from sockdrill.load.config import LoadConfig
 from sockdrill.load.sli import Aggregator, step_name
+from sockdrill.shop.data.generate import search_vocabulary
+from sockdrill.shop.data.seed import TAGS
 
 PRICE_BUDGET = 95.0   # item price + 4.99 shipping stays under payment's default decline limit (100)
 PAGE_SIZE = 6         # what the category page shows
@@ -88,13 +90,15 @@ class ShopUser(FastHttpUser):
     _next: list[int]
 
     def __init__(self, environment: Any) -> None:
-        super().__init__(environment)
         cls = type(self)
         # The lowest free index: users stopped by a shape give theirs back, so accounts stay distinct.
         self.index = heapq.heappop(cls._free) if cls._free else cls._next[0]
         if self.index == cls._next[0]:
             cls._next[0] += 1
         cfg = self.config
+        if cfg.entries:  # a shopper of one region enters through its edge, for the whole visit
+            self.host = cfg.entries[self.index % len(cfg.entries)]
+        super().__init__(environment)
         log: list[list[Any]] | None = None
         if cfg.choices_path:
             log = []
@@ -471,6 +475,55 @@ def classic(u: ShopUser) -> bool:
     u.step("add", "POST", "/cart", expect=(201,), json={"id": item_id, "quantity": 1})
     u.step("basket", "GET", "/basket.html")
     return u.order()
+
+
+SEARCH_PAGE = 12
+
+
+def _search_query(u: ShopUser) -> tuple[dict[str, Any], bool]:
+    """One shopper's search in one of four forms, from the words the shop's products are described with:
+    (the query string, whether it must find something in a catalogue of generated products)."""
+    words = search_vocabulary()
+    form = u.chooser.pick("search-form", ["phrase", "filtered", "typo", "broad"])
+    if form == "phrase":  # a quoted material and a use: "merino wool" hikes
+        use = u.chooser.pick("search-use", words["uses"]).split()[-1]
+        return {"q": f'"{u.chooser.pick("search-material", words["materials"])}" {use}'}, False
+    if form == "filtered":  # a word, an exclusion, a tag, a price range, cheapest first
+        material = u.chooser.pick("search-material", words["materials"]).split()[-1]
+        other = u.chooser.pick("search-exclude", words["styles"]).lower()
+        low = u.chooser.randint("search-price", 5, 25)
+        return {"q": f"{material} -{other}", "tags": u.chooser.pick("search-tag", TAGS), "price_min": low,
+                "price_max": low + 20, "sort": "price_asc"}, False
+    if form == "typo":  # a name word with its last letter missing, in stock only: found by trigram similarity
+        kind = u.chooser.pick("search-kind", [k for k in words["kinds"] if len(k) >= 5])
+        return {"q": kind[:-1].lower(), "in_stock": 1}, True
+    return {"q": u.chooser.pick("search-colour", words["colours"]).lower(), "sort": "name"}, True
+
+
+def _search_answer(must_match: bool) -> Check:
+    def check(resp: Any) -> str | None:
+        data = body_json(resp)
+        if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+            return f"search: expected an object with items, got {str(data)[:120]}"
+        if data.get("partial"):
+            failed = [f.get("shard") for f in (data.get("shards") or {}).get("failures", [])]
+            return f"search: partial results (shards left out: {', '.join(map(str, failed))})"
+        if must_match and not data.get("total"):
+            return "search: no results for a query that names what the shop sells"
+        return None
+    return check
+
+
+@journey("search")
+def search(u: ShopUser) -> bool:
+    """One search from the header box (four forms: phrase, filtered and sorted, a typo, a broad word), and the
+    next page of its results in three of ten."""
+    query, must_match = _search_query(u)
+    query["size"] = SEARCH_PAGE
+    resp = u.step("results", "GET", "/search?" + urlencode(query), check=_search_answer(must_match))
+    if int(body_json(resp).get("total") or 0) > SEARCH_PAGE and u.chooser.chance("search-next", 0.3):
+        u.step("next-page", "GET", "/search?" + urlencode({**query, "page": 2}), check=_search_answer(False))
+    return False
 
 
 def make_user_class(config: LoadConfig, aggregator: Aggregator) -> type[ShopUser]:

@@ -239,6 +239,7 @@ def start_load(
     stats_path: str | Path | None = None,
     choices_path: str | Path | None = None,
     return_after: float = 30.0,
+    entries: list[str] | None = None,
 ) -> LoadRun:
     """Start a load run in the background. ``host=None`` = the running shop's front-end (which must be on
     this machine); an explicit ``host`` may point anywhere. Raises LoadError/ValueError on bad input."""
@@ -259,7 +260,7 @@ def start_load(
     config = LoadConfig(
         host=host.rstrip("/"), users=users, spawn_rate=spawn_rate, duration=duration, shape=shape,
         peak_users=peak_users, seed=seed, think=think, timeout=timeout, max_requests=max_requests,
-        return_after=return_after,
+        return_after=return_after, entries=[e.rstrip("/") for e in entries or []],
         recorder_url=recorder_url if recorder_url is not None else target.get("recorder_url"),
         data_seed=data_seed if data_seed is not None else int(target.get("data_seed", 1)),
     )

@@ -153,6 +153,14 @@ def validate_document(doc: Any, path: str, root: yaml.Node | None) -> Scenario:
     for name in scenario.load.journeys:
         if name not in journeys:
             p.add(("load", "journeys", name), f"unknown journey '{name}'" + did_you_mean(name, journeys))
+    services = names - set(stores)
+    loads: list[tuple[tuple[Any, ...], Any]] = [(("load",), scenario.load)]
+    loads += [(("variants", vi, "load"), v.load) for vi, v in enumerate(scenario.variants) if v.load is not None]
+    for where, load in loads:
+        for name in load.entry:
+            if name not in services:
+                p.add((*where, "entry", name), f"entry '{name}' is not a service of the shop"
+                      + did_you_mean(name, services))
     for vi, var in enumerate(scenario.variants):
         for oi, obj in enumerate(var.symptom.any if var.symptom else []):
             if obj.journey not in journeys:

@@ -125,12 +125,15 @@ def reset_deployments(client: RuntimeClient, setup: Setup) -> tuple[dict[str, An
 
 
 def reset_shop(client: RuntimeClient, setup: Setup) -> dict[str, Any]:
-    done, status = reset_deployments(client, setup)
-    pg = [d["name"] for d in status["deployments"] if d["kind"] == "postgres" and not d["external"]]
+    done, _ = reset_deployments(client, setup)
+    # The stores as they are now: an optional one asleep has nobody to ask, one just woken kept its data.
+    status = client.get("/v1/status")
+    awake = [d for d in status["deployments"] if d["replicas"] > 0 or d["external"]]
+    pg = [d["name"] for d in awake if d["kind"] == "postgres" and not d["external"]]
     lifted = asyncio.run(_lift_role_limits({n: client.record["addresses"][n] for n in pg}))
     if lifted:
         done["role_limits_lifted"] = lifted
-    redis = {d["name"]: d["start_settings"] for d in status["deployments"] if d.get("start_settings")}
+    redis = {d["name"]: d["start_settings"] for d in awake if d.get("start_settings")}
     restored = _restore_redis_settings({n: client.record["addresses"][n] for n in redis}, redis)
     if restored:
         done["redis_settings_restored"] = restored

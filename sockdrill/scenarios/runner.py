@@ -282,12 +282,15 @@ class Run:
         from sockdrill.load.runner import start_load
 
         assert self.client is not None
+        record = self.client.record
+        entries = [record["front_end_url"] if e == "front-end" else record["addresses"][e] for e in load.entry_list()]
         return start_load(
             self.client.record["front_end_url"], journeys=dict(load.journeys), users=load.users,
             spawn_rate=load.spawn_rate, duration=3600, shape=load.shape, peak_users=load.peak_users,
             seed=self.opts.seed + seed_offset, data_dir=self.client.data_dir,
             think=cast(tuple[float, float], tuple(load.think_s)), accounts=max(1, self.users_total - RESERVED_USERS),
-            stats_path=self.dir / stats_name, timeout=10.0, return_after=self.win.return_after_s)
+            stats_path=self.dir / stats_name, timeout=10.0, return_after=self.win.return_after_s,
+            entries=entries if load.entry != {"front-end": 1} else None)
 
     def wait_until(self, seconds: float) -> None:
         """Sleep ``seconds``, checking every half second that the load is still running."""

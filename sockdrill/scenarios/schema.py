@@ -86,6 +86,8 @@ class Load(Strict):
     shape: Literal["steady", "ramp", "spike", "step"] = "steady"
     peak_users: int | None = Field(default=None, ge=1, le=5000)
     think_s: tuple[float, float] = (0.2, 0.6)
+    # Where shoppers come in: entry deployment → weight (a region's edge cache; default: the front-end).
+    entry: dict[str, int] = Field(default_factory=lambda: {"front-end": 1})
 
     @field_validator("journeys")
     @classmethod
@@ -93,6 +95,17 @@ class Load(Strict):
         if not v or any(w < 0 for w in v.values()) or sum(v.values()) == 0:
             raise ValueError("journeys must map names to non-negative weights, at least one > 0")
         return v
+
+    @field_validator("entry")
+    @classmethod
+    def _entries(cls, v: dict[str, int]) -> dict[str, int]:
+        if not v or any(not 0 <= w <= 100 for w in v.values()) or sum(v.values()) == 0:
+            raise ValueError("entry must map deployments to weights from 0 to 100, at least one > 0")
+        return v
+
+    def entry_list(self) -> list[str]:
+        """Each entry repeated by its weight, in a stable order: user i enters through item i % n."""
+        return [name for name, w in sorted(self.entry.items()) for _ in range(w)]
 
 
 class Setup(Strict):

@@ -212,26 +212,27 @@ def test_no_query_string_gets_a_5xx(cluster: Cluster) -> None:
     assert find(cluster.search, q="wool")["total"] > 0  # and it still answers
 
 
-def test_woken_in_a_shop_search_indexes_the_catalogue_and_answers() -> None:
+def test_the_search_journey_finds_what_shoppers_look_for(tmp_path: Any) -> None:
     """The manifest's own deployments on the runtime: search and its shards sleep, a set-up wakes them (the
-    shards' schema and pg_trgm created by the service's login), the index fills from the catalogue, and the
-    front-end passes searches on; asleep again, the front-end's /search is a gateway error, not a hang."""
+    shards' schema and pg_trgm created by the service's login), the index fills from the catalogue (2,009
+    products), the front-end passes searches on, and the load's search journey (phrases, filters, typos, broad
+    words, next pages) is served without a failure; asleep again, /search is a gateway error, not a hang."""
     import shutil
 
     from sockdrill.cluster import client
+    from sockdrill.load.runner import run_load
     from sockdrill.scenarios.reset import reset_deployments
     from sockdrill.scenarios.schema import Setup
     from sockdrill.shop.manifest import shop_deployments
     from tests.conftest import make_data_dir
 
-    wanted = {"catalogue-db", "queue", "session-db", "catalogue", "search-db-a", "search-db-b", "search", "front-end"}
-    specs = []
-    for spec in shop_deployments(front_end_port=free_port()):
-        if spec.name in wanted:
-            specs.append(spec.model_copy(update={"calls": [c for c in spec.calls if c in wanted]}))
+    wanted = {"catalogue-db", "queue", "session-db", "user-db", "catalogue", "user", "search-db-a", "search-db-b",
+              "search", "front-end"}
+    specs = [s.model_copy(update={"calls": [c for c in s.calls if c in wanted]})
+             for s in shop_deployments(front_end_port=free_port()) if s.name in wanted]
     data_dir = make_data_dir("sockdrill-search-")
     try:
-        rc, _ = client.up(specs, data_dir=data_dir, timeout=120)
+        rc, _ = client.up(specs, data_dir=data_dir, timeout=120, pod_env={"SOCKDRILL_DATA_PRODUCTS": str(PRODUCTS)})
         front = rc.record["front_end_url"]
         asleep = requests.get(f"{front}/search", params={"q": "sock"}, timeout=20)
         assert asleep.status_code in (502, 503), asleep.text
@@ -240,12 +241,17 @@ def test_woken_in_a_shop_search_indexes_the_catalogue_and_answers() -> None:
 
         def answer() -> dict[str, Any] | None:
             r = requests.get(f"{front}/search", params={"size": 50}, timeout=20)  # no words: every product
-            return dict(r.json()) if r.status_code == 200 and r.json().get("total") == 9 else None
+            return dict(r.json()) if r.status_code == 200 and r.json().get("total") == PRODUCTS + 9 else None
 
         body = wait_for(answer, timeout=60, interval=0.5)
-        assert body["partial"] is False and len(body["items"]) == 9
+        assert body["partial"] is False and len(body["items"]) == 50
         holy = requests.get(f"{front}/search", params={"q": "hole toe"}, timeout=20).json()
         assert [i["name"] for i in holy["items"]] == ["Holy"], holy
+        summary = run_load(None, {"search": 1}, users=4, spawn_rate=10, duration=8, seed=5, data_dir=data_dir,
+                           think=(0.0, 0.2), stats_path=tmp_path / "search.jsonl")
+        journey = summary.journeys["search"]
+        assert journey["count"] >= 10 and journey["failures"] == 0, summary.errors
+        assert summary.steps["search:results"]["count"] >= 10 and "search:next-page" in summary.steps
         done, _ = reset_deployments(rc, Setup())
         assert done["scaled"] == {"search-db-a": 0, "search-db-b": 0, "search": 0}, done
     finally:

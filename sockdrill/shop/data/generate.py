@@ -151,6 +151,15 @@ _FEATURES = ("a reinforced heel and toe", "a cushioned sole", "a seamless toe", 
              "arch support", "a soft terry lining", "flat-knit seams", "a breathable mesh top")
 _USES = ("the office", "long walks", "the gym", "cold evenings", "weekend hikes", "lazy Sundays",
          "running", "formal dinners", "travel days", "game night")
+
+
+def search_vocabulary() -> dict[str, tuple[str, ...]]:
+    """The words generated products are named and described with, for shoppers' searches (load/journeys.py)."""
+    return {"materials": _MATERIALS, "kinds": _KINDS, "uses": _USES,
+            "colours": tuple(w for words in _COLOUR_WORDS.values() for w in words),
+            "styles": tuple(w for words in _STYLE_WORDS.values() for w in words)}
+
+
 _TAG_NOTES = {
     "geek": "A pattern only a programmer could love.",
     "formal": "Smart enough for a suit.",
