@@ -14,13 +14,12 @@ from sockdrill.agents.registry import tool
 from sockdrill.agents.toolkit import (
     DLQ_SUFFIX,
     MAX_REPLICAS,
-    QUEUE_GROUP,
     ToolsBase,
     _ident,
     _paging,
-    _queue_name,
     _redis_errors,
     _s,
+    _stream_and_group,
 )
 from sockdrill.errors import SockdrillError, ToolError, did_you_mean
 
@@ -371,24 +370,27 @@ class ActRoom(ToolsBase):
 
     @tool("act")
     def dead_letter(self, message_id: str = "", min_idle_s: float = 30.0, count: int = 10,
-                    service: str = "queue") -> dict[str, Any]:
-        """Move messages that were delivered but never acknowledged (e.g. a poison message) off the shipping
-        queue into its dead-letter stream, where they wait for requeue.
+                    service: str = "queue", queue: str = "") -> dict[str, Any]:
+        """Move messages that were delivered but never acknowledged (e.g. a poison message) off a queue's
+        stream into its dead-letter stream (<stream>.dlq), where they wait for requeue.
 
         Args:
         message_id: one message id from queue_status; empty for the oldest pending ones
         min_idle_s: without a message_id, only messages pending at least this long
         count: without a message_id, at most this many messages (max 100)
         service: the queue deployment
+        queue: the stream (see queue_status's streams); empty for the shipping queue
         """
         r = self._redis(service)
-        name = _queue_name()
+        name, group = _stream_and_group(r, queue)
+        if group is None:
+            raise ToolError(f"stream '{name}' has no consumer group: nothing was delivered, nothing is pending")
         if message_id:
             ids = [message_id]
         else:
             _, count = _paging(0, count, 100)
             try:
-                rows = r.xpending_range(name, QUEUE_GROUP, "-", "+", count, idle=int(float(min_idle_s) * 1000))
+                rows = r.xpending_range(name, group, "-", "+", count, idle=int(float(min_idle_s) * 1000))
             except _redis_errors() as exc:
                 raise ToolError(f"cannot read pending messages of '{name}': {exc}") from None
             ids = [_s(p["message_id"]) for p in rows]
@@ -396,7 +398,7 @@ class ActRoom(ToolsBase):
         for mid in ids:
             try:
                 # Claim it so no consumer gets it meanwhile, copy it, then settle and delete the original.
-                claimed = r.xclaim(name, QUEUE_GROUP, "sockdrill-agent", 0, [mid])
+                claimed = r.xclaim(name, group, "sockdrill-agent", 0, [mid])
             except _redis_errors() as exc:
                 raise ToolError(f"cannot claim message {mid!r}: {exc}") from None
             fields = claimed[0][1] if claimed and claimed[0][1] else None
@@ -405,10 +407,10 @@ class ActRoom(ToolsBase):
                 fields = fields_rows[0][1] if fields_rows else None
             if fields is None:
                 missing.append(mid)
-                r.xack(name, QUEUE_GROUP, mid)
+                r.xack(name, group, mid)
                 continue
             r.xadd(name + DLQ_SUFFIX, {**fields, "dead_lettered_from": mid, "dead_lettered_at": str(time.time())})
-            r.xack(name, QUEUE_GROUP, mid)
+            r.xack(name, group, mid)
             r.xdel(name, mid)
             moved.append(mid)
         if message_id and missing:
@@ -417,16 +419,18 @@ class ActRoom(ToolsBase):
                 "changed": bool(moved)}
 
     @tool("act")
-    def requeue(self, message_id: str = "", count: int = 10, service: str = "queue") -> dict[str, Any]:
-        """Put dead-lettered messages back on the shipping queue (they are delivered again).
+    def requeue(self, message_id: str = "", count: int = 10, service: str = "queue",
+                queue: str = "") -> dict[str, Any]:
+        """Put dead-lettered messages back on their queue's stream (they are delivered again).
 
         Args:
         message_id: one id from the dead-letter stream; empty for the oldest ones
         count: without a message_id, at most this many messages (max 100)
         service: the queue deployment
+        queue: the stream whose dead letters go back; empty for the shipping queue
         """
         r = self._redis(service)
-        name = _queue_name()
+        name, _group = _stream_and_group(r, queue)
         dlq = name + DLQ_SUFFIX
         _, count = _paging(0, count, 100)
         try:

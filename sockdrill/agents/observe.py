@@ -11,7 +11,6 @@ from typing import Any, Literal
 from sockdrill.agents.registry import tool
 from sockdrill.agents.toolkit import (
     DLQ_SUFFIX,
-    QUEUE_GROUP,
     ToolsBase,
     _clean_labels,
     _compact_line,
@@ -19,9 +18,10 @@ from sockdrill.agents.toolkit import (
     _normalise_message,
     _num,
     _paging,
-    _queue_name,
     _redis_errors,
     _s,
+    _stream_and_group,
+    _streams,
 )
 from sockdrill.errors import ToolError, did_you_mean
 
@@ -400,29 +400,32 @@ class ObserveRoom(ToolsBase):
         return out
 
     @tool("observe")
-    def queue_status(self, service: str = "queue", limit: int = 5) -> dict[str, Any]:
-        """The shipping queue: backlog, messages delivered but never acknowledged (oldest first), consumers,
-        and the dead-letter stream.
+    def queue_status(self, service: str = "queue", limit: int = 5, queue: str = "") -> dict[str, Any]:
+        """A queue's stream (the shipping queue unless named): backlog, messages delivered but never
+        acknowledged (oldest first), consumers, its dead-letter stream, and every stream on the store.
 
         Args:
         service: the queue deployment
         limit: at most this many pending messages to list (max 50)
+        queue: the stream to look at (one of streams); empty for the shipping queue
         """
         _, limit = _paging(0, limit, 50)
         r = self._redis(service)
-        name = _queue_name()
+        name, group_name = _stream_and_group(r, queue)
         try:
             length = r.xlen(name)
-            groups = r.xinfo_groups(name)
+            groups = r.xinfo_groups(name) if r.exists(name) else []
+            streams = [{"stream": s, "length": r.xlen(s)} for s in _streams(r)][:50]
         except _redis_errors() as exc:
             raise ToolError(f"cannot read the stream '{name}' on {service}: {exc}") from None
-        group = next((g for g in groups if _s(g.get("name")) == QUEUE_GROUP), None)
+        group = next((g for g in groups if _s(g.get("name")) == group_name), None)
         pending = []
         if group is not None:
-            for p in r.xpending_range(name, QUEUE_GROUP, "-", "+", limit):
+            for p in r.xpending_range(name, group_name, "-", "+", limit):
                 pending.append({"message_id": _s(p["message_id"]), "consumer": _s(p["consumer"]),
                                 "idle_s": round(p["time_since_delivered"] / 1000, 1),
                                 "deliveries": p["times_delivered"]})
         return {"stream": name, "length": length, "pending": int(group["pending"]) if group else 0,
                 "consumers": int(group["consumers"]) if group else 0, "oldest_pending": pending,
-                "dead_letter_stream": name + DLQ_SUFFIX, "dead_letters": r.xlen(name + DLQ_SUFFIX)}
+                "dead_letter_stream": name + DLQ_SUFFIX, "dead_letters": r.xlen(name + DLQ_SUFFIX),
+                "streams": streams}

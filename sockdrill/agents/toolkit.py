@@ -96,6 +96,39 @@ def _queue_name() -> str:
     return queue_name()
 
 
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+
+
+def _streams(r: Any) -> list[str]:
+    """Every stream on a Redis store (its dead-letter streams included), sorted."""
+    return sorted(_s(k) for k in r.scan_iter(count=500, _type="stream"))
+
+
+def _stream_and_group(r: Any, queue: str) -> tuple[str, str | None]:
+    """The stream a queue tool works on (the shipping queue unless named) and its consumer group: the shipping
+    queue's own, or the stream's one group (None when it has none). A name that is not a stream there is an
+    error listing the streams that are."""
+    name = queue or _queue_name()
+    if queue:
+        if not isinstance(queue, str) or not _STREAM_NAME.match(queue):
+            raise ToolError(f"queue must be a stream name (letters, digits, . _ : -), got {queue!r}")
+        try:
+            kind = _s(r.type(name))
+        except _redis_errors() as exc:
+            raise ToolError(f"cannot read the queue store: {exc}") from None
+        if kind != "stream":
+            known = _streams(r)
+            raise ToolError(f"no stream '{name}' on this queue store; streams: {', '.join(known) or 'none'}"
+                            + did_you_mean(name, known))
+    try:
+        groups = [_s(g["name"]) for g in r.xinfo_groups(name)]
+    except _redis_errors():
+        groups = []
+    if name == _queue_name() or QUEUE_GROUP in groups:
+        return name, QUEUE_GROUP
+    return name, groups[0] if len(groups) == 1 else (None if not groups else sorted(groups)[0])
+
+
 def _redis_errors() -> tuple[type[BaseException], ...]:
     from redis.exceptions import RedisError
 

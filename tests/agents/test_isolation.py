@@ -68,6 +68,7 @@ KINDS: dict[str, dict[str, object]] = {
     "datastore.redis_config": {"target": "queue", "params": {"maxmemory": "123457kb"}},
     "datastore.query_storm": {"target": "catalogue-db", "params": {"concurrency": 1, "table": "sock",
                                                                    "column": "name"}},
+    "queue.poison": {"target": "queue", "params": {"queue": "cdn-purge.iso", "body": "PURGE /catalogue/x"}},
 }
 # What an agent would search for: the fault machinery, each kind and parameter name, the knob a third-party
 # fault sets (never shown), and every scenario, variant and runbook-as-answer identifier of the catalogue.

@@ -160,6 +160,32 @@ def test_dead_letter_and_requeue(tools: Tools, shop: Shop, monkeypatch: pytest.M
         r.delete(name, name + DLQ_SUFFIX)
 
 
+def test_queue_tools_work_on_any_stream_of_the_queue_store(tools: Tools, shop: Shop) -> None:
+    """An edge's purge stream, as scenario 4 has one: its group's poison message is found, moved aside and put
+    back by naming the stream; a name that is not a stream is refused with the streams that are."""
+    name = f"cdn-purge.test-{uuid.uuid4().hex[:6]}"
+    r = redis.Redis.from_url(shop.addresses["queue"])
+    try:
+        r.xgroup_create(name, "edge-test", id="0", mkstream=True)
+        mid = r.xadd(name, {"body": "PURGE /catalogue/x", "headers": "{}"}).decode()
+        r.xreadgroup("edge-test", "edge-test", {name: ">"}, count=1)  # delivered, never acknowledged
+        status = ok(tools.call("queue_status", queue=name))
+        assert status["stream"] == name and status["pending"] == 1
+        assert status["oldest_pending"][0]["message_id"] == mid
+        assert {"stream": name, "length": 1} in status["streams"]
+        moved = ok(tools.call("dead_letter", queue=name, min_idle_s=0))
+        assert moved["dead_lettered"] == [mid] and moved["dead_letter_stream"] == name + DLQ_SUFFIX
+        assert r.xlen(name) == 0 and r.xpending(name, "edge-test")["pending"] == 0
+        back = ok(tools.call("requeue", queue=name))
+        assert len(back["requeued"]) == 1 and r.xlen(name) == 1
+        wrong = tools.call("queue_status", queue="cdn-purge.nowhere")
+        assert wrong["ok"] is False and "no stream 'cdn-purge.nowhere'" in wrong["error"] and name in wrong["error"]
+        bad = tools.call("dead_letter", queue="x y")
+        assert bad["ok"] is False and "queue must be a stream name" in bad["error"]
+    finally:
+        r.delete(name, name + DLQ_SUFFIX)
+
+
 def test_audit_log_records_every_call(tools: Tools) -> None:
     tools.call("topology")
     tools.call("describe", service="nope")

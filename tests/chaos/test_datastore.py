@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 import redis
 
-from sockdrill.errors import ClusterError
+from sockdrill.errors import ClusterError, SockdrillError
 from tests.chaos.conftest import active, inject, wait_for
 from tests.conftest import Shop
 
@@ -126,3 +126,35 @@ def test_datastore_errors_name_the_field(shop: Shop, chaos: Any) -> None:
         inject(chaos, "datastore.drop_index", "user-db", params={"table": "bad name"})
     assert active(chaos) == []
     assert "customers_username_idx" in _plan(shop)
+
+
+def test_a_poison_message_holds_an_ordered_consumer_until_moved_and_leaves_nothing_behind(
+        shop: Shop, chaos: Any) -> None:
+    """queue.poison on a stream read in order by a group (an edge's purge stream): the message is there, pending
+    for the consumer that read it; moved aside to the dead-letter stream it is found and deleted there on revert;
+    left pending, revert acknowledges and deletes it. Bad parameters change nothing."""
+    r = redis.Redis.from_url(shop.addresses["queue"])
+    stream = "cdn-purge.chaos-test"
+    try:
+        r.xgroup_create(stream, "edge-chaos-test", id="$", mkstream=True)
+        for moved_aside in (True, False):
+            fault = inject(chaos, "queue.poison", "queue", duration=60,
+                           params={"queue": stream, "body": "PURGE /catalogue/x"})
+            got = r.xreadgroup("edge-chaos-test", "edge-chaos-test", {stream: ">"}, count=5)
+            [(mid, fields)] = got[0][1]
+            assert fields[b"body"] == b"PURGE /catalogue/x"
+            if moved_aside:  # what the dead_letter tool does
+                r.xadd(stream + ".dlq", {**fields, "dead_lettered_from": mid})
+                r.xack(stream, "edge-chaos-test", mid)
+                r.xdel(stream, mid)
+            chaos.post("/v1/chaos/clear", {"id": fault["id"]})
+            assert r.xlen(stream) == 0 and r.xpending(stream, "edge-chaos-test")["pending"] == 0
+            assert r.xlen(stream + ".dlq") == 0
+        for params, why in (({"queue": "a b", "body": "x"}, "stream name"), ({"queue": "s", "body": ""}, "body"),
+                            ({"queue": "s.dlq", "body": "x"}, "dead-letter stream")):
+            with pytest.raises(SockdrillError, match=why):
+                inject(chaos, "queue.poison", "queue", params=params)
+        with pytest.raises(SockdrillError, match="is a postgres deployment"):
+            inject(chaos, "queue.poison", "user-db", params={"queue": "s", "body": "x"})
+    finally:
+        r.delete(stream, stream + ".dlq")

@@ -47,6 +47,7 @@ EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "thirdparty.errors": ("payment-gateway", {"error_rate": 0.15}),
     "thirdparty.latency": ("payment-gateway", {"latency_ms": 4000, "jitter_ms": 500}),
     "time.skew": ("orders", {"offset": "-10m"}),
+    "queue.poison": ("queue", {"queue": "cdn-purge.eu", "body": "PURGE /catalogue/x 'quoted'"}),
 }
 
 
