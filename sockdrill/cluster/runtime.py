@@ -101,7 +101,9 @@ class Deployment:
     def new_pod(self) -> Pod:
         name = f"{self.name}-{self.next_index}"
         self.next_index += 1
-        port = self._slot_ports.setdefault(name, free_port())
+        if name not in self._slot_ports:  # a pod slot keeps its port (setdefault would draw and lease one each time)
+            self._slot_ports[name] = free_port()
+        port = self._slot_ports[name]
         pod = Pod(self.runtime, self, name, port)
         self.pods[name] = pod
         return pod
