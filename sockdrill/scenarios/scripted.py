@@ -254,6 +254,9 @@ class FreshnessParams(Params):
     product: str = Field(min_length=1, max_length=40)
     field: Literal["name", "description", "price", "count"]
     via: list[str] = Field(default_factory=lambda: ["front-end"], min_length=1)  # entry deployments to read through
+    # A listing that shows the product too (e.g. the home page's /catalogue?size=5&page=1): read as well, since
+    # a cache may keep a listing longer than the product's own page.
+    list_path: str | None = Field(None, pattern=r"^/catalogue(\?[A-Za-z0-9=&_.-]*)?$")
 
 
 @probe("catalogue-freshness")
@@ -269,30 +272,43 @@ class CatalogueFreshness(ProbeKind):
         super().__init__(ctx, params)
         self.http = _session()  # one anonymous shopper, who keeps the session cookie the shop gives it
 
-    def _url(self, entry: str) -> str:
+    def _base(self, entry: str) -> str:
         base = self.ctx.front_end_url if entry == "front-end" else self.ctx.record["addresses"].get(entry)
         if not base:
             raise ScenarioError(f"probe entry '{entry}' is not a deployment of this shop")
-        return f"{str(base).rstrip('/')}/catalogue/{self.params.product}"
+        return str(base).rstrip("/")
+
+    def _value(self, entry: str, page: str) -> Any:
+        """The watched field as one page of one entry shows it; raises with a reason a shopper would give."""
+        p = self.params
+        path = f"/catalogue/{p.product}" if page == "item" else str(p.list_path)
+        r = self.http.get(self._base(entry) + path, timeout=2.0)
+        if r.status_code != 200:
+            raise ValueError(f"{r.status_code}")
+        body = r.json()
+        if page == "item":
+            return body.get(p.field)
+        found = [i for i in body if isinstance(i, dict) and i.get("id") == p.product] if isinstance(body, list) else []
+        if not found:
+            raise ValueError("the product is not on the listing")
+        return found[0].get(p.field)
 
     def read(self, now: float) -> list[Reading]:
         p = self.params
         out = []
+        pages = ["item", "list"] if p.list_path else ["item"]
         for entry in p.via:
-            try:
-                r = self.http.get(self._url(entry), timeout=2.0)
-                if r.status_code != 200:
-                    out.append(Reading(False, 0.0, f"{entry}: {r.status_code}"))
+            for page in pages:
+                try:
+                    value = self._value(entry, page)
+                except ScenarioError:
+                    raise
+                except Exception as exc:
+                    out.append(Reading(False, 0.0, f"{entry} {page}: {type(exc).__name__}: {exc}"[:200]))
                     continue
-                value = r.json().get(p.field)
-            except ScenarioError:
-                raise
-            except Exception as exc:
-                out.append(Reading(False, 0.0, f"{entry}: {type(exc).__name__}"))
-                continue
-            stale = self.ctx.expectations.judge(f"{p.product}.{p.field}", value, time.time())
-            out.append(Reading(stale <= self.ctx.propagation_budget_s, stale,
-                               f"{entry}: stale {stale:.1f}s" if stale else ""))
+                stale = self.ctx.expectations.judge(f"{p.product}.{p.field}", value, time.time())
+                out.append(Reading(stale <= self.ctx.propagation_budget_s, stale,
+                                   f"{entry} {page}: stale {stale:.1f}s" if stale else ""))
         return out
 
 
