@@ -315,6 +315,27 @@ class ActRoom(ToolsBase):
         return {"flushed_keys": keys, "changed": bool(keys)}
 
     @tool("act")
+    def purge_cache(self, service: str, product: str = "", path_prefix: str = "") -> dict[str, Any]:
+        """Purge an edge cache (a region's CDN): one product's pages, every object under a path, or everything.
+
+        Args:
+        service: the edge deployment, e.g. edge-eu
+        product: a product id: its cached pages go (empty: not by product)
+        path_prefix: a path such as /catalogue: every cached object under it goes (empty with no product: all)
+        """
+        if product and (len(product) > 40 or not product.strip()):
+            raise ToolError(f"product must be a product id (at most 40 characters), got {product!r}")
+        if path_prefix and not path_prefix.startswith("/"):
+            raise ToolError(f"path_prefix must start with '/', got {path_prefix!r}")
+        body: dict[str, Any] = {"deployment": service}
+        if product:
+            body["keys"] = [f"product:{product}"]
+        if path_prefix:
+            body["prefix"] = path_prefix
+        out = self._post("/v1/purge", body)
+        return {**out, "changed": out.get("removed", 0) > 0}
+
+    @tool("act")
     def resize_cache(self, service: str, maxmemory: str, policy: str = "") -> dict[str, Any]:
         """Set a Redis datastore's memory limit (e.g. 256mb, 0 for none) and optionally its eviction policy.
 

@@ -49,6 +49,7 @@ class ControlAPI:
         r.add_post("/v1/config/rollback", self.config_rollback)
         r.add_get("/v1/config/{name}", self.config_view)
         r.add_post("/v1/config/reset", self.config_reset)
+        r.add_post("/v1/purge", self.purge)
         r.add_post("/v1/env", self.env)
         r.add_post("/v1/env/rollback", self.env_rollback)
         r.add_get("/v1/edges", self.edges)
@@ -165,6 +166,15 @@ class ControlAPI:
     async def config_reset(self, request: web.Request) -> web.Response:
         data = await self._body(request)
         return _json(await self.runtime.reset_knobs(self._str(data, "deployment") or ""))
+
+    async def purge(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        keys, prefix = data.get("keys"), data.get("prefix")
+        if keys is not None and not (isinstance(keys, list) and all(isinstance(k, str) and k for k in keys)):
+            return _json({"error": "'keys' must be a list of non-empty strings"}, 400)
+        if prefix is not None and not (isinstance(prefix, str) and prefix.startswith("/")):
+            return _json({"error": "'prefix' must be a path starting with '/'"}, 400)
+        return _json(await self.runtime.purge(self._str(data, "deployment") or "", keys, prefix))
 
     async def env(self, request: web.Request) -> web.Response:
         data = await self._body(request)

@@ -557,6 +557,31 @@ class Runtime:
         self.event("reset_config", deployment=name)
         return {"deployment": name, "restored": target}
 
+    async def purge(self, name: str, keys: list[str] | None = None, prefix: str | None = None) -> dict[str, Any]:
+        """Purge an edge cache's objects on every ready pod (by tag/key, by path prefix, or all): what a CDN's
+        purge API does. Only deployments that run the edge module have one."""
+        dep = self.deployment(name)
+        if dep.spec.kind != "service" or dep.spec.module != "edge":
+            raise ClusterError(f"'{name}' is not an edge cache; purge works on edge deployments only")
+        pods = [p for p in dep.pods.values() if p.ready]
+        if not pods:
+            raise ClusterError(f"'{name}' has no ready pod to purge")
+        body: dict[str, Any] = {}
+        if keys is not None:
+            body["keys"] = keys
+        if prefix is not None:
+            body["prefix"] = prefix
+        removed = 0
+        for pod in pods:
+            async with self.http.post(f"http://127.0.0.1:{pod.port}/admin/purge", json=body,
+                                      timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                answer = await resp.json(content_type=None)
+                if resp.status >= 400:
+                    raise ClusterError(f"{pod.name} refused the purge: {answer.get('error', answer)}")
+                removed += int(answer.get("removed", 0))
+        self.event("purge", deployment=name, keys=keys, prefix=prefix, removed=removed)
+        return {"deployment": name, "removed": removed, "pods": [p.name for p in pods]}
+
     async def set_env(self, name: str, env: dict[str, str]) -> dict[str, Any]:
         """Change the pods' environment and roll it out (pods restarted one at a time)."""
         dep = self.deployment(name)

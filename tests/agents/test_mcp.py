@@ -37,7 +37,7 @@ SAFE_ARGS: dict[str, dict] = {
     "reconcile_payments": {"dry_run": True}, "dead_letter": {"service": "catalogue"},
     "requeue": {"service": "catalogue"}, "reset_gateway": {}, "failover_gateway": None,
     "submit": {"detected": False, "root_causes": [], "summary": "mcp test"}, "mitigation_done": None,
-    "queue_status": {"service": "catalogue"},
+    "queue_status": {"service": "catalogue"}, "purge_cache": {"service": "catalogue"},
 }
 
 

@@ -6,7 +6,6 @@ panel while the probe reads it as a shopper and says how stale it is."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -136,15 +135,18 @@ def test_the_schedule_keeps_phases_offsets_and_periods(fake_kinds: None, tmp_pat
         onset = time.time()
         script.mark("onset", onset)
         wait_for(lambda: any(p["id"] == "once" for p in script.performed_actions()), timeout=10)
-        time.sleep(0.5)
+        time.sleep(1.0)
     finally:
         script.stop()
     done = script.performed_actions()
     every = [p for p in done if p["id"] == "every"]
     once = [p for p in done if p["id"] == "once"]
-    assert every[0]["time"] >= t0 + 0.3 and [p["n"] for p in every] == list(range(1, len(every) + 1))
-    assert all(b["time"] - a["time"] >= 0.15 for a, b in itertools.pairwise(every))
-    assert all(p["time"] < onset + 0.05 for p in every)  # until: onset
+    # Never early: the n-th comes no sooner than its slot (a busy machine may make one late, never one early).
+    assert [p["n"] for p in every] == list(range(1, len(every) + 1))
+    assert all(p["time"] >= t0 + 0.3 + 0.2 * (p["n"] - 1) - 0.01 for p in every), [p["time"] - t0 for p in every]
+    # until: onset. One already under way at the mark may start just after it; none starts later (in the
+    # second that follows, a loop that ignored the mark would have started four more).
+    assert not [p for p in every if p["time"] > onset + 0.15]
     assert len(once) == 1 and once[0]["time"] >= onset + 0.2  # no every_s: once, counted from its phase
     summary = script.summary(5.0)
     assert summary["operator_actions"] == {"performed": len(done), "failed": 1}  # n == 2 failed

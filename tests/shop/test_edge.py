@@ -339,6 +339,24 @@ def test_woken_in_a_shop_an_edge_serves_a_region_and_hears_the_catalogue_s_purge
         assert staff.patch(f"{front}/admin/products/{holy}", json={"price": 42.0}, timeout=10).status_code == 200
         fresh = wait_for(lambda: (r := page()).json()["price"] == 42.0 and r, timeout=10)
         assert fresh.headers["X-Cache-Status"] == "MISS"
+        # An agent's purge of the region, through its tool: the runtime asks every edge pod with its token.
+        from sockdrill.agents.tools import ToolContext, Tools
+
+        tools = Tools(ToolContext(data_dir=data_dir, max_steps=20))
+        assert page().headers["X-Cache-Status"] == "HIT"
+        purged = tools.call("purge_cache", service="edge-us", product=holy)
+        assert purged["ok"] and purged["result"]["removed"] == 1 and purged["result"]["changed"], purged
+        assert page().headers["X-Cache-Status"] == "MISS"
+        refused = tools.call("purge_cache", service="catalogue")
+        assert refused["ok"] is False and "not an edge cache" in refused["error"], refused
+        # The freshness probe of scenario 4 reads through the edge as a shopper: the page and the home listing.
+        from sockdrill.scenarios import scripted
+
+        ctx = scripted.ScriptContext(front_end_url=front, record=rc.record, profile="fast", propagation_budget_s=5)
+        probe = scripted.CatalogueFreshness(ctx, scripted.FreshnessParams(
+            product=holy, field="price", via=["edge-us"], list_path="/catalogue?size=5&page=1"))
+        readings = probe.read(time.time())
+        assert len(readings) == 2 and all(r.ok and r.value_s == 0.0 for r in readings), readings
         done, _ = reset_deployments(rc, Setup())
         assert done["scaled"] == {"edge-us": 0} and rc.get("/v1/describe/edge-us")["pods"] == []
     finally:
