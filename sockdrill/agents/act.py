@@ -315,6 +315,28 @@ class ActRoom(ToolsBase):
         return {"flushed_keys": keys, "changed": bool(keys)}
 
     @tool("act")
+    def set_route(self, service: str, weights: dict[str, int]) -> dict[str, Any]:
+        """Split a service's reads over its subsets by weight, live (the mesh's route; writes always go to the
+        first subset). describe(service) shows its subsets, weights and route revision.
+
+        Args:
+        service: a routed service, e.g. catalogue
+        weights: subset name to weight 0-100, e.g. {"primary": 100, "v1": 0}; subsets not named get 0
+        """
+        out = self._post("/v1/route", {"deployment": service, "weights": weights})
+        return {"deployment": out["deployment"], "weights": out["weights"], "changed": out["changed"]}
+
+    @tool("act")
+    def rollback_route(self, service: str) -> dict[str, Any]:
+        """Put a service's route back to the weights before its last change.
+
+        Args:
+        service: a routed service
+        """
+        out = self._post("/v1/route/rollback", {"deployment": service})
+        return {**out, "changed": True}
+
+    @tool("act")
     def purge_cache(self, service: str, product: str = "", path_prefix: str = "") -> dict[str, Any]:
         """Purge an edge cache (a region's CDN): one product's pages, every object under a path, or everything.
 

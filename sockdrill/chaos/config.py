@@ -100,6 +100,67 @@ class ConfigKnob(FaultKind):
                    note="service knobs through SOCKDRILL_KNOBS (a rollout), restored after the duration")
 
 
+class RouteParams(Params):
+    weights: dict[str, int] = Field(description="subset → weight (0-100), e.g. {primary: 50, v1: 50}")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, int]) -> dict[str, int]:
+        if not v or any(isinstance(w, bool) or not 0 <= w <= 100 for w in v.values()) or not any(v.values()):
+            raise ValueError("weights map subsets to integers from 0 to 100, at least one above 0")
+        return v
+
+
+@register
+class MeshRoute(FaultKind):
+    """A route pushed to the mesh (a rollback's weights re-applied, a canary left at half): recorded like any route
+    change, so ``rollback_route`` undoes it; revert restores the weights from before, exactly."""
+
+    id = "mesh.route"
+    summary = "re-weights a routed service's subsets in the mesh (reads split to another release); weights restored"
+    Params = RouteParams
+    target_help = "a routed service (one with subsets, e.g. catalogue)"
+    chaos_mesh = ""  # Chaos Mesh has no routing chaos: a Job patches the VirtualService
+
+    def check(self, rt: Any, spec: FaultSpec) -> None:
+        dep = deployment(rt, spec.target, kinds=("service",))
+        if not dep.spec.subsets:
+            raise FaultError(f"target: {spec.target!r} has no subsets to route between")
+        unknown = sorted(set(spec.params["weights"]) - set(dep.spec.subsets))
+        if unknown:
+            raise FaultError(f"params.weights: {spec.target!r} has no subset {unknown[0]!r}"
+                             f"{did_you_mean(unknown[0], dep.spec.subsets)}")
+
+    async def inject(self, ctx: Ctx, spec: FaultSpec) -> dict[str, Any]:
+        self.check(ctx.runtime, spec)
+        try:
+            out = ctx.runtime.set_route(spec.target, dict(spec.params["weights"]), record=True)
+        except ClusterError as exc:
+            raise FaultError(f"params.weights: {exc}") from None
+        return {"previous": out["previous"], "set": out["weights"]}
+
+    async def revert(self, ctx: Ctx, spec: FaultSpec, state: dict[str, Any]) -> None:
+        if ctx.leftover:
+            return  # a new supervisor starts from the manifest's route
+        dep = ctx.runtime.deployments.get(spec.target)
+        if dep is None or not dep.spec.subsets:
+            return
+        ctx.runtime.set_route(spec.target, state["previous"], record=False)
+
+    def render(self, spec: FaultSpec, opts: RenderOptions) -> list[dict[str, Any]]:
+        from sockdrill.chaos.render import service_name
+
+        name, ns = service_name(spec.target, opts), opts.namespace
+        route = [{"destination": {"host": name, "subset": subset}, "weight": w}
+                 for subset, w in spec.params["weights"].items()]
+        patch = json.dumps([{"op": "replace", "path": "/spec/http/0/route", "value": route}])
+        save = f"kubectl -n {ns} get virtualservice {name} -o json > /tmp/vs.json"
+        apply = f"kubectl -n {ns} patch virtualservice {name} --type=json -p {quote(patch)}"
+        restore = "kubectl replace -f /tmp/vs.json"
+        return job(spec, opts, KUBECTL_IMAGE, apply, restore, save=save,
+                   note="Istio VirtualService route weights patched, the saved object restored after the duration")
+
+
 class ThirdPartyErrorParams(Params):
     error_rate: float = Field(description="share of requests the third party answers 503 (0..1)", ge=0, le=1)
 

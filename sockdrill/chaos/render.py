@@ -136,7 +136,7 @@ def _sq(text: str) -> str:
 
 
 def rbac(opts: RenderOptions) -> list[dict[str, Any]]:
-    """What the kubectl Jobs need: patch deployments and set env in the namespace."""
+    """What the kubectl Jobs need: patch deployments and set env, exec into pods, patch Istio routes."""
     meta = {"name": JOB_ACCOUNT, "namespace": opts.namespace, "labels": dict(MANAGED)}
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
@@ -144,7 +144,9 @@ def rbac(opts: RenderOptions) -> list[dict[str, Any]]:
          "rules": [{"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"],
                     "verbs": ["get", "patch"]},
                    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-                   {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]},
+                   {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]},
+                   {"apiGroups": ["networking.istio.io"], "resources": ["virtualservices"],
+                    "verbs": ["get", "patch", "update"]}]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": JOB_ACCOUNT},
          "subjects": [{"kind": "ServiceAccount", "name": JOB_ACCOUNT, "namespace": opts.namespace}]},

@@ -50,6 +50,9 @@ class ControlAPI:
         r.add_get("/v1/config/{name}", self.config_view)
         r.add_post("/v1/config/reset", self.config_reset)
         r.add_post("/v1/purge", self.purge)
+        r.add_post("/v1/route", self.route)
+        r.add_post("/v1/route/rollback", self.route_rollback)
+        r.add_post("/v1/route/reset", self.route_reset)
         r.add_post("/v1/env", self.env)
         r.add_post("/v1/env/rollback", self.env_rollback)
         r.add_get("/v1/edges", self.edges)
@@ -166,6 +169,22 @@ class ControlAPI:
     async def config_reset(self, request: web.Request) -> web.Response:
         data = await self._body(request)
         return _json(await self.runtime.reset_knobs(self._str(data, "deployment") or ""))
+
+    async def route(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        weights = data.get("weights")
+        if not isinstance(weights, dict):
+            return _json({"error": "'weights' must be an object of subset → weight"}, 400)
+        return _json(self.runtime.set_route(self._str(data, "deployment") or "", weights,
+                                            record=bool(data.get("record", True))))
+
+    async def route_rollback(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        return _json(self.runtime.rollback_route(self._str(data, "deployment") or ""))
+
+    async def route_reset(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        return _json(self.runtime.reset_route(self._str(data, "deployment") or ""))
 
     async def purge(self, request: web.Request) -> web.Response:
         data = await self._body(request)

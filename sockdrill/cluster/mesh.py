@@ -572,13 +572,19 @@ class _Conn:
         self.req_start = None
         self.edge._request(_CODE_CLASS.get(first, "other"), perf_counter() - start)
 
-    def _route(self) -> None:
-        """Per-request balancing: send this request to the destination's next backend."""
-        backends = self.edge.mesh._backends.get(self.edge.destination)
-        if not backends:
-            return  # none ready now: the current one (if it still answers) keeps the request
-        backend = backends[self.edge._rr % len(backends)]
-        self.edge._rr += 1
+    def _route(self, method: str = "GET") -> None:
+        """Per-request balancing: send this request to the destination's next backend (on a routed
+        destination, to the subset its weights give this request)."""
+        picked = self.edge.mesh.pick(self.edge.destination, method) if self.edge.mesh.routed(
+            self.edge.destination) else None
+        if picked is not None:
+            backend = picked
+        else:
+            backends = self.edge.mesh._backends.get(self.edge.destination)
+            if not backends:
+                return  # none ready now: the current one (if it still answers) keeps the request
+            backend = backends[self.edge._rr % len(backends)]
+            self.edge._rr += 1
         self.edge.by_pod[backend.pod] += 1
         if backend == self.backend and self.server is not None and not self.server.lost:
             return
@@ -652,7 +658,7 @@ class _Conn:
         for head, seg, end in framer.feed(data):
             if head is not None:
                 if self.per_request and not self.fifo:  # the previous exchange is over: this one may go elsewhere
-                    self._route()
+                    self._route(head.method)
                     if self.closed:
                         return
                 self.req_action = self._on_request(head)
@@ -779,6 +785,8 @@ class Edge:
     def _accept(self, side: _ClientSide) -> None:
         self.connections_total += 1
         backends = self.mesh._backends.get(self.destination)
+        if self.mesh.routed(self.destination):
+            backends = self.mesh.route_backends(self.destination) or backends
         if not backends:
             self._error("no_backend")
             _rst(side.transport)
@@ -924,6 +932,72 @@ class Mesh:
         self._backends: dict[str, tuple[Backend, ...]] = {}
         self._balancing: dict[str, Balancing] = {}
         self.edges: dict[tuple[str, str], Edge] = {}
+        # Weighted subsets of a destination (an Istio VirtualService's routes): destination → ((subset,
+        # deployment, weight), ...). Only a destination with two or more weighted subsets is routed; every
+        # other keeps the plain paths below, untouched.
+        self._routes: dict[str, tuple[tuple[str, str, int], ...]] = {}
+        self._wrr: dict[str, dict[str, int]] = {}
+        self._subset_rr: Counter[tuple[str, str]] = Counter()
+        self.route_requests: Counter[tuple[str, str]] = Counter()  # (destination, subset) → requests
+
+    # Requests that change something go to the first subset (the primary), whatever the weights: only reads
+    # are split, as a read replica or a canary of reads would be.
+    ROUTED_METHODS = frozenset({"GET", "HEAD"})
+
+    def set_route(self, destination: str, routes: Iterable[tuple[str, str, int]]) -> None:
+        """Route ``destination``'s reads over subsets by weight: ``[(subset, deployment, weight), ...]``, the
+        first the primary. Fewer than two subsets with weight > 0: not routed (plain balancing)."""
+        table = tuple((str(n), str(d), int(w)) for n, d, w in routes)
+        if any(w < 0 for _n, _d, w in table):
+            raise ClusterError(f"route of {destination}: weights must be >= 0")
+        self._routes[destination] = table
+        self._wrr[destination] = {}
+        per_request = self.balancing(destination) == "request"
+        for (_src, dest), edge in self.edges.items():
+            if dest == destination:
+                for conn in edge.conns:
+                    conn.per_request = conn.http and per_request
+
+    def route(self, destination: str) -> tuple[tuple[str, str, int], ...]:
+        return self._routes.get(destination, ())
+
+    def routed(self, destination: str) -> bool:
+        return sum(1 for _n, _d, w in self._routes.get(destination, ()) if w > 0) >= 2
+
+    def pick(self, destination: str, method: str) -> Backend | None:
+        """The backend for one request to a routed destination (None: not routed, or nothing ready): the
+        subset by smooth weighted round-robin (nginx's: deterministic, no seed), skipping a subset with no
+        ready pod; then the subset's pods in turn."""
+        table = self._routes.get(destination, ())
+        live = [(n, d, w) for n, d, w in table if w > 0 and self._backends.get(d)]
+        if not table or not live:
+            return None
+        if method not in self.ROUTED_METHODS:
+            first = table[0]
+            chosen = first if self._backends.get(first[1]) else live[0]
+        else:
+            current = self._wrr.setdefault(destination, {})
+            total = 0
+            for n, _d, w in live:
+                current[n] = current.get(n, 0) + w
+                total += w
+            chosen = max(live, key=lambda r: current[r[0]])
+            current[chosen[0]] -= total
+        name, deployment, _w = chosen
+        pods = self._backends[deployment]
+        key = (destination, name)
+        backend = pods[self._subset_rr[key] % len(pods)]
+        self._subset_rr[key] += 1
+        self.route_requests[key] += 1
+        return backend
+
+    def route_backends(self, destination: str) -> tuple[Backend, ...]:
+        """Every ready pod of a routed destination's subsets (where a new connection may be accepted)."""
+        out: list[Backend] = []
+        for _n, d, w in self._routes.get(destination, ()):
+            if w > 0:
+                out.extend(self._backends.get(d, ()))
+        return tuple(out)
 
     def set_balancing(self, destination: str, policy: Balancing) -> None:
         """``connection`` (default): each new connection goes to the next pod, as kube-proxy does; a client's
@@ -940,6 +1014,8 @@ class Mesh:
                     conn.per_request = conn.http and policy == "request"
 
     def balancing(self, destination: str) -> Balancing:
+        if self.routed(destination):
+            return "request"  # a routed destination is balanced per request, as a sidecar routes
         return self._balancing.get(destination, "connection")
 
     def set_backends(self, destination: str, backends: Iterable[Backend]) -> None:
@@ -1022,4 +1098,12 @@ class MeshCollector:
                     running += count
                     buckets.append((bound, running))
                 dur.add_metric(v, buckets, edge.lat_sum)
-        yield from (conns, active, nbytes, errors, reqs, dur)
+        weight = GaugeMetricFamily("mesh_route_weight", "Weight of each subset of a routed destination.",
+                                   labels=["destination", "subset"])
+        routed = CounterMetricFamily("mesh_route_requests", "Requests sent to each subset of a routed destination.",
+                                     labels=["destination", "subset"])
+        for dest, table in list(self.mesh._routes.items()):
+            for name, _dep, w in table:
+                weight.add_metric([dest, name], w)
+                routed.add_metric([dest, name], self.mesh.route_requests[(dest, name)])
+        yield from (conns, active, nbytes, errors, reqs, dur, weight, routed)

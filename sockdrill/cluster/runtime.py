@@ -82,6 +82,12 @@ class Deployment:
         # ``--replicas carts=2``, or a deployment shipped with a setting, keeps it across runs).
         self.default_replicas = spec.replicas
         self.default_knobs: dict[str, Any] = dict(spec.knobs)
+        # Route weights by subset (services with subsets only), their history and revision, like the config's.
+        self.default_route = {n: int(spec.route.get(n, 100 if i == 0 else 0)) for i, n in enumerate(spec.subsets)}
+        self.route = dict(self.default_route)
+        self.route_history: list[dict[str, int]] = []
+        self.route_revision = 0
+        self.route_changed_at: float | None = None
         # Like a Deployment's rollout history: how many config changes, the last one when (no contents).
         self.config_revision = 0
         self.config_changed_at: float | None = None
@@ -238,6 +244,9 @@ class Runtime:
             self.edges[(HOST, dep.name)] = dep.ingress
             self.mesh.set_backends(dep.name, dep.backends())
             self.mesh.set_balancing(dep.name, dep.spec.balancing)
+        for dep in self.deployments.values():
+            if dep.spec.subsets:
+                self._apply_route(dep)
         pods = [dep.new_pod() for dep in self.deployments.values() if not dep.external
                 for _ in range(dep.spec.replicas)]
         self._write_pgpass()  # before any probe: the probes log in with it
@@ -582,6 +591,73 @@ class Runtime:
         self.event("purge", deployment=name, keys=keys, prefix=prefix, removed=removed)
         return {"deployment": name, "removed": removed, "pods": [p.name for p in pods]}
 
+    # ---- routes ---------------------------------------------------------------------------------------
+    def _apply_route(self, dep: Deployment) -> None:
+        self.mesh.set_route(dep.name, [(n, d, dep.route.get(n, 0)) for n, d in dep.spec.subsets.items()])
+
+    def _routed(self, name: str) -> Deployment:
+        dep = self.deployment(name)
+        if not dep.spec.subsets:
+            routed = [n for n, d in self.deployments.items() if d.spec.subsets]
+            raise ClusterError(f"'{name}' has no subsets to route between (routed services: "
+                               f"{', '.join(routed) or 'none'})")
+        return dep
+
+    def set_route(self, name: str, weights: dict[str, Any], record: bool = True) -> dict[str, Any]:
+        """Split a service's reads over its subsets by weight (0-100 each; subsets not named get 0), live."""
+        dep = self._routed(name)
+        if not isinstance(weights, dict) or not weights:
+            raise ClusterError("give the weights as subset=weight, e.g. {\"primary\": 90, \"v1\": 10}")
+        unknown = sorted(set(weights) - set(dep.spec.subsets))
+        if unknown:
+            raise ClusterError(f"'{name}' has no subset {unknown[0]!r}" + did_you_mean(unknown[0], dep.spec.subsets)
+                               + f" (subsets: {', '.join(dep.spec.subsets)})")
+        clean: dict[str, int] = {}
+        for subset in dep.spec.subsets:
+            w = weights.get(subset, 0)
+            if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= 100:
+                raise ClusterError(f"weight of subset {subset!r} must be an integer from 0 to 100, got {w!r}")
+            clean[subset] = w
+        if not any(clean.values()):
+            raise ClusterError("at least one subset needs a weight above 0")
+        previous = dict(dep.route)
+        changed = clean != previous
+        if record and changed:
+            dep.route_history.append(previous)
+            dep.route_revision += 1
+            dep.route_changed_at = time.time()
+        dep.route = clean
+        self._apply_route(dep)
+        if record:
+            self.event("set_route", deployment=name, weights=clean)
+        return {"deployment": name, "previous": previous, "weights": dict(clean), "changed": changed}
+
+    def rollback_route(self, name: str) -> dict[str, Any]:
+        dep = self._routed(name)
+        if not dep.route_history:
+            raise ClusterError(f"'{name}' has no earlier route to roll back to")
+        dep.route = dep.route_history.pop()
+        dep.route_revision += 1
+        dep.route_changed_at = time.time()
+        self._apply_route(dep)
+        self.event("rollback_route", deployment=name, weights=dep.route)
+        return {"deployment": name, "weights": dict(dep.route)}
+
+    def reset_route(self, name: str) -> dict[str, Any]:
+        """Back to the manifest's weights, history cleared (between runs)."""
+        dep = self._routed(name)
+        dep.route = dict(dep.default_route)
+        dep.route_history.clear()
+        dep.route_revision, dep.route_changed_at = 0, None
+        self._apply_route(dep)
+        return {"deployment": name, "weights": dict(dep.route)}
+
+    def route_view(self, dep: Deployment) -> dict[str, Any]:
+        return {"subsets": {n: {"deployment": d, "weight": dep.route.get(n, 0),
+                                "ready": len(self.deployments[d].ready_pods()) if d in self.deployments else 0}
+                            for n, d in dep.spec.subsets.items()},
+                "revision": dep.route_revision, "changed_at": dep.route_changed_at}
+
     async def set_env(self, name: str, env: dict[str, str]) -> dict[str, Any]:
         """Change the pods' environment and roll it out (pods restarted one at a time)."""
         dep = self.deployment(name)
@@ -621,6 +697,7 @@ class Runtime:
                          "memory_bytes": dep.spec.memory_request_bytes},
             "default_limits": dict(dep.default_limits),
             "default_replicas": dep.default_replicas, "default_knobs": dict(dep.default_knobs),
+            **({"route": self.route_view(dep)} if dep.spec.subsets else {}),
             "knobs": dict(dep.spec.knobs), "env": dict(dep.spec.env),
             "pods": [p.describe() for p in dep.pods.values()],
         }

@@ -104,6 +104,8 @@ def reset_deployments(client: RuntimeClient, setup: Setup) -> tuple[dict[str, An
             if dep["knobs"] != dep.get("default_knobs", {}):
                 done.setdefault("knobs_reset", []).append(name)
             client.post("/v1/balancing", {"deployment": name, "policy": setup.balancing.get(name, "connection")})
+            if "route" in dep:  # the manifest's weights, its route history cleared
+                client.post("/v1/route/reset", {"deployment": name})
             # The manifest's size, not 1: a shop started with --replicas keeps it from run to run.
             want = setup.replicas.get(name, dep.get("default_replicas", 1))
             if dep["replicas"] != want:

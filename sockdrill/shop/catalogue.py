@@ -27,6 +27,7 @@ import json
 import math
 import os
 import struct
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +38,7 @@ from aiohttp import web
 from sockdrill.cluster.admin import SHOP_TOKEN_ENV, bearer_ok
 from sockdrill.errors import ShopError
 from sockdrill.shop.common.db import DB_KNOBS, Database
+from sockdrill.shop.common.knobs import Knob
 from sockdrill.shop.common.service import Service, bad_request, json_response, read_json, run_service
 from sockdrill.shop.data import data_products, data_seed, images
 from sockdrill.shop.data.generate import generate_products
@@ -44,7 +46,10 @@ from sockdrill.shop.data.seed import SOCKS, TAG_IDS, TAGS, Sock
 from sockdrill.shop.product_events import KNOBS as PURGE_KNOBS
 from sockdrill.shop.product_events import ProductEvents
 
-KNOBS = [*DB_KNOBS, *PURGE_KNOBS]
+KNOBS = [*DB_KNOBS, *PURGE_KNOBS,
+         # An earlier release kept answers in memory; 0 turns that off (the current release's default).
+         Knob("product_cache_ttl_s", 0.0, "seconds a product, listing or count answer is kept in memory "
+              "and served again (0: never)", minimum=0, maximum=86400)]
 
 JSON_TYPE = "application/json; charset=utf-8"
 # Upstream's Go handlers set Content-Type after writing an error status, so clients saw a sniffed type.
@@ -519,12 +524,33 @@ def build(svc: Service) -> None:
         await purges.changed("delete", sock_id)
         return json_response({"deleted": sock_id}, content_type=JSON_TYPE)
 
+    answers: dict[str, tuple[float, web.Response]] = {}  # path and query → (when, the answer), product_cache_ttl_s
+
+    def kept(handler: Callable[[web.Request], Any]) -> Callable[[web.Request], Any]:
+        """Serve a read again from memory for ``product_cache_ttl_s`` (0: always from the database)."""
+        async def serve(request: web.Request) -> web.Response:
+            ttl = float(svc.knobs["product_cache_ttl_s"])
+            if ttl <= 0:
+                return await handler(request)  # type: ignore[no-any-return]
+            now = time.monotonic()
+            hit = answers.get(request.path_qs)
+            if hit is not None and now - hit[0] < ttl:
+                return web.Response(body=hit[1].body, status=hit[1].status, content_type=hit[1].content_type,
+                                    charset=hit[1].charset)
+            resp: web.Response = await handler(request)
+            if resp.status == 200:
+                if len(answers) > 10_000:
+                    answers.clear()
+                answers[request.path_qs] = (now, resp)
+            return resp
+        return serve
+
     r = svc.app.router
-    r.add_get("/catalogue", list_socks)
-    r.add_get("/catalogue/size", count_socks)
+    r.add_get("/catalogue", kept(list_socks))
+    r.add_get("/catalogue/size", kept(count_socks))
     r.add_get("/catalogue/images/{file}", get_image)
-    r.add_get("/catalogue/{id}", get_sock)
-    r.add_get("/tags", list_tags)
+    r.add_get("/catalogue/{id}", kept(get_sock))
+    r.add_get("/tags", kept(list_tags))
     r.add_get("/admin/products/export", export_products)
     r.add_post("/admin/products", create_product)
     r.add_patch("/admin/products/{id}", update_product)

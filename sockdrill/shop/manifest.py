@@ -81,8 +81,13 @@ def shop_deployments(
         # Seed scenario 6's search: two shards and the service over them, asleep unless a scenario wakes them.
         store("search-db-a", "postgres", "search shard a", optional=True),
         store("search-db-b", "postgres", "search shard b", optional=True),
-        # The queue carries its product events (edge purges, search changes) besides shipments.
-        svc("catalogue", ["catalogue-db", "queue"], "product catalogue"),
+        # The queue carries its product events (edge purges, search changes) besides shipments. Its reads may be
+        # routed to the previous release too (subsets: all to the primary unless a route says otherwise).
+        svc("catalogue", ["catalogue-db", "queue"], "product catalogue",
+            subsets={"primary": "catalogue", "v1": "catalogue-v1"}, route={"primary": 100, "v1": 0}),
+        # The previous release, kept for a rollback (it kept answers in memory for ten minutes): asleep.
+        svc("catalogue-v1", ["catalogue-db", "queue"], "product catalogue, previous release (kept for rollback)",
+            module="catalogue", optional=True, knobs={"product_cache_ttl_s": 600.0}),
         svc("user", ["user-db"], "customers, addresses, cards, login"),
         svc("carts", ["carts-db", "carts-cache"], "shopping carts"),
         svc("payment-gateway", [], "third-party payment processor"),

@@ -69,6 +69,7 @@ KINDS: dict[str, dict[str, object]] = {
     "datastore.query_storm": {"target": "catalogue-db", "params": {"concurrency": 1, "table": "sock",
                                                                    "column": "name"}},
     "queue.poison": {"target": "queue", "params": {"queue": "cdn-purge.iso", "body": "PURGE /catalogue/x"}},
+    "mesh.route": {"target": "catalogue", "params": {"weights": {"primary": 63, "v1": 37}}},
 }
 # What an agent would search for: the fault machinery, each kind and parameter name, the knob a third-party
 # fault sets (never shown), and every scenario, variant and runbook-as-answer identifier of the catalogue.

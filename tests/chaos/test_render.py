@@ -48,6 +48,7 @@ EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "thirdparty.latency": ("payment-gateway", {"latency_ms": 4000, "jitter_ms": 500}),
     "time.skew": ("orders", {"offset": "-10m"}),
     "queue.poison": ("queue", {"queue": "cdn-purge.eu", "body": "PURGE /catalogue/x 'quoted'"}),
+    "mesh.route": ("catalogue", {"weights": {"primary": 50, "v1": 50}}),
 }
 
 

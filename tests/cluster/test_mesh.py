@@ -749,3 +749,41 @@ async def test_connections_open_before_a_policy_change_follow_it(mesh: Mesh) -> 
     assert edge.stats()["connections_total"] == 1
     await a.stop()
     await b.stop()
+
+
+async def test_a_route_splits_reads_by_weight_and_sends_writes_to_the_primary(mesh: Mesh) -> None:
+    """Weighted subsets (an Istio VirtualService's routes): reads split 3:1 by smooth weighted round-robin, in the
+    same order every time; a write goes to the first subset; a subset with no ready pod is skipped; one subset
+    left with weight is no route (the plain per-connection balancing again)."""
+    primary, old = await HttpServer("api-0").start(), await HttpServer("api-v1-0").start()
+    mesh.set_backends("api", [primary.backend()])
+    mesh.set_backends("api-v1", [old.backend()])
+    edge = await mesh.add_edge("svc", "api", protocol="http")
+    mesh.set_route("api", [("primary", "api", 75), ("v1", "api-v1", 25)])
+    assert mesh.routed("api") and mesh.balancing("api") == "request"
+    pods = [pod for _s, pod, _t in await _pods_over_one_connection(edge, 8)]
+    assert pods == ["api-0", "api-0", "api-v1-0", "api-0"] * 2, pods
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
+        for _ in range(4):
+            async with s.post(f"http://{LOCAL}:{edge.port}/w", data=b"x") as r:
+                assert (await r.json())["pod"] == "api-0"
+    assert primary.seen["POST /w"] == 4 and old.seen.get("POST /w", 0) == 0
+    mesh.set_backends("api-v1", [])  # the old release's pod not ready: its share goes to the others
+    assert {pod for _s, pod, _t in await _pods_over_one_connection(edge, 4)} == {"api-0"}
+    mesh.set_backends("api-v1", [old.backend()])
+    mesh.set_route("api", [("primary", "api", 100), ("v1", "api-v1", 0)])
+    assert not mesh.routed("api") and mesh.balancing("api") == "connection"
+    assert {pod for _s, pod, _t in await _pods_over_one_connection(edge, 4)} == {"api-0"}
+    text = generate_latest(_registry(mesh)).decode()
+    assert 'mesh_route_weight{destination="api",subset="v1"} 0.0' in text
+    assert 'mesh_route_requests_total{destination="api",subset="v1"} 2.0' in text
+    mesh.set_route("api", [])
+    await mesh.remove_edge("svc", "api")
+    await primary.stop()
+    await old.stop()
+
+
+def _registry(mesh: Mesh) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    reg.register(MeshCollector(mesh))  # type: ignore[arg-type]
+    return reg
