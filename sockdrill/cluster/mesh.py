@@ -933,8 +933,8 @@ class Mesh:
         self._balancing: dict[str, Balancing] = {}
         self.edges: dict[tuple[str, str], Edge] = {}
         # Weighted subsets of a destination (an Istio VirtualService's routes): destination → ((subset,
-        # deployment, weight), ...). Only a destination with two or more weighted subsets is routed; every
-        # other keeps the plain paths below, untouched.
+        # deployment, weight), ...). Only a destination some of whose weight goes to another deployment is
+        # routed; every other keeps the plain paths below, untouched.
         self._routes: dict[str, tuple[tuple[str, str, int], ...]] = {}
         self._wrr: dict[str, dict[str, int]] = {}
         self._subset_rr: Counter[tuple[str, str]] = Counter()
@@ -946,7 +946,7 @@ class Mesh:
 
     def set_route(self, destination: str, routes: Iterable[tuple[str, str, int]]) -> None:
         """Route ``destination``'s reads over subsets by weight: ``[(subset, deployment, weight), ...]``, the
-        first the primary. Fewer than two subsets with weight > 0: not routed (plain balancing)."""
+        first the primary. All weight on the destination's own deployment: not routed (plain balancing)."""
         table = tuple((str(n), str(d), int(w)) for n, d, w in routes)
         if any(w < 0 for _n, _d, w in table):
             raise ClusterError(f"route of {destination}: weights must be >= 0")
@@ -962,7 +962,8 @@ class Mesh:
         return self._routes.get(destination, ())
 
     def routed(self, destination: str) -> bool:
-        return sum(1 for _n, _d, w in self._routes.get(destination, ()) if w > 0) >= 2
+        """Whether any read may go elsewhere than the destination's own pods (all weight on them: no route)."""
+        return any(w > 0 and d != destination for _n, d, w in self._routes.get(destination, ()))
 
     def pick(self, destination: str, method: str) -> Backend | None:
         """The backend for one request to a routed destination (None: not routed, or nothing ready): the

@@ -774,9 +774,12 @@ async def test_a_route_splits_reads_by_weight_and_sends_writes_to_the_primary(me
     mesh.set_route("api", [("primary", "api", 100), ("v1", "api-v1", 0)])
     assert not mesh.routed("api") and mesh.balancing("api") == "connection"
     assert {pod for _s, pod, _t in await _pods_over_one_connection(edge, 4)} == {"api-0"}
+    mesh.set_route("api", [("primary", "api", 0), ("v1", "api-v1", 100)])  # every read to the old release
+    assert mesh.routed("api")
+    assert {pod for _s, pod, _t in await _pods_over_one_connection(edge, 4)} == {"api-v1-0"}
     text = generate_latest(_registry(mesh)).decode()
-    assert 'mesh_route_weight{destination="api",subset="v1"} 0.0' in text
-    assert 'mesh_route_requests_total{destination="api",subset="v1"} 2.0' in text
+    assert 'mesh_route_weight{destination="api",subset="v1"} 100.0' in text
+    assert 'mesh_route_requests_total{destination="api",subset="v1"} 6.0' in text
     mesh.set_route("api", [])
     await mesh.remove_edge("svc", "api")
     await primary.stop()
