@@ -157,6 +157,7 @@ class Run:
         self.scope_start: float | None = None  # the run's own telemetry begins at its reset
         self.published_before: int | None = None  # the shipping queue's counter when the load started
         self.script: Any = None  # the scenario's operator actions and probes (scripted.Script), while running
+        self.script_summary: dict[str, Any] | None = None  # what they did, for result.json
 
     # ---- helpers ----------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -226,9 +227,10 @@ class Run:
             return
         self.script.stop()
         for done in self.script.performed_actions():
-            self.journal.mark("operator_action", done["time"], **{k: v for k, v in done.items() if k != "time"})
+            detail = {("action_kind" if k == "kind" else k): v for k, v in done.items() if k != "time"}
+            self.journal.mark("operator_action", done["time"], **detail)
         summary = self.script.summary(self.win.propagation_budget_s)
-        self.journal.meta["script"] = summary
+        self.script_summary = summary
         failed = summary["operator_actions"]["failed"]
         if failed:
             self.notes.append(f"{failed} of {summary['operator_actions']['performed']} scripted operator actions "
@@ -573,6 +575,8 @@ class Run:
                 shutil.rmtree(self.own_data_dir, ignore_errors=True)
         meta["invalid_reason"] = invalid_reason
         meta["notes"] = self.notes
+        if self.script_summary is not None:
+            meta["script"] = self.script_summary
         j.meta = meta
         self.say("scoring")
         return self.finish()
