@@ -9,7 +9,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,25 @@ def make_data_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(path, 0o711)  # PostgreSQL runs as its own user when we are root
     return path
+
+
+def manifest_part(names: Iterable[str], **overrides: Any) -> list[Any]:
+    """The manifest's own deployments of ``names`` (their calls cut to those), for a small shop of its own."""
+    wanted = set(names)
+    return [s.model_copy(update={"calls": [c for c in s.calls if c in wanted]})
+            for s in shop_deployments(**overrides) if s.name in wanted]
+
+
+@contextmanager
+def running_shop(specs: list[Any], prefix: str, **up: Any) -> Iterator[RuntimeClient]:
+    """A shop of these deployments beside the shared one (ports are leased machine-wide), down and gone after."""
+    data_dir = make_data_dir(prefix)
+    try:
+        rc, _ = client.up(specs, data_dir=data_dir, timeout=120, **up)
+        yield rc
+    finally:
+        client.down(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

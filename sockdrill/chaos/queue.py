@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from sockdrill.chaos.datastore import _redis
 from sockdrill.chaos.kinds import Ctx, FaultKind, Params, deployment, register
 from sockdrill.chaos.render import RenderOptions, job, quote, service_name
 from sockdrill.chaos.spec import FaultSpec
@@ -41,21 +42,6 @@ class PoisonParams(Params):
         if v.endswith(DLQ_SUFFIX):
             raise ValueError(f"queue {v!r} is a dead-letter stream: poison the stream its consumers read")
         return v
-
-
-def _redis(rt: Any, name: str) -> Any:
-    import redis.asyncio as aioredis
-
-    dep = deployment(rt, name, kinds=("redis",))
-    if dep.spec.external_url:
-        if not dep.spec.external_url.startswith("redis"):
-            raise FaultError(f"target: {name!r} is not a Redis queue ({dep.spec.external_url.split(':')[0]})")
-        return aioredis.from_url(dep.spec.external_url, socket_timeout=5)
-    pods = dep.ready_pods()
-    if not pods:
-        raise FaultError(f"target: {name!r} has no ready pod")
-    user, password = rt.store_login(name, "admin")
-    return aioredis.Redis(host="127.0.0.1", port=pods[0].port, username=user, password=password, socket_timeout=5)
 
 
 def _s(value: Any) -> str:

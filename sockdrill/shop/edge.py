@@ -46,7 +46,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from sockdrill.shop.common import Knob, Service, bad_request, json_response, read_json, run_service
 from sockdrill.shop.common.env import optional_upstream_url
 from sockdrill.shop.common.http import UpstreamError
-from sockdrill.shop.product_events import STREAM_PREFIX, EventError, parse_purge
+from sockdrill.shop.product_events import STREAM_PREFIX, EventError, ensure_group, next_in_order, parse_purge
 
 ORIGIN = "front-end"
 KINDS = ("list", "item", "image")
@@ -271,7 +271,7 @@ class EdgeCache:
 
     async def _consume(self, url: str) -> None:
         import redis.asyncio as aioredis
-        from redis.exceptions import RedisError, ResponseError
+        from redis.exceptions import RedisError
 
         from sockdrill.shop.common.redisconn import stale_connection_retry
 
@@ -286,19 +286,9 @@ class EdgeCache:
             while True:
                 try:
                     if not grouped:
-                        try:
-                            await r.xgroup_create(stream, group, id="$", mkstream=True)
-                        except ResponseError as exc:
-                            if "BUSYGROUP" not in str(exc):
-                                raise
+                        await ensure_group(r, stream, group)
                         grouped = True
-                    # Own pending messages first (the one a failure stopped at), then new ones: in order.
-                    got: Any = await r.xreadgroup(group, consumer, {stream: "0"}, count=16)
-                    entries = got[0][1] if got else []
-                    if not entries:
-                        got = await r.xreadgroup(group, consumer, {stream: ">"}, count=16, block=1000)
-                        entries = got[0][1] if got else []
-                    for entry_id, fields in entries:
+                    for entry_id, fields in await next_in_order(r, stream, group, consumer, 16):
                         if not await self._apply_one(r, stream, group, entry_id, fields, attempts):
                             await asyncio.sleep(float(self.svc.knobs["purge_retry_s"]))
                             break  # nothing after it until it is applied (or dead-lettered)

@@ -84,6 +84,28 @@ def parse_purge(fields: dict[Any, Any]) -> tuple[list[str], float | None]:
     return keys, float(at) if isinstance(at, (int, float)) else None
 
 
+async def ensure_group(r: Any, stream: str, group: str) -> None:
+    """The consumer group (reading from now on), made with its stream if need be; one that exists is kept."""
+    from redis.exceptions import ResponseError
+
+    try:
+        await r.xgroup_create(stream, group, id="$", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def next_in_order(r: Any, stream: str, group: str, consumer: str, count: int) -> list[Any]:
+    """The next messages for a reader that keeps order: its own pending ones first (the one a failure stopped
+    at, even after a restart, since the consumer's name is the same), new ones only when none is pending."""
+    got: Any = await r.xreadgroup(group, consumer, {stream: "0"}, count=count)
+    entries = got[0][1] if got else []
+    if not entries:
+        got = await r.xreadgroup(group, consumer, {stream: ">"}, count=count, block=1000)
+        entries = got[0][1] if got else []
+    return list(entries)
+
+
 def regions_of(value: str) -> list[str]:
     return [r.strip() for r in value.split(",") if r.strip()]
 

@@ -43,7 +43,7 @@ from sockdrill.cluster.admin import SHOP_TOKEN_ENV
 from sockdrill.shop.common import Knob, Service, bad_request, json_response, run_service
 from sockdrill.shop.common.env import optional_upstream_url
 from sockdrill.shop.common.http import UpstreamError
-from sockdrill.shop.product_events import CHANGES_STREAM, EventError, parse_change
+from sockdrill.shop.product_events import CHANGES_STREAM, EventError, ensure_group, next_in_order, parse_change
 
 KNOBS: list[Knob] = [
     Knob("shard_timeout_s", 3.0, "a shard slower than this is left out of the answer (partial results)",
@@ -402,7 +402,7 @@ class Search:
     async def _follow(self, url: str) -> None:
         """Create the indexer's group, rebuild the index, then apply each change in order."""
         import redis.asyncio as aioredis
-        from redis.exceptions import RedisError, ResponseError
+        from redis.exceptions import RedisError
 
         from sockdrill.shop.common.redisconn import stale_connection_retry
 
@@ -411,20 +411,11 @@ class Search:
         try:
             while True:
                 try:
-                    try:
-                        await r.xgroup_create(CHANGES_STREAM, GROUP, id="$", mkstream=True)
-                    except ResponseError as exc:
-                        if "BUSYGROUP" not in str(exc):
-                            raise
+                    await ensure_group(r, CHANGES_STREAM, GROUP)  # before the rebuild: no change made during it is lost
                     if not built:
                         await self.reindex()
                         built = True
-                    got: Any = await r.xreadgroup(GROUP, GROUP, {CHANGES_STREAM: "0"}, count=64)
-                    entries = got[0][1] if got else []
-                    if not entries:
-                        got = await r.xreadgroup(GROUP, GROUP, {CHANGES_STREAM: ">"}, count=64, block=1000)
-                        entries = got[0][1] if got else []
-                    for entry_id, fields in entries:
+                    for entry_id, fields in await next_in_order(r, CHANGES_STREAM, GROUP, GROUP, 64):
                         try:
                             if fields:
                                 await self._apply_change(fields)

@@ -5,7 +5,6 @@ rolled back, a mesh.route fault reverted exactly, and a reset back to the manife
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Iterator
 
 import asyncpg
@@ -13,12 +12,10 @@ import pytest
 import requests
 
 from sockdrill.agents.tools import ToolContext, Tools
-from sockdrill.cluster import client
 from sockdrill.cluster.client import RuntimeClient
 from sockdrill.scenarios.reset import reset_deployments
 from sockdrill.scenarios.schema import Setup
-from sockdrill.shop.manifest import shop_deployments
-from tests.conftest import make_data_dir, wait_for
+from tests.conftest import manifest_part, running_shop, wait_for
 
 HOLY = "03fef6ac-1896-4ce8-bd69-b798f85c6e0b"
 WANTED = {"catalogue-db", "queue", "catalogue", "catalogue-v1"}
@@ -26,15 +23,8 @@ WANTED = {"catalogue-db", "queue", "catalogue", "catalogue-v1"}
 
 @pytest.fixture(scope="module")
 def routed_shop() -> Iterator[RuntimeClient]:
-    data_dir = make_data_dir("sockdrill-routes-")
-    specs = [s.model_copy(update={"calls": [c for c in s.calls if c in WANTED]})
-             for s in shop_deployments() if s.name in WANTED]
-    try:
-        rc, _ = client.up(specs, data_dir=data_dir, timeout=120)
+    with running_shop(manifest_part(WANTED), "sockdrill-routes-") as rc:
         yield rc
-    finally:
-        client.down(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _prices(rc: RuntimeClient, n: int) -> list[float]:

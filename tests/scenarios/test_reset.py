@@ -5,27 +5,24 @@ two pods with a setting of its own, and whose catalogue starts with the nine soc
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Iterator
 
 import asyncpg
 import psutil
 import pytest
 
-from sockdrill.cluster import client
 from sockdrill.cluster.client import RuntimeClient
 from sockdrill.cluster.spec import DeploymentSpec
 from sockdrill.scenarios.reset import reset_deployments, reset_shop
 from sockdrill.scenarios.schema import Setup
 from sockdrill.shop.data.generate import generate_products
-from tests.conftest import make_data_dir, wait_for
+from tests.conftest import running_shop, wait_for
 
 MANIFEST_KNOBS = {"decline_over": 50.0}
 
 
 @pytest.fixture(scope="module")
 def small_shop() -> Iterator[RuntimeClient]:
-    data_dir = make_data_dir("sockdrill-reset-")
     specs = [
         DeploymentSpec(name="catalogue-db", kind="postgres"),
         DeploymentSpec(name="user-db", kind="postgres"),
@@ -33,12 +30,8 @@ def small_shop() -> Iterator[RuntimeClient]:
         DeploymentSpec(name="user", kind="service", module="user", calls=["user-db"]),
         DeploymentSpec(name="payment", kind="service", module="payment", replicas=2, knobs=dict(MANIFEST_KNOBS)),
     ]
-    try:
-        rc, _ = client.up(specs, data_dir=data_dir, timeout=120)
+    with running_shop(specs, "sockdrill-reset-") as rc:
         yield rc
-    finally:
-        client.down(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _pod_knobs(rc: RuntimeClient) -> list[dict[str, object]]:
@@ -115,12 +108,10 @@ def test_optional_components_sleep_unless_a_set_up_wakes_them_and_keep_their_dat
     from sockdrill.cluster.admin import telemetry_headers
     from sockdrill.errors import ClusterError
 
-    data_dir = make_data_dir("sockdrill-dormant-")
     specs = [DeploymentSpec(name="mini-db", kind="postgres", optional=True, replicas=0),
              DeploymentSpec(name="payment", kind="service", module="payment", optional=True, replicas=0),
              DeploymentSpec(name="always-db", kind="redis")]
-    try:
-        rc, _ = client.up(specs, data_dir=data_dir, timeout=120)
+    with running_shop(specs, "sockdrill-dormant-") as rc:
         status = rc.get("/v1/status")
         assert status["ready"] and {d["name"]: len(d["pods"]) for d in status["deployments"]} == {
             "mini-db": 0, "payment": 0, "always-db": 1}
@@ -164,6 +155,3 @@ def test_optional_components_sleep_unless_a_set_up_wakes_them_and_keep_their_dat
         reset_deployments(rc, Setup(replicas={"mini-db": 1}))
         assert rc.get("/v1/describe/mini-db")["pods"][0]["name"] == "mini-db-0"
         assert asyncio.run(sql("SELECT v FROM kept")) == "still here"
-    finally:
-        client.down(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)

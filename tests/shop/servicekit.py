@@ -217,3 +217,22 @@ def db_run(url: str, sql: str, *args: Any, setup: str | None = None) -> list[dic
             await conn.close()
 
     return asyncio.run(go())
+
+
+@contextmanager
+def machine_redis(url: str) -> Iterator[Any]:
+    """A dedicated database of this machine's Redis (tests skip without one), flushed before and after."""
+    import pytest
+    import redis
+
+    r = redis.Redis.from_url(url)
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"needs this machine's Redis at 127.0.0.1:6379: {exc}")
+    r.flushdb()
+    try:
+        yield r
+    finally:
+        r.flushdb()
+        r.close()

@@ -20,7 +20,7 @@ import requests
 from aiohttp import web
 
 from tests.conftest import wait_for
-from tests.shop.servicekit import ServiceProcess
+from tests.shop.servicekit import ServiceProcess, machine_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/13"  # a dedicated db of this machine's Redis, flushed around the tests
 REGION = "test"
@@ -99,15 +99,8 @@ class Origin:
 
 @pytest.fixture(scope="module")
 def redis_db() -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(REDIS_URL)
-    try:
-        r.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"needs this machine's Redis at 127.0.0.1:6379: {exc}")
-    r.flushdb()
-    yield r
-    r.flushdb()
-    r.close()
+    with machine_redis(REDIS_URL) as r:
+        yield r
 
 
 @pytest.fixture(scope="module")
@@ -305,22 +298,15 @@ def test_woken_in_a_shop_an_edge_serves_a_region_and_hears_the_catalogue_s_purge
     """The manifest's own deployments on the runtime: edge-us sleeps until a set-up wakes it (with the catalogue
     told to purge region us); a shopper through it gets cached product pages; staff change the product in the
     admin panel and the region sees it within a second, though the page's TTL is 300 s."""
-    import shutil
-
-    from sockdrill.cluster import client
     from sockdrill.scenarios.reset import reset_deployments
     from sockdrill.scenarios.schema import Setup
-    from sockdrill.shop.manifest import shop_deployments
-    from tests.conftest import make_data_dir
+    from tests.conftest import manifest_part, running_shop
     from tests.shop.servicekit import free_port
 
-    wanted = {"catalogue-db", "queue", "session-db", "user-db", "catalogue", "user", "front-end", "edge-us"}
-    specs = [s.model_copy(update={"calls": [c for c in s.calls if c in wanted]})
-             for s in shop_deployments(front_end_port=free_port()) if s.name in wanted]
-    data_dir = make_data_dir("sockdrill-edge-")
+    specs = manifest_part({"catalogue-db", "queue", "session-db", "user-db", "catalogue", "user", "front-end",
+                           "edge-us"}, front_end_port=free_port())
     holy = "03fef6ac-1896-4ce8-bd69-b798f85c6e0b"
-    try:
-        rc, _ = client.up(specs, data_dir=data_dir, timeout=120)
+    with running_shop(specs, "sockdrill-edge-") as rc:
         assert rc.get("/v1/describe/edge-us")["pods"] == []
         done, _ = reset_deployments(rc, Setup(replicas={"edge-us": 1}))
         assert done["scaled"] == {"edge-us": 1}, done
@@ -342,7 +328,7 @@ def test_woken_in_a_shop_an_edge_serves_a_region_and_hears_the_catalogue_s_purge
         # An agent's purge of the region, through its tool: the runtime asks every edge pod with its token.
         from sockdrill.agents.tools import ToolContext, Tools
 
-        tools = Tools(ToolContext(data_dir=data_dir, max_steps=20))
+        tools = Tools(ToolContext(data_dir=rc.data_dir, max_steps=20))
         assert page().headers["X-Cache-Status"] == "HIT"
         purged = tools.call("purge_cache", service="edge-us", product=holy)
         assert purged["ok"] and purged["result"]["removed"] == 1 and purged["result"]["changed"], purged
@@ -359,6 +345,3 @@ def test_woken_in_a_shop_an_edge_serves_a_region_and_hears_the_catalogue_s_purge
         assert len(readings) == 2 and all(r.ok and r.value_s == 0.0 for r in readings), readings
         done, _ = reset_deployments(rc, Setup())
         assert done["scaled"] == {"edge-us": 0} and rc.get("/v1/describe/edge-us")["pods"] == []
-    finally:
-        client.down(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)

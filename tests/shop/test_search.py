@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import redis
 import requests
 
 from tests.conftest import wait_for
-from tests.shop.servicekit import ServiceProcess, db_run, free_port, require_postgres, scratch_database
+from tests.shop.servicekit import ServiceProcess, db_run, free_port, machine_redis, require_postgres, scratch_database
 
 require_postgres()
 
@@ -50,14 +49,8 @@ def _documents(search: ServiceProcess) -> int:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    r = redis.Redis.from_url(REDIS_URL)
-    try:
-        r.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"needs this machine's Redis at 127.0.0.1:6379: {exc}")
-    r.flushdb()
     cache = tmp_path_factory.mktemp("images")
-    with scratch_database("searchcat") as cat_url, scratch_database("shard_a") as a, \
+    with machine_redis(REDIS_URL), scratch_database("searchcat") as cat_url, scratch_database("shard_a") as a, \
             scratch_database("shard_b") as b, \
             ServiceProcess("catalogue", {"SOCKDRILL_URL_CATALOGUE_DB": cat_url, "SOCKDRILL_CACHE_DIR": str(cache),
                                          "SOCKDRILL_SHOP_TOKEN": SHOP_TOKEN, "SOCKDRILL_URL_QUEUE": REDIS_URL,
@@ -67,8 +60,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         with ServiceProcess("search", probe.env(), ready_timeout=30) as search:
             wait_for(lambda: _documents(search) == PRODUCTS + 9, timeout=60, interval=0.5)
             yield Cluster(cat, search, shards)
-    r.flushdb()
-    r.close()
 
 
 def find(search: ServiceProcess, **params: Any) -> dict[str, Any]:
@@ -217,22 +208,14 @@ def test_the_search_journey_finds_what_shoppers_look_for(tmp_path: Any) -> None:
     shards' schema and pg_trgm created by the service's login), the index fills from the catalogue (2,009
     products), the front-end passes searches on, and the load's search journey (phrases, filters, typos, broad
     words, next pages) is served without a failure; asleep again, /search is a gateway error, not a hang."""
-    import shutil
-
-    from sockdrill.cluster import client
     from sockdrill.load.runner import run_load
     from sockdrill.scenarios.reset import reset_deployments
     from sockdrill.scenarios.schema import Setup
-    from sockdrill.shop.manifest import shop_deployments
-    from tests.conftest import make_data_dir
+    from tests.conftest import manifest_part, running_shop
 
-    wanted = {"catalogue-db", "queue", "session-db", "user-db", "catalogue", "user", "search-db-a", "search-db-b",
-              "search", "front-end"}
-    specs = [s.model_copy(update={"calls": [c for c in s.calls if c in wanted]})
-             for s in shop_deployments(front_end_port=free_port()) if s.name in wanted]
-    data_dir = make_data_dir("sockdrill-search-")
-    try:
-        rc, _ = client.up(specs, data_dir=data_dir, timeout=120, pod_env={"SOCKDRILL_DATA_PRODUCTS": str(PRODUCTS)})
+    specs = manifest_part({"catalogue-db", "queue", "session-db", "user-db", "catalogue", "user", "search-db-a",
+                           "search-db-b", "search", "front-end"}, front_end_port=free_port())
+    with running_shop(specs, "sockdrill-search-", pod_env={"SOCKDRILL_DATA_PRODUCTS": str(PRODUCTS)}) as rc:
         front = rc.record["front_end_url"]
         asleep = requests.get(f"{front}/search", params={"q": "sock"}, timeout=20)
         assert asleep.status_code in (502, 503), asleep.text
@@ -247,13 +230,10 @@ def test_the_search_journey_finds_what_shoppers_look_for(tmp_path: Any) -> None:
         assert body["partial"] is False and len(body["items"]) == 50
         holy = requests.get(f"{front}/search", params={"q": "hole toe"}, timeout=20).json()
         assert [i["name"] for i in holy["items"]] == ["Holy"], holy
-        summary = run_load(None, {"search": 1}, users=4, spawn_rate=10, duration=8, seed=5, data_dir=data_dir,
+        summary = run_load(None, {"search": 1}, users=4, spawn_rate=10, duration=8, seed=5, data_dir=rc.data_dir,
                            think=(0.0, 0.2), stats_path=tmp_path / "search.jsonl")
         journey = summary.journeys["search"]
         assert journey["count"] >= 10 and journey["failures"] == 0, summary.errors
         assert summary.steps["search:results"]["count"] >= 10 and "search:next-page" in summary.steps
         done, _ = reset_deployments(rc, Setup())
         assert done["scaled"] == {"search-db-a": 0, "search-db-b": 0, "search": 0}, done
-    finally:
-        client.down(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)
