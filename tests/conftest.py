@@ -76,7 +76,9 @@ def make_data_dir(prefix: str) -> Path:
 def manifest_part(names: Iterable[str], **overrides: Any) -> list[Any]:
     """The manifest's own deployments of ``names`` (their calls cut to those), for a small shop of its own."""
     wanted = set(names)
-    return [s.model_copy(update={"calls": [c for c in s.calls if c in wanted]})
+    return [s.model_copy(update={"calls": [c for c in s.calls if c in wanted],
+                                 "subsets": {k: d for k, d in s.subsets.items() if d in wanted},
+                                 "route": {k: w for k, w in s.route.items() if s.subsets.get(k) in wanted}})
             for s in shop_deployments(**overrides) if s.name in wanted]
 
 

@@ -120,9 +120,13 @@ class Pod:
         spec = self.deployment.spec
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKDRILL_URL_")}
         if spec.kind == "postgres":
-            stores.prepare_pg_datadir(self.store_dir / "pgdata", self.runtime.cache_dir)
+            extra = None
+            if spec.replica_of:
+                extra = self.runtime.replica_settings(self.deployment, self)
+            else:
+                stores.prepare_pg_datadir(self.store_dir / "pgdata", self.runtime.cache_dir)
             env.update({"LC_ALL": "C", "LANG": "C"})
-            argv = stores.postgres_command(self.store_dir / "pgdata", self.port, self.runtime.cache_dir)
+            argv = stores.postgres_command(self.store_dir / "pgdata", self.port, self.runtime.cache_dir, extra)
             return argv, env, stores.os_user_for_postgres()
         if spec.kind == "redis":
             return stores.redis_command(self.store_dir, self.port, spec.maxmemory, spec.maxmemory_policy), env, None

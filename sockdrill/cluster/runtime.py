@@ -175,6 +175,12 @@ class Runtime:
             for dest in spec.calls:
                 if dest not in self.deployments:
                     raise ClusterError(f"deployment '{spec.name}' calls unknown '{dest}'")
+            if spec.replica_of is not None:
+                primary = self.deployments.get(spec.replica_of)
+                if spec.kind != "postgres" or primary is None or primary.spec.kind != "postgres" \
+                        or primary.spec.replica_of or spec.replica_of not in spec.calls or spec.external_url:
+                    raise ClusterError(f"'{spec.name}' can be a replica only as an embedded postgres store of an "
+                                       f"embedded postgres primary it calls (replica_of: {spec.replica_of!r})")
         self.mesh = Mesh(seed=seed)
         self.edges: dict[tuple[str, str], Edge] = {}
         self.cgroups = CgroupManager(run_id)
@@ -227,7 +233,10 @@ class Runtime:
                                                              self.cache_dir)
         embedded = [d.name for d in self.deployments.values() if d.spec.is_store and not d.external]
         self.credentials = await asyncio.get_running_loop().run_in_executor(
-            None, stores.store_credentials, self.data_dir, embedded)
+            None, stores.store_credentials, self.data_dir, [n for n in embedded if not self.replica_of(n)])
+        for name in embedded:  # a replica is a physical copy: its roles and passwords are its primary's
+            if primary := self.replica_of(name):
+                self.credentials[name] = self.credentials[primary]
         # Edges first: pods get their addresses in their environment.
         for dep in self.deployments.values():
             for dest in dep.spec.calls:
@@ -324,6 +333,17 @@ class Runtime:
         for dest in dep.spec.calls:
             env[url_env_name(dest)] = self.edge_url(dep.name, dest)
         return env
+
+    def replica_of(self, name: str) -> str | None:
+        return self.deployments[name].spec.replica_of
+
+    def replica_settings(self, dep: Deployment, pod: Pod) -> dict[str, str]:
+        """Prepare a read replica's cluster (blocking: a pod's start thread) and return its server settings."""
+        primary = self.deployments[dep.spec.replica_of or ""]
+        assert primary.ingress is not None
+        return stores.prepare_pg_replica(
+            pod.store_dir / "pgdata", self.cache_dir, stream_port=self.edges[(dep.name, primary.name)].port,
+            admin_port=primary.ingress.port, creds=self.credentials[primary.name], slot=stores.replica_slot(dep.name))
 
     def store_login(self, name: str, role: str = "admin") -> tuple[str, str]:
         """(user, password) of an embedded store: ``admin`` is the runtime's (superuser / Redis user with
@@ -686,6 +706,8 @@ class Runtime:
         if dep.spec.kind == "redis" and dep.spec.external_url is None:
             # What the store starts with (its chart's values); a reset between runs restores them.
             extra["start_settings"] = {"maxmemory": dep.spec.maxmemory, "maxmemory-policy": dep.spec.maxmemory_policy}
+        if dep.spec.replica_of:
+            extra["replica_of"] = dep.spec.replica_of  # a streaming read replica of that store
         return {**extra,
             "name": dep.name, "kind": dep.spec.kind, "role": dep.spec.role, "replicas": dep.spec.replicas,
             "optional": dep.spec.optional,

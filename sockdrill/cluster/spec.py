@@ -26,6 +26,9 @@ class DeploymentSpec(BaseModel):
     # and a scenario's set-up wakes it, so that every other run pays nothing for it. An optional datastore
     # runs 0 or 1 pod and keeps its data while asleep, as a StatefulSet scaled to 0 keeps its volume.
     optional: bool = False
+    # A PostgreSQL read replica of another store of the shop (streaming replication through the mesh edge to
+    # it, so ``calls`` must name it): hot standby, the primary's roles and passwords, reads only.
+    replica_of: str | None = None
     # A service whose reads the mesh may split over subsets (an Istio VirtualService's destination rule): subset
     # name → deployment, the first the primary (writes always go there); ``route`` is the manifest's weights.
     subsets: dict[str, str] = Field(default_factory=dict)

@@ -12,8 +12,10 @@ directory or a ``mktemp -d`` folder is mode 0700, and we never loosen a user's o
   ``/var/lib/sockdrill-postgres/<hash of the data dir>/<pod>`` (root-owned, 0711), with a symlink
   ``stores/<pod>/pgdata`` pointing there, removed by ``down --purge`` and ``up --fresh``.
 
-Nothing trusts a local connection (see README, "Security model"). Each store has two passwords of its
-own, made once per shop and kept in ``<data-dir>/state/credentials.json`` (0600, root's):
+Nothing trusts a local connection (see README, "Security model"). Each store has three passwords of its
+own (admin, app, replication), made once per shop and kept in ``<data-dir>/state/credentials.json`` (0600,
+root's). A read replica (``DeploymentSpec.replica_of``) is a physical copy of its primary, so it has the
+primary's; it streams as ``replicator``, which ``pg_hba.conf`` lets in for replication only:
 
 - PostgreSQL: ``pg_hba.conf`` asks every TCP connection for a SCRAM password (no ``trust``, no Unix
   socket). The superuser ``sockdrill`` is the runtime's (probes, telemetry, chaos, agent tools); the
@@ -34,6 +36,7 @@ own, made once per shop and kept in ``<data-dir>/state/credentials.json`` (0600,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -44,8 +47,10 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from sockdrill.cluster.state import private_dir, read_json, state_dir, write_json, write_private
 from sockdrill.errors import ClusterError
@@ -60,11 +65,16 @@ RELOCATED_REDIS = Path("/var/lib/sockdrill-redis")  # the same for Redis data
 CREDENTIALS_FILE = "credentials.json"  # in the state folder: {store: {"admin": password, "app": password}}
 PGPASS_FILE = "pgpass"  # in the state folder: the superuser's passwords, for the runtime's own clients
 PG_AUTH_MARKER = ".sockdrill-auth"  # in a cluster: a digest of the passwords it was given
-PG_AUTH_VERSION = "1"
+PG_AUTH_VERSION = "2"  # 2: the replication role
+PG_REPLICATION_USER = "replicator"  # a read replica's login to its primary: replication only, no database
+REPLICA_PASSFILE = ".sockdrill-replication.pgpass"  # in a replica's cluster, its walreceiver's password (0600)
 PG_HBA = """\
 # Written by sockdrill at every start: every connection needs a password (SCRAM), over TCP only.
-host    all    all    127.0.0.1/32    scram-sha-256
-host    all    all    ::1/128         scram-sha-256
+# The replication role streams WAL and does nothing else (no database sessions).
+host    replication    replicator    127.0.0.1/32    scram-sha-256
+host    all            replicator    all             reject
+host    all            all           127.0.0.1/32    scram-sha-256
+host    all            all           ::1/128         scram-sha-256
 """
 
 
@@ -280,27 +290,128 @@ def prepare_pg_datadir(datadir: Path, cache_dir: Path) -> None:
         secure_pg_datadir(datadir, cache_dir)
         return
     template = pg_template(cache_dir)
-    datadir.parent.mkdir(parents=True, exist_ok=True)
     user = os_user_for_postgres()
-    real = datadir
-    if user and not reachable_by(datadir.parent, user):
-        real = _relocated_home(datadir)
-        for folder in (RELOCATED_PGDATA, real.parent):
-            folder.mkdir(mode=0o711, exist_ok=True)
-            os.chmod(folder, 0o711)
-        shutil.rmtree(real, ignore_errors=True)
-        if datadir.is_symlink() or datadir.exists():
-            datadir.unlink() if datadir.is_symlink() else shutil.rmtree(datadir)
+    real = _new_cluster_home(datadir, user)
     shutil.copytree(template, real, symlinks=True)
     (real / ".sockdrill-ready").unlink(missing_ok=True)
     os.chmod(real, 0o700)
     if user:
         _chown_tree(real, user)
-    if real != datadir:
-        datadir.symlink_to(real, target_is_directory=True)
+    _link_cluster(datadir, real)
     # A stale pid file from a killed server would block start-up.
     (real / "postmaster.pid").unlink(missing_ok=True)
     secure_pg_datadir(datadir, cache_dir)
+
+
+def _new_cluster_home(datadir: Path, user: str | None) -> Path:
+    """Where a new cluster for ``datadir`` goes (nothing there yet): in place, or relocated when the server's
+    user cannot reach it (see ``prepare_pg_datadir``)."""
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    if datadir.is_symlink() or datadir.exists():
+        target = Path(os.path.realpath(datadir))
+        if datadir.is_symlink() and RELOCATED_PGDATA in target.parents:
+            shutil.rmtree(target, ignore_errors=True)
+        datadir.unlink() if datadir.is_symlink() else shutil.rmtree(datadir)
+    if not (user and not reachable_by(datadir.parent, user)):
+        return datadir
+    real = _relocated_home(datadir)
+    for folder in (RELOCATED_PGDATA, real.parent):
+        folder.mkdir(mode=0o711, exist_ok=True)
+        os.chmod(folder, 0o711)
+    shutil.rmtree(real, ignore_errors=True)
+    return real
+
+
+def _link_cluster(datadir: Path, real: Path) -> None:
+    if real != datadir:
+        datadir.symlink_to(real, target_is_directory=True)
+
+
+# ---- read replicas ---------------------------------------------------------------------------------------
+
+def replica_slot(name: str) -> str:
+    """The primary's replication slot for the replica deployment ``name`` (slot names: [a-z0-9_])."""
+    return "".join(c if c.isalnum() else "_" for c in name.lower())
+
+
+def _on_primary(port: int, password: str, sql: str, *args: object, timeout: float = 3.0) -> Any:
+    """One query as the superuser on the primary at 127.0.0.1:``port`` (the runtime's own connection, never
+    the replica's link, so a fault on that link cannot stop a replica from starting on the data it has)."""
+    import asyncpg
+
+    async def go() -> Any:
+        conn = await asyncpg.connect(host="127.0.0.1", port=port, user=PG_USER, password=password,
+                                     database=PG_DATABASE, timeout=timeout)
+        try:
+            return await conn.fetch(sql, *args, timeout=timeout)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def _slot_state(port: int, password: str, slot: str) -> str | None:
+    """``wal_status`` of the slot on the primary ("reserved", "extended", "unreserved", "lost"), "missing"
+    when there is none, None when the primary cannot be asked."""
+    try:
+        rows = _on_primary(port, password, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", slot)
+    except Exception:
+        return None
+    return str(rows[0]["wal_status"]) if rows else "missing"
+
+
+def _wait_for_primary(port: int, password: str, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            _on_primary(port, password, "SELECT 1")
+            return
+        except Exception as exc:
+            last = exc
+            time.sleep(0.5)
+    raise ClusterError(f"the primary on port {port} did not answer within {wait_s:.0f}s: {last}")
+
+
+def prepare_pg_replica(datadir: Path, cache_dir: Path, *, stream_port: int, admin_port: int,
+                       creds: dict[str, str], slot: str, wait_s: float = 60.0) -> dict[str, str]:
+    """A streaming read replica's cluster in ``datadir``; returns the server settings that make it one.
+
+    The first start clones the primary with ``pg_basebackup`` over ``stream_port`` (the mesh edge from the
+    replica to its primary, so network faults on that edge reach replication) and creates its slot; later
+    starts keep their data and stream from where they stopped. A replica whose slot is gone (asleep past
+    ``max_slot_wal_keep_size``, or dropped) clones again. When the primary cannot be asked, a replica that
+    has data starts on it (a real standby serves stale reads rather than none)."""
+    user = os_user_for_postgres()
+    real = Path(os.path.realpath(datadir))
+    have = (real / "PG_VERSION").exists() and (real / "standby.signal").exists()
+    if not have or _slot_state(admin_port, creds["admin"], slot) in ("missing", "lost"):
+        _wait_for_primary(admin_port, creds["admin"], wait_s)
+        _on_primary(admin_port, creds["admin"], "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                    "WHERE slot_name = $1 AND NOT active", slot)
+        real = _new_cluster_home(datadir, user)
+        real.mkdir(mode=0o700)
+        if user:
+            _chown_tree(real, user)
+        run_kw: dict = {"capture_output": True, "text": True,
+                        "env": {**os.environ, "LC_ALL": "C", "LANG": "C", "PGPASSWORD": creds["replication"]}}
+        if user:
+            run_kw["user"] = user
+        res = subprocess.run(
+            [str(pg_bin(cache_dir) / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(stream_port), "-U",
+             PG_REPLICATION_USER, "-D", str(real), "-X", "stream", "-C", "-S", slot, "-c", "fast", "--no-sync",
+             "-w"], timeout=max(wait_s, 120.0), **run_kw)
+        if res.returncode != 0:
+            raise ClusterError(f"cloning the primary for {slot} failed: {res.stderr.strip()[-500:]}")
+        _link_cluster(datadir, real)
+        owner = _ids(user)
+        write_private(real / "standby.signal", "", owner)
+    (real / "postmaster.pid").unlink(missing_ok=True)
+    passfile = real / REPLICA_PASSFILE
+    write_private(passfile, f"*:*:*:{PG_REPLICATION_USER}:{creds['replication']}\n", _ids(user))
+    return {"hot_standby": "on", "primary_slot_name": slot,
+            "primary_conninfo": f"host=127.0.0.1 port={stream_port} user={PG_REPLICATION_USER} passfile={passfile} "
+                                f"application_name={slot} connect_timeout=5"}
 
 
 def _shop_of(store_dir: Path) -> tuple[Path, str]:
@@ -336,7 +447,10 @@ def store_credentials(data_dir: Path, names: Iterable[str]) -> dict[str, dict[st
             entry = data.get(name)
             if not (isinstance(entry, dict) and isinstance(entry.get("admin"), str)
                     and isinstance(entry.get("app"), str)):
-                data[name] = {"admin": new_password(), "app": new_password()}
+                data[name] = entry = {"admin": new_password(), "app": new_password()}
+                changed = True
+            if not isinstance(entry.get("replication"), str):  # a shop of an older version had two
+                entry["replication"] = new_password()
                 changed = True
         if changed:
             write_json(path, data)
@@ -355,10 +469,11 @@ def write_pgpass(data_dir: Path, entries: Iterable[tuple[int, str]]) -> Path:
     return path
 
 
-def _pg_auth_sql(admin: str, app: str) -> str:
-    """One statement a line (single-user mode): passwords, the services' role, its database, and objects an
-    older version made as the superuser handed to it. Passwords are hex: nothing to quote."""
-    assert admin.isalnum() and app.isalnum()
+def _pg_auth_sql(admin: str, app: str, replication: str) -> str:
+    """One statement a line (single-user mode): passwords, the services' role, its database, the replication
+    role (a read replica's), and objects an older version made as the superuser handed to it. Passwords are
+    hex: nothing to quote."""
+    assert admin.isalnum() and app.isalnum() and replication.isalnum()
     owned = ("SELECT c.oid::regclass AS rel, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
              f"WHERE n.nspname = 'public' AND c.relowner <> '{PG_APP_USER}'::regrole")
     return "\n".join([
@@ -368,6 +483,10 @@ def _pg_auth_sql(admin: str, app: str) -> str:
         f"ALTER ROLE {PG_APP_USER} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
         f"CONNECTION LIMIT -1 PASSWORD '{app}'",
         f"ALTER DATABASE {PG_DATABASE} OWNER TO {PG_APP_USER}",
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PG_REPLICATION_USER}') THEN "
+        f"CREATE ROLE {PG_REPLICATION_USER}; END IF; END $$",
+        f"ALTER ROLE {PG_REPLICATION_USER} WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS "
+        f"CONNECTION LIMIT 4 PASSWORD '{replication}'",
         "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC",
         "REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC",
         f"DO $$ DECLARE r record; BEGIN FOR r IN {owned} AND c.relkind IN ('r', 'p', 'f', 'v', 'm') LOOP "
@@ -380,8 +499,8 @@ def _pg_auth_sql(admin: str, app: str) -> str:
     ]) + "\n"
 
 
-def _pg_auth_digest(admin: str, app: str) -> str:
-    return hashlib.sha256(f"{PG_AUTH_VERSION}:{admin}:{app}".encode()).hexdigest()
+def _pg_auth_digest(admin: str, app: str, replication: str) -> str:
+    return hashlib.sha256(f"{PG_AUTH_VERSION}:{admin}:{app}:{replication}".encode()).hexdigest()
 
 
 def secure_pg_datadir(datadir: Path, cache_dir: Path) -> None:
@@ -394,7 +513,7 @@ def secure_pg_datadir(datadir: Path, cache_dir: Path) -> None:
     user = os_user_for_postgres()
     owner = _ids(user)
     write_private(real / "pg_hba.conf", PG_HBA, owner)
-    digest = _pg_auth_digest(creds["admin"], creds["app"])
+    digest = _pg_auth_digest(creds["admin"], creds["app"], creds["replication"])
     marker = real / PG_AUTH_MARKER
     with contextlib.suppress(OSError):
         if marker.read_text().strip() == digest:
@@ -405,7 +524,7 @@ def secure_pg_datadir(datadir: Path, cache_dir: Path) -> None:
         run_kw["user"] = user
     res = subprocess.run(
         [str(pg_bin(cache_dir) / "postgres"), "--single", "-D", str(real), "-c", "password_encryption=scram-sha-256",
-         PG_DATABASE], input=_pg_auth_sql(creds["admin"], creds["app"]), **run_kw,
+         PG_DATABASE], input=_pg_auth_sql(creds["admin"], creds["app"], creds["replication"]), **run_kw,
     )
     # Single-user mode goes on after a failed statement: its errors are in the output. The statements
     # themselves (with passwords) are never repeated in our message.
@@ -436,7 +555,8 @@ def purge_relocated(data_dir: Path) -> list[Path]:
     return purge_links(data_dir, "pgdata", RELOCATED_PGDATA) + purge_links(data_dir, "redis", RELOCATED_REDIS)
 
 
-def postgres_command(datadir: Path, port: int, cache_dir: Path | None = None) -> list[str]:
+def postgres_command(datadir: Path, port: int, cache_dir: Path | None = None,
+                     extra: dict[str, str] | None = None) -> list[str]:
     settings = {
         "listen_addresses": "127.0.0.1",
         "unix_socket_directories": "",
@@ -455,6 +575,12 @@ def postgres_command(datadir: Path, port: int, cache_dir: Path | None = None) ->
         "log_line_prefix": "%m [%p] ",
         "max_wal_size": "256MB",
         "jit": "off",
+        # A read replica's slot keeps WAL for it while it sleeps, within a bound (past it, the replica clones
+        # again); a stalled replication link is noticed in 10 s, not the default minute a fast run never sees.
+        "max_slot_wal_keep_size": "256MB",
+        "wal_sender_timeout": "10s",
+        "wal_receiver_timeout": "10s",
+        **(extra or {}),
     }
     # The resolved path: a relocated cluster is reached through a symlink in a folder the server cannot traverse.
     cmd = [str(pg_bin(cache_dir) / "postgres"), "-D", os.path.realpath(datadir), "-p", str(port)]

@@ -66,6 +66,13 @@ def _known_topology() -> tuple[set[str], set[tuple[str, str]]]:
     return names, edges
 
 
+def _subsets() -> dict[str, set[str]]:
+    """Each routed service's subsets, from the manifest."""
+    from sockdrill.shop.manifest import shop_deployments
+
+    return {s.name: set(s.subsets) for s in shop_deployments() if s.subsets}
+
+
 def _manifest() -> tuple[set[str], set[tuple[str, str]], dict[str, bool]]:
     """Deployment names, edges, and each datastore with whether it is optional (a set-up may wake it)."""
     from sockdrill.shop.manifest import shop_deployments
@@ -82,6 +89,20 @@ def _check_setup(p: Problems, loc: tuple[Any, ...], setup: Any, names: set[str],
         for svc in getattr(setup, part):
             if svc not in names:
                 p.add((*loc, part, svc), f"unknown service '{svc}'" + did_you_mean(svc, names))
+    subsets = _subsets()
+    for svc, weights in setup.routes.items():
+        if svc not in subsets:
+            p.add((*loc, "routes", svc), f"'{svc}' has no subsets to route between (routed: "
+                                         f"{', '.join(sorted(subsets)) or 'none'})")
+            continue
+        for subset, w in weights.items():
+            if subset not in subsets[svc]:
+                p.add((*loc, "routes", svc, subset), f"unknown subset '{subset}' of '{svc}'"
+                      + did_you_mean(subset, subsets[svc]) + f" (subsets: {', '.join(sorted(subsets[svc]))})")
+            elif not 0 <= w <= 100:
+                p.add((*loc, "routes", svc, subset), f"a weight is from 0 to 100, got {w}")
+        if not any(weights.values()):
+            p.add((*loc, "routes", svc), "a route needs one subset with a weight above 0")
     for name, n in setup.replicas.items():
         if name in stores and not stores[name]:
             p.add((*loc, "replicas", name), f"'{name}' is a datastore that always runs one pod: a set-up cannot "

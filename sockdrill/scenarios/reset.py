@@ -31,7 +31,8 @@ async def _lift_role_limits(urls: dict[str, str]) -> dict[str, list[str]]:
         conn = await asyncpg.connect(url, timeout=10)
         try:
             roles = [r["rolname"] for r in await conn.fetch(
-                "SELECT rolname FROM pg_roles WHERE rolconnlimit <> -1 AND NOT rolsuper AND rolname NOT LIKE 'pg\\_%'")]
+                "SELECT rolname FROM pg_roles WHERE rolconnlimit <> -1 AND NOT rolsuper AND NOT rolreplication "
+                "AND rolname NOT LIKE 'pg\\_%'")]
             for role in roles:
                 await conn.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT -1')
         finally:
@@ -104,8 +105,10 @@ def reset_deployments(client: RuntimeClient, setup: Setup) -> tuple[dict[str, An
             if dep["knobs"] != dep.get("default_knobs", {}):
                 done.setdefault("knobs_reset", []).append(name)
             client.post("/v1/balancing", {"deployment": name, "policy": setup.balancing.get(name, "connection")})
-            if "route" in dep:  # the manifest's weights, its route history cleared
+            if "route" in dep:  # the manifest's weights, its route history cleared; then the set-up's, unrecorded
                 client.post("/v1/route/reset", {"deployment": name})
+                if name in setup.routes:
+                    client.post("/v1/route", {"deployment": name, "weights": setup.routes[name], "record": False})
             # The manifest's size, not 1: a shop started with --replicas keeps it from run to run.
             want = setup.replicas.get(name, dep.get("default_replicas", 1))
             if dep["replicas"] != want:
@@ -131,7 +134,8 @@ def reset_shop(client: RuntimeClient, setup: Setup) -> dict[str, Any]:
     # The stores as they are now: an optional one asleep has nobody to ask, one just woken kept its data.
     status = client.get("/v1/status")
     awake = [d for d in status["deployments"] if d["replicas"] > 0 or d["external"]]
-    pg = [d["name"] for d in awake if d["kind"] == "postgres" and not d["external"]]
+    # A read replica has its primary's roles (and refuses writes): lifting them on the primary lifts them there.
+    pg = [d["name"] for d in awake if d["kind"] == "postgres" and not d["external"] and not d.get("replica_of")]
     lifted = asyncio.run(_lift_role_limits({n: client.record["addresses"][n] for n in pg}))
     if lifted:
         done["role_limits_lifted"] = lifted

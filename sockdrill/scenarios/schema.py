@@ -119,6 +119,9 @@ class Setup(Strict):
     limits: dict[str, dict[str, str]] = Field(default_factory=dict)  # {user: {cpu: 150m, memory: 256Mi}}
     # How the mesh balances a service over its pods: "request" (a sidecar's way) or "connection" (default)
     balancing: dict[str, Literal["connection", "request"]] = Field(default_factory=dict)
+    # The mesh route a routed service starts the run with (subset → weight 0-100), as its operators left it: the
+    # agent's rollback_route has no history to undo before the run's own changes.
+    routes: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
 class GroundTruth(Strict):
@@ -231,15 +234,15 @@ class Scenario(Strict):
         return var.load or self.load
 
     def setup_for(self, var: Variant) -> Setup:
-        """The scenario's set-up with the variant's on top (its replicas, knobs, limits and balancing win by
-        name; data sizes are the larger of the two)."""
+        """The scenario's set-up with the variant's on top (its replicas, knobs, limits, balancing and routes win
+        by name; data sizes are the larger of the two)."""
         base, own = self.setup, var.setup
         knobs = {k: dict(v) for k, v in base.knobs.items()}
         for name, values in own.knobs.items():
             knobs[name] = {**knobs.get(name, {}), **values}
         return Setup(users=max(base.users, own.users), products=max(base.products, own.products),
                      replicas={**base.replicas, **own.replicas}, knobs=knobs, limits={**base.limits, **own.limits},
-                     balancing={**base.balancing, **own.balancing})
+                     balancing={**base.balancing, **own.balancing}, routes={**base.routes, **own.routes})
 
     def symptom_for(self, var: Variant) -> Symptom | None:
         return var.symptom or self.symptom

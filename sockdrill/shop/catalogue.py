@@ -349,7 +349,10 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
 # ---- the service ------------------------------------------------------------------------------------
 
 def build(svc: Service) -> None:
-    db = Database(svc, "catalogue-db", init=init_db)
+    # catalogue-ro reads a streaming replica: a standby refuses writes, so it neither seeds nor migrates (the
+    # primary's schema and rows arrive by replication), and the mesh sends it reads only.
+    store = os.environ.get("SOCKDRILL_CATALOGUE_STORE", "catalogue-db")
+    db = Database(svc, store, init=init_db if store == "catalogue-db" else None)
     purges = ProductEvents(svc)  # edge caches learn of each change (when cdn_regions names any)
 
     async def warm_images(_app: web.Application) -> None:

@@ -59,15 +59,31 @@ def shop_deployments(
                               memory_bytes=1 << 30, cpu_request_millicores=100, memory_request_bytes=128 << 20,
                               **kw)  # type: ignore[arg-type]
 
-    def store(name: str, kind: str, role: str, maxmemory: str = "0", optional: bool = False) -> DeploymentSpec:
+    def store(name: str, kind: str, role: str, maxmemory: str = "0", optional: bool = False,
+              replica_of: str | None = None) -> DeploymentSpec:
         ext = external.get(name)
         return DeploymentSpec(name=name, kind=kind, replicas=0 if optional else 1, role=role,  # type: ignore[arg-type]
-                              optional=optional, external_url=ext, cpu_millicores=None if ext else 2000,
+                              optional=optional, replica_of=replica_of, calls=[replica_of] if replica_of else [],
+                              external_url=ext, cpu_millicores=None if ext else 2000,
                               memory_bytes=None if ext else 2 << 30, cpu_request_millicores=None if ext else 250,
                               memory_request_bytes=None if ext else 256 << 20, maxmemory=maxmemory)
 
     edges = [svc(f"edge-{r}", ["front-end", "queue"], f"edge cache (CDN), region {r}", module="edge", optional=True,
                  extra_env={"SOCKDRILL_REGION": r}) for r in EDGE_REGIONS]
+
+    # Seed scenario 4's eventual consistency: a streaming read replica of catalogue-db and catalogue pods that
+    # read from it (a subset of the catalogue's route, 0 % unless a route says otherwise); asleep. None when
+    # catalogue-db is an external server (we cannot stream from it).
+    replica_subset: dict[str, str] = {}
+    replica_reads: list[DeploymentSpec] = []
+    if "catalogue-db" not in external:
+        replica_subset = {"replica": "catalogue-ro"}
+        replica_reads = [
+            store("catalogue-db-replica", "postgres", "catalogue read replica (streaming)", optional=True,
+                  replica_of="catalogue-db"),
+            svc("catalogue-ro", ["catalogue-db-replica", "queue"], "product catalogue, replica reads",
+                module="catalogue", optional=True, extra_env={"SOCKDRILL_CATALOGUE_STORE": "catalogue-db-replica"}),
+        ]
 
     return [
         store("catalogue-db", "postgres", "catalogue database"),
@@ -84,7 +100,9 @@ def shop_deployments(
         # The queue carries its product events (edge purges, search changes) besides shipments. Its reads may be
         # routed to the previous release too (subsets: all to the primary unless a route says otherwise).
         svc("catalogue", ["catalogue-db", "queue"], "product catalogue",
-            subsets={"primary": "catalogue", "v1": "catalogue-v1"}, route={"primary": 100, "v1": 0}),
+            subsets={"primary": "catalogue", **replica_subset, "v1": "catalogue-v1"},
+            route={"primary": 100, **dict.fromkeys(replica_subset, 0), "v1": 0}),
+        *replica_reads,
         # The previous release, kept for a rollback (it kept answers in memory for ten minutes): asleep.
         svc("catalogue-v1", ["catalogue-db", "queue"], "product catalogue, previous release (kept for rollback)",
             module="catalogue", optional=True, knobs={"product_cache_ttl_s": 600.0}),

@@ -316,6 +316,19 @@ WHERE s.queryid IS NOT NULL
 ORDER BY s.total_exec_time DESC LIMIT {TOP_STATEMENTS}"""
 
 
+# Streaming replication (postgres_exporter's names). The lag reads 0 while receipt itself is stalled (what was
+# received is replayed): the replay age and the primary's retained bytes per slot are the ones that grow then.
+_SQL_RECOVERY = """SELECT pg_is_in_recovery() AS replica,
+  CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+       ELSE GREATEST(0, EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())) END::float8 AS lag,
+  EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 AS replay_age,
+  (SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming') AS streaming"""
+_SQL_SLOTS = """SELECT slot_name, active,
+  COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::float8 AS retained FROM pg_replication_slots"""
+_SQL_SENDERS = """SELECT application_name,
+  COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::float8 AS diff FROM pg_stat_replication"""
+
+
 class PostgresExporter:
     """One PostgreSQL deployment, read over one kept connection (re-opened after any failure)."""
 
@@ -355,6 +368,10 @@ class PostgresExporter:
                 "SELECT setting::int FROM pg_settings WHERE name = 'max_connections'"),
             "statements": [],
         }
+        out["recovery"] = await conn.fetchrow(_SQL_RECOVERY)
+        if not out["recovery"]["replica"]:
+            out["slots"] = await conn.fetch(_SQL_SLOTS)
+            out["senders"] = await conn.fetch(_SQL_SENDERS)
         if self._has_statements:
             try:
                 out["statements"] = await conn.fetch(_SQL_STATEMENTS)
@@ -435,7 +452,38 @@ class PostgresExporter:
             mean.add(labels, r["mean_seconds"])
             rows.add(labels, r["rows"])
         fams += [calls, secs, mean, rows]
-        return fams
+        return fams + self._replication(base, data)
+
+    @staticmethod
+    def _replication(base: dict[str, str], data: dict[str, Any]) -> list[Family]:
+        rec = data["recovery"]
+        is_replica = Family("pg_replication_is_replica", "1 on a standby (read replica), 0 on a primary.", "gauge")
+        is_replica.add(base, int(rec["replica"]))
+        lag = Family("pg_replication_lag_seconds", "Replication lag behind the primary (0 when all that was "
+                     "received is replayed).", "gauge")
+        lag.add(base, rec["lag"] or 0.0)
+        fams = [is_replica, lag]
+        if rec["replica"]:
+            streaming = Family("pg_stat_wal_receiver_streaming", "1 while the WAL receiver streams from the primary.",
+                               "gauge")
+            streaming.add(base, rec["streaming"])
+            fams.append(streaming)
+            if rec["replay_age"] is not None:
+                age = Family("pg_replication_last_replay_age_seconds", "Seconds since the last replayed transaction "
+                             "was committed on the primary.", "gauge")
+                age.add(base, rec["replay_age"])
+                fams.append(age)
+            return fams
+        active = Family("pg_replication_slots_active", "Whether a replication slot is in use.", "gauge")
+        retained = Family("pg_replication_slots_pg_wal_lsn_diff", "WAL bytes a replication slot holds back.", "gauge")
+        for r in data["slots"]:
+            active.add({**base, "slot_name": r["slot_name"]}, int(r["active"]))
+            retained.add({**base, "slot_name": r["slot_name"]}, r["retained"])
+        senders = Family("pg_stat_replication_pg_wal_lsn_diff", "WAL bytes a connected standby has yet to replay.",
+                         "gauge")
+        for r in data["senders"]:
+            senders.add({**base, "application_name": r["application_name"]}, r["diff"])
+        return [*fams, active, retained, senders]
 
 
 # ---- Redis (redis_exporter names) -----------------------------------------------------------------
