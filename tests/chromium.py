@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Screenshots the browser tests leave for people to look at.
+ARTIFACTS = Path(os.environ.get("SOCKDRILL_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.chromium import CHROMIUM, chromium_page
+from tests.chromium import ARTIFACTS, CHROMIUM, chromium_page
 
 pytestmark = [
     pytest.mark.browser,
@@ -240,3 +240,51 @@ def test_a_returning_shopper_finds_the_basket_and_keeps_it_at_login(shop: Any, p
     finally:
         shop.post("/v1/config/reset", {"deployment": "front-end"})
 
+
+
+def test_the_search_page_finds_filters_sorts_and_flags_a_partial_answer(shop: Any, page: Any) -> None:
+    """Scenario 6's page: search and its two shards woken on the shared shop (then asleep again), a phrase finds
+    its sock, a price ceiling and a price sort hold on every tile, a bad range is refused by name, and with one
+    shard down the page says that results may be missing."""
+    import requests
+    from playwright.sync_api import expect
+
+    from sockdrill.scenarios.reset import reset_deployments
+    from sockdrill.scenarios.schema import Setup
+    from tests.conftest import wait_for
+
+    expect.set_options(timeout=15_000)
+    rc = shop.client
+    reset_deployments(rc, Setup(replicas={"search": 1, "search-db-a": 1, "search-db-b": 1}))
+    try:
+        total = requests.get(shop.url + "/catalogue/size", timeout=10).json()["size"]
+        wait_for(lambda: requests.get(shop.url + "/search", params={"size": 1}, timeout=10).json().get("total")
+                 == total, timeout=90, interval=0.5)
+        page.goto(shop.url + "/search.html?q=hole+toe")
+        expect(page.locator("#products .tile")).to_have_count(1)
+        expect(page.locator("#products .tile .name")).to_have_text("Holy")
+        expect(page.locator("#partial-banner")).to_be_hidden()
+
+        page.fill("#search-q", "wool")
+        page.fill("#price-max", "20")
+        page.select_option("#search-sort", "price_asc")
+        page.click("#search-form button[type=submit]")
+        expect(page).to_have_url(re.compile(r"search\.html\?q=wool&price_max=20&sort=price_asc"))
+        expect(page.locator("#products .tile").first).to_be_visible()
+        prices = [float(p.lstrip("$")) for p in page.locator("#products .tile .price").all_inner_texts()]
+        assert prices and all(p <= 20 for p in prices) and prices == sorted(prices), prices
+        expect(page.locator("#result-count")).to_contain_text("socks")
+
+        page.fill("#price-min", "30")
+        page.click("#search-form button[type=submit]")
+        expect(page.locator("#products .alert-error")).to_contain_text("price_min")
+
+        rc.post("/v1/chaos/inject", {"kind": "pod.failure", "target": "search-db-b", "params": {}, "duration": 60})
+        page.goto(shop.url + "/search.html?q=wool")
+        expect(page.locator("#partial-banner")).to_be_visible()
+        expect(page.locator("#products .tile").first).to_be_visible()  # half the index still answers
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "search-partial.png"), full_page=True)
+    finally:
+        rc.post("/v1/chaos/clear", {})
+        reset_deployments(rc, Setup())

@@ -8,7 +8,6 @@ oracle's check of this variant (tests/scenarios/test_runner.py leaves it to this
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -20,11 +19,10 @@ from typing import Any
 
 import requests
 
-from tests.chromium import chromium_available, chromium_page
+from tests.chromium import ARTIFACTS, chromium_available, chromium_page
 from tests.conftest import Shop, wait_for
 from tests.scenarios.test_runner import CONTROL_ROOM_REF, assert_oracle_passes
 
-ARTIFACTS = Path(os.environ.get("SOCKDRILL_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 # What a run in progress must never show, in the page or its API: the scenario, the variant, the fault.
 SECRETS = ("login-latency", "frontend-user-delay", "network.delay", "network_latency", "ground_truth", "2500")
 # Each as a whole word or number: the fault's 2500 ms is a leak, an edge's 25003.3 bytes/s is not (a fresh-clone

@@ -36,7 +36,7 @@ Deliberate choices (where we differ from upstream, or pick one of its behaviours
   instead of always answering 200.
 - ``/admin/*`` is ours: the staff admin panel (``admin.py``, page ``admin.html``).
 - ``GET /search`` is ours: product search, passed to the search service (asleep unless a scenario wakes it:
-  then a 502) with its status and body.
+  then a 502) with its status and body. The page is ``search.html`` (a partial answer shows a banner).
 - ``GET /profile``, ``PUT``/``PATCH /profile`` are ours (no upstream route): the logged-in customer's profile
   (user's ``/customers/{id}/profile``), its version in the body or ``If-Match``; user's 400/409/500 answers
   are passed on with their bodies. The page is ``profile.html``.

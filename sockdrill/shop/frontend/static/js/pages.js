@@ -88,6 +88,76 @@
     load();
   }
 
+  /* ---- search: words, phrases, tags, price range, stock, sort; partial answers say so ------------ */
+  async function search() {
+    const form = document.getElementById("search-form");
+    const products = document.getElementById("products");
+    const pager = document.getElementById("pager");
+    const count = document.getElementById("result-count");
+    const banner = document.getElementById("partial-banner");
+    const tagBox = document.getElementById("search-tags");
+    const fields = { q: "search-q", price_min: "price-min", price_max: "price-max", sort: "search-sort" };
+    const state = new URLSearchParams(location.search);
+    for (const [name, id] of Object.entries(fields)) {
+      if (state.get(name)) document.getElementById(id).value = state.get(name);
+    }
+    document.getElementById("in-stock").checked = state.get("in_stock") === "1";
+    const chosen = new Set((state.get("tags") || "").split(",").filter(Boolean));
+    const tagsRes = await api("GET", "/tags");
+    const tags = tagsRes.data && Array.isArray(tagsRes.data.tags) ? tagsRes.data.tags : [];
+    tagBox.replaceChildren(...tags.map((tag) => el("label", {},
+      el("input", { type: "checkbox", value: tag, checked: chosen.has(tag) }), tag)));
+
+    function query(page) {
+      const q = new URLSearchParams();
+      for (const [name, id] of Object.entries(fields)) {
+        const value = document.getElementById(id).value.trim();
+        if (value && !(name === "sort" && value === "relevance")) q.set(name, value);
+      }
+      const picked = [...tagBox.querySelectorAll("input:checked")].map((box) => box.value);
+      if (picked.length) q.set("tags", picked.join(","));
+      if (document.getElementById("in-stock").checked) q.set("in_stock", "1");
+      if (page > 1) q.set("page", String(page));
+      return q;
+    }
+
+    async function load(page) {
+      const q = query(page);
+      history.replaceState(null, "", "search.html" + (q.toString() ? "?" + q : ""));
+      if (!q.get("q") && !q.get("tags")) {
+        products.replaceChildren(el("p", { class: "muted" }, "Type what you are looking for."));
+        count.textContent = "";
+        pager.replaceChildren();
+        banner.hidden = true;
+        return;
+      }
+      q.set("size", String(PAGE_SIZE));
+      products.replaceChildren(el("p", { class: "muted" }, "Searching…"));
+      const res = await api("GET", "/search?" + q);
+      if (res.status === 400 && res.data && res.data.error) return fail(products, res.data.error);
+      if (!res.data || !Array.isArray(res.data.items)) {
+        banner.hidden = true;
+        count.textContent = "";
+        return fail(products, "Search is not available right now.");
+      }
+      banner.hidden = !res.data.partial;
+      const total = typeof res.data.total === "number" ? res.data.total : res.data.items.length;
+      products.replaceChildren(...(res.data.items.length ? res.data.items.map(Shop.productTile)
+        : [el("p", { class: "muted" }, "No socks match this search.")]));
+      const first = total ? (page - 1) * PAGE_SIZE + 1 : 0;
+      count.textContent = `${first}–${Math.min(page * PAGE_SIZE, total)} of ${total} socks`;
+      const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
+      const link = (n, text) => el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); load(n); } }, text);
+      pager.replaceChildren(
+        page > 1 ? link(page - 1, "‹ Prev") : el("span", { class: "disabled" }, "‹ Prev"),
+        el("span", { class: "current", "aria-current": "page" }, `Page ${page} of ${pages}`),
+        page < pages ? link(page + 1, "Next ›") : el("span", { class: "disabled" }, "Next ›"));
+    }
+
+    form.addEventListener("submit", (ev) => { ev.preventDefault(); load(1); });
+    load(Math.max(1, parseInt(state.get("page") || "1", 10) || 1));
+  }
+
   /* ---- detail ----------------------------------------------------------------------------- */
   async function detail() {
     const box = document.getElementById("product");
@@ -505,7 +575,7 @@
     await list();
   }
 
-  const pages = { home, category, detail, basket, orders, order, profile, admin };
+  const pages = { home, category, search, detail, basket, orders, order, profile, admin };
   document.addEventListener("DOMContentLoaded", () => {
     const run = pages[document.body.dataset.page];
     if (run) run();

@@ -139,6 +139,7 @@ const Shop = (() => {
         el("nav", { class: "mainnav" },
           link("index.html", "Home", "home"),
           link("category.html", "Socks", "category"),
+          link("search.html", "Search", "search"),
           el("a", { href: "customer-orders.html", id: "nav-orders", class: page === "orders" ? "active" : null,
             hidden: !isLoggedIn() }, "My orders"),
           el("a", { href: "profile.html", id: "nav-profile", class: page === "profile" ? "active" : null,
