@@ -585,6 +585,8 @@ class _Conn:
                 return  # none ready now: the current one (if it still answers) keeps the request
             backend = backends[self.edge._rr % len(backends)]
             self.edge._rr += 1
+            if self.edge.mesh.balancing(self.edge.destination) == "connection":
+                self.per_request = False  # back on the destination's own pods after a route ended: stay
         self.edge.by_pod[backend.pod] += 1
         if backend == self.backend and self.server is not None and not self.server.lost:
             return
@@ -953,10 +955,13 @@ class Mesh:
         self._routes[destination] = table
         self._wrr[destination] = {}
         per_request = self.balancing(destination) == "request"
+        own = {b.pod for b in self._backends.get(destination, ())}
         for (_src, dest), edge in self.edges.items():
             if dest == destination:
                 for conn in edge.conns:
-                    conn.per_request = conn.http and per_request
+                    # A keep-alive connection a route had sent to another subset's pod leaves it with its next
+                    # request (as a sidecar applies a new route to every request), then stays where it lands.
+                    conn.per_request = conn.http and (per_request or conn.backend.pod not in own)
 
     def route(self, destination: str) -> tuple[tuple[str, str, int], ...]:
         return self._routes.get(destination, ())

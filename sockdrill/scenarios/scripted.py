@@ -84,14 +84,17 @@ class Expectations:
 
     def judge(self, key: str, reading: Any, now: float) -> float:
         """How long ``reading`` has been out of date at ``now`` (0: it is the newest value, or one in flight,
-        or nothing was changed yet)."""
+        or nothing was changed yet): since the change that replaced it, however many came after (a copy frozen
+        an hour ago is an hour stale, even if the value changes every few seconds); a value never set, since the
+        newest change."""
         with self._lock:
             items = list(self._by_key.get(key, []))
         done = [e for e in items if e.at is not None]
-        if not done or any(e.value == reading for e in items if e.at is None):
+        if not done or any(e.value == reading for e in items if e.at is None) or done[-1].value == reading:
             return 0.0
-        newest = done[-1]
-        return 0.0 if newest.value == reading else max(0.0, now - float(newest.at))  # type: ignore[arg-type]
+        shown = max((i for i, e in enumerate(done) if e.value == reading), default=None)
+        replaced = done[shown + 1] if shown is not None else done[-1]
+        return max(0.0, now - float(replaced.at))  # type: ignore[arg-type]
 
 
 @dataclass

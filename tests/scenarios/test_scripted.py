@@ -81,7 +81,7 @@ def test_a_variant_cannot_bring_a_script_of_its_own() -> None:
         load_scenario_text(text, "x.yaml")
 
 
-def test_expectations_judge_a_reading_by_the_newest_acknowledged_change() -> None:
+def test_expectations_judge_a_reading_since_the_change_that_replaced_it() -> None:
     exp = Expectations()
     assert exp.judge("p.f", "anything", 100.0) == 0.0  # nothing changed yet: every reading is fresh
     first = exp.begin("p.f", "v1")
@@ -97,6 +97,9 @@ def test_expectations_judge_a_reading_by_the_newest_acknowledged_change() -> Non
     lost = exp.begin("p.f", "v3")
     exp.abandon("p.f", lost)  # refused by the shop: nobody should see it
     assert exp.judge("p.f", "v3", 106.0) == 1.5
+    exp.commit(exp.begin("p.f", "v4"), 107.0)
+    # A copy frozen at v1 is stale since v2 replaced it, not since the newest change.
+    assert exp.judge("p.f", "v1", 110.0) == 5.5 and exp.judge("p.f", "v2", 110.0) == 3.0
 
 
 class _Counter(scripted.OperatorActionKind):
