@@ -22,6 +22,7 @@ RUNBOOKS: dict[tuple[str, str], str] = {
     ("return-visit", "latency"): "cart-degraded", ("return-visit", "errors"): "cart-degraded",
     ("browse", "latency"): "browse-degraded", ("browse", "errors"): "browse-degraded",
     ("profile-edit", "latency"): "profile-failing", ("profile-edit", "errors"): "profile-failing",
+    ("freshness", "latency"): "catalogue-stale", ("freshness", "errors"): "catalogue-stale",
 }
 
 

@@ -83,7 +83,8 @@ def test_restart_all_fixes_by_accident_and_still_scores_low(shop: Shop, tmp_path
 
 
 CONTROL_RUNS = [("control-checkout/steady", "noop"), ("control-checkout/steady", "restart-all"),
-                ("control-cart/steady", "noop"), ("control-profile/steady", "noop")]
+                ("control-cart/steady", "noop"), ("control-profile/steady", "noop"),
+                ("control-catalogue/steady", "noop")]
 
 
 @pytest.mark.parametrize(("ref", "agent"), CONTROL_RUNS)
