@@ -253,9 +253,15 @@ def test_a_run_performs_the_script_and_judges_the_probe_s_journey(shop: Shop, tm
     assert script["operator_actions"]["performed"] >= 5 and script["operator_actions"]["failed"] == 0, script
     probe = script["probes"]["freshness"]
     assert probe["readings"] >= 10 and probe["failures"] == 0, probe
-    assert {"load", "agent", "handback"} <= set(probe["by_phase"]), probe
     run_dir = Path(result["run_dir"])
     journal = json.loads((run_dir / "journal.json").read_text())
+    # Readings from the load's start to the end, by phase; noop may hand back within a second (a control run,
+    # nothing to look at), so the agent's phase has readings only when it lasted two of the probe's seconds.
+    assert {"load", "handback"} <= set(probe["by_phase"]), probe
+    start = next(e["time"] for e in journal["events"] if e["kind"] == "agent_start")
+    handback = min(e["time"] for e in journal["events"] if e["time"] > start and e["kind"] != "operator_action")
+    if handback - start >= 2.0:
+        assert "agent" in probe["by_phase"], (handback - start, probe)
     markers = [e for e in journal["events"] if e["kind"] == "operator_action"]
     assert len(markers) == script["operator_actions"]["performed"] and all(m["detail"]["ok"] for m in markers)
     assert not [e for e in journal["events"] if e["kind"] == "action"]  # noop did nothing; staff are not it
