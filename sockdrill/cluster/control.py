@@ -50,6 +50,7 @@ class ControlAPI:
         r.add_get("/v1/config/{name}", self.config_view)
         r.add_post("/v1/config/reset", self.config_reset)
         r.add_post("/v1/purge", self.purge)
+        r.add_post("/v1/reindex", self.reindex)
         r.add_post("/v1/route", self.route)
         r.add_post("/v1/route/rollback", self.route_rollback)
         r.add_post("/v1/route/reset", self.route_reset)
@@ -194,6 +195,10 @@ class ControlAPI:
         if prefix is not None and not (isinstance(prefix, str) and prefix.startswith("/")):
             return _json({"error": "'prefix' must be a path starting with '/'"}, 400)
         return _json(await self.runtime.purge(self._str(data, "deployment") or "", keys, prefix))
+
+    async def reindex(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        return _json(await self.runtime.reindex(self._str(data, "deployment") or ""))
 
     async def env(self, request: web.Request) -> web.Response:
         data = await self._body(request)

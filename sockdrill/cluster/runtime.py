@@ -611,6 +611,39 @@ class Runtime:
         self.event("purge", deployment=name, keys=keys, prefix=prefix, removed=removed)
         return {"deployment": name, "removed": removed, "pods": [p.name for p in pods]}
 
+    async def reindex(self, name: str, timeout: float = 100.0) -> dict[str, Any]:
+        """Rebuild a search deployment's index from the catalogue on every ready pod, and wait until it is done
+        (products added straight to catalogue-db, as a set-up's generated ones are, reach the index no other
+        way). Returns the documents each shard holds."""
+        dep = self.deployment(name)
+        if dep.spec.kind != "service" or dep.spec.module != "search":
+            raise ClusterError(f"'{name}' is not a search service; reindex works on search deployments only")
+        pods = [p for p in dep.pods.values() if p.ready]
+        if not pods:
+            raise ClusterError(f"'{name}' has no ready pod to reindex")
+        deadline = time.monotonic() + timeout
+        documents = 0
+        for pod in pods:
+            base = f"http://127.0.0.1:{pod.port}/admin"
+            asked = time.time()
+            async with self.http.post(f"{base}/reindex", timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                if resp.status >= 400:
+                    raise ClusterError(f"{pod.name} refused the reindex: {(await resp.text())[:200]}")
+            while True:
+                async with self.http.get(f"{base}/index-status", timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                    status = await resp.json(content_type=None)
+                if not status.get("reindexing"):
+                    break
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"{pod.name}'s reindex did not finish within {timeout:.0f}s")
+                await asyncio.sleep(0.3)
+            last = status.get("last_reindex") or {}
+            if float(last.get("finished_at") or 0) < asked:  # it ended without finishing: its log says why
+                raise ClusterError(f"{pod.name}'s reindex failed (see its log)")
+            documents = int(last.get("documents") or 0)
+        self.event("reindex", deployment=name, documents=documents)
+        return {"deployment": name, "pods": [p.name for p in pods], "documents": documents}
+
     # ---- routes ---------------------------------------------------------------------------------------
     def _apply_route(self, dep: Deployment) -> None:
         self.mesh.set_route(dep.name, [(n, d, dep.route.get(n, 0)) for n, d in dep.spec.subsets.items()])

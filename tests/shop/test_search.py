@@ -6,6 +6,7 @@ dropped index staying dropped when the service restarts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from sockdrill.errors import ClusterError
 from tests.conftest import wait_for
 from tests.shop.servicekit import ServiceProcess, db_run, free_port, machine_redis, require_postgres, scratch_database
 
@@ -228,6 +230,13 @@ def test_the_search_journey_finds_what_shoppers_look_for(tmp_path: Any) -> None:
 
         body = wait_for(answer, timeout=60, interval=0.5)
         assert body["partial"] is False and len(body["items"]) == 50
+        # Products written straight to catalogue-db (as a set-up's generated ones are) reach the index on a reindex.
+        from sockdrill.shop.catalogue import ensure_generated_products
+
+        assert asyncio.run(ensure_generated_products(rc.record["addresses"]["catalogue-db"], PRODUCTS + 50)) == 50
+        assert rc.post("/v1/reindex", {"deployment": "search"})["documents"] == PRODUCTS + 59
+        with pytest.raises(ClusterError, match="not a search service"):
+            rc.post("/v1/reindex", {"deployment": "catalogue"})
         holy = requests.get(f"{front}/search", params={"q": "hole toe"}, timeout=20).json()
         assert [i["name"] for i in holy["items"]] == ["Holy"], holy
         summary = run_load(None, {"search": 1}, users=4, spawn_rate=10, duration=8, seed=5, data_dir=rc.data_dir,
