@@ -586,15 +586,20 @@ class Runtime:
         self.event("reset_config", deployment=name)
         return {"deployment": name, "restored": target}
 
+    def _ready_pods_of_module(self, name: str, module: str, what: str, verb: str) -> list[Pod]:
+        """The ready pods of a service deployment that runs ``module`` (an operation only such pods answer)."""
+        dep = self.deployment(name)
+        if dep.spec.kind != "service" or dep.spec.module != module:
+            raise ClusterError(f"'{name}' is not {what}; {verb} works on {module} deployments only")
+        pods = [p for p in dep.pods.values() if p.ready]
+        if not pods:
+            raise ClusterError(f"'{name}' has no ready pod to {verb}")
+        return pods
+
     async def purge(self, name: str, keys: list[str] | None = None, prefix: str | None = None) -> dict[str, Any]:
         """Purge an edge cache's objects on every ready pod (by tag/key, by path prefix, or all): what a CDN's
         purge API does. Only deployments that run the edge module have one."""
-        dep = self.deployment(name)
-        if dep.spec.kind != "service" or dep.spec.module != "edge":
-            raise ClusterError(f"'{name}' is not an edge cache; purge works on edge deployments only")
-        pods = [p for p in dep.pods.values() if p.ready]
-        if not pods:
-            raise ClusterError(f"'{name}' has no ready pod to purge")
+        pods = self._ready_pods_of_module(name, "edge", "an edge cache", "purge")
         body: dict[str, Any] = {}
         if keys is not None:
             body["keys"] = keys
@@ -615,12 +620,7 @@ class Runtime:
         """Rebuild a search deployment's index from the catalogue on every ready pod, and wait until it is done
         (products added straight to catalogue-db, as a set-up's generated ones are, reach the index no other
         way). Returns the documents each shard holds."""
-        dep = self.deployment(name)
-        if dep.spec.kind != "service" or dep.spec.module != "search":
-            raise ClusterError(f"'{name}' is not a search service; reindex works on search deployments only")
-        pods = [p for p in dep.pods.values() if p.ready]
-        if not pods:
-            raise ClusterError(f"'{name}' has no ready pod to reindex")
+        pods = self._ready_pods_of_module(name, "search", "a search service", "reindex")
         deadline = time.monotonic() + timeout
         documents = 0
         for pod in pods:
