@@ -440,7 +440,10 @@ class Runtime:
         dep = self.deployment(name)
         if dep.external:
             raise ClusterError(f"'{name}' is external ({dep.spec.external_url}); it has no pods to restart")
-        targets = [self.pod(name, pod_name)] if pod_name else [p for p in dep.pods.values() if not p.stopping]
+        # A pod a failure took down (stopped, status Error) is restarted too, as a deleted pod comes back healthy
+        # in Kubernetes; pods on their way out (a scale-down) are not.
+        targets = [self.pod(name, pod_name)] if pod_name else [p for p in dep.pods.values()
+                                                               if not p.stopping or p.status == "Error"]
         replaced = []
         for old in targets:
             await old.stop()

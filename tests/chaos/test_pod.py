@@ -3,6 +3,7 @@ state T) — each recovers."""
 
 from __future__ import annotations
 
+import time
 import urllib.error
 from pathlib import Path
 from typing import Any
@@ -54,3 +55,18 @@ def test_failure_takes_the_pod_away_for_the_duration(shop: Shop, chaos: Any) -> 
     after = wait_for(lambda: (p := _pod(shop))["ready"] and p, timeout=15)
     assert after["pid"] != before["pid"] and after["restarts"] == before["restarts"] + 1
     assert get_ms(url) < 1000
+
+
+def test_a_restart_brings_back_a_pod_a_failure_took_down(shop: Shop, chaos: Any) -> None:
+    """What an on-call engineer does about a pod that is down: restart it. The restarted pod runs, and the
+    failure's end leaves it alone."""
+    url = shop.addresses["payment"] + "/health"
+    inject(chaos, "pod.failure", "payment", duration=30.0)
+    assert not _pod(shop)["ready"]
+    done = shop.post("/v1/restart", {"deployment": "payment"})
+    assert len(done["restarted"]) == 1, done
+    after = wait_for(lambda: (p := _pod(shop))["ready"] and p, timeout=15)
+    assert get_ms(url) < 1000
+    chaos.post("/v1/chaos/clear", {})  # the failure ends: the new pod is not relaunched under it
+    time.sleep(1)
+    assert _pod(shop)["pid"] == after["pid"] and _pod(shop)["ready"]
