@@ -51,7 +51,17 @@ def _layout(specs: list[tuple[str, list[tuple[str, str]], str, float | None]]) -
             for i, (title, targets, unit, threshold) in enumerate(specs)]
 
 
-def journey_dashboard(journey: str, slos: list[SLO]) -> dict[str, Any]:
+def probe_journeys() -> list[str]:
+    """Journeys a scenario's probe measures (not the load's): e.g. ``freshness``, how stale a shopper's reading of
+    a product staff changed is. Their samples reach the recorder under the load's metric names, without steps."""
+    from sockdrill.scenarios import load_catalogue
+
+    found = {p.journey for sc in load_catalogue().scenarios.values() for p in sc.probes}
+    return sorted(found - set(JOURNEY_TARGETS))
+
+
+def journey_dashboard(journey: str, slos: list[SLO], probe: bool = False) -> dict[str, Any]:
+    """A journey's board; a probe's journey (``probe``) has no steps, and its "latency" is the probe's value."""
     j = f'journey="{journey}"'
     p95 = next((s.threshold for s in slos if s.journey == journey and s.sli == "latency_p95"), None)
     errors = next((s.threshold for s in slos if s.journey == journey and s.sli == "error_rate"), None)
@@ -72,6 +82,9 @@ def journey_dashboard(journey: str, slos: list[SLO]) -> dict[str, Any]:
         (f"{journey}: failing steps", [(f"sum by (step) (rate(step_failures_total{{{j}}}[1m]))", "{{step}}")],
          "reqps", None),
     ]
+    if probe:  # no steps; the value is the probe's (for freshness: seconds stale)
+        specs = specs[:4]
+        specs[0] = (f"{journey}: p95 of the probe's value (s)", specs[0][1], "s", p95)
     return _dashboard(f"sockdrill-journey-{journey}", f"Sock Shop journey: {journey}", _layout(specs),
                       ["journey", journey])
 
@@ -120,9 +133,10 @@ def platform_dashboard() -> dict[str, Any]:
 
 
 def all_dashboards() -> dict[str, dict[str, Any]]:
-    """File name → dashboard: every journey with SLOs, and the platform."""
+    """File name → dashboard: every journey with SLOs (the load's and the probes'), and the platform."""
     slos = shop_slos()
     out = {f"journey-{j}.json": journey_dashboard(j, slos) for j in JOURNEY_TARGETS}
+    out.update({f"journey-{j}.json": journey_dashboard(j, slos, probe=True) for j in probe_journeys()})
     out["platform.json"] = platform_dashboard()
     return out
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,21 @@ import yaml
 from typer.testing import CliRunner
 
 from sockdrill.cli import app
-from sockdrill.scenarios.dashboards import all_dashboards, panel_queries
+from sockdrill.scenarios.dashboards import all_dashboards, panel_queries, probe_journeys
 from sockdrill.scenarios.guards import JOURNEY_TARGETS
+from sockdrill.scenarios.scripted import ScheduledProbe, Script, ScriptContext
 from tests.conftest import Shop
+
+HOLY = "03fef6ac-1896-4ce8-bd69-b798f85c6e0b"  # a sock of every shop's catalogue
 
 
 def test_one_dashboard_per_journey_and_one_for_the_platform(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["scenarios", "dashboards", "--out", str(tmp_path / "boards")])
     assert res.exit_code == 0, res.output
     files = sorted(p.name for p in (tmp_path / "boards").glob("*.json"))
-    assert files == sorted([f"journey-{j}.json" for j in JOURNEY_TARGETS] + ["platform.json"])
+    probed = probe_journeys()
+    assert "freshness" in probed  # scenario 4's: a probe's journey, not the load's
+    assert files == sorted([f"journey-{j}.json" for j in [*JOURNEY_TARGETS, *probed]] + ["platform.json"])
     boards = [json.loads((tmp_path / "boards" / f).read_text()) for f in files]
     assert len({b["uid"] for b in boards}) == len(boards)
     for board in boards:
@@ -59,15 +65,26 @@ def test_every_journey_dashboard_answers_on_a_recorded_run(shop: Shop, tmp_path:
     record = shop.client.record
     # The boards read the standard profile's recording rules (the burn-rate panel: slo:bad_fraction:5m).
     assert install_run_rules(record, [alerting_slo(s) for s in shop_slos()], get_profile("standard")) is None
+    # A probe's journeys (freshness) come from a scenario's probe, pushed to the recorder as a run does: one
+    # shopper reading a sock through the front-end every half second while the load runs.
+    probes = [ScheduledProbe(id=j, kind="catalogue-freshness", journey=j, interval_s=0.5,
+                             args={"product": HOLY, "field": "price"}) for j in probe_journeys()]
+    script = Script(ScriptContext(shop.url, record, "fast", 5.0), [], probes,
+                    recorder=(record["recorder_url"], record["telemetry_token"]))
+    script.start(time.time())
     # As many shoppers as journeys, short thinking and a 2 s absence: every journey ends several times.
-    summary = run_load(None, dict.fromkeys(JOURNEY_TARGETS, 1), users=len(JOURNEY_TARGETS), spawn_rate=20,
-                       duration=20, seed=3, data_dir=shop.data_dir, stats_path=tmp_path / "stats.jsonl",
-                       think=(0.2, 0.5), return_after=2.0)
+    try:
+        summary = run_load(None, dict.fromkeys(JOURNEY_TARGETS, 1), users=len(JOURNEY_TARGETS), spawn_rate=20,
+                           duration=20, seed=3, data_dir=shop.data_dir, stats_path=tmp_path / "stats.jsonl",
+                           think=(0.2, 0.5), return_after=2.0)
+    finally:
+        script.stop()
+    assert script.summary(5.0)["probes"]["freshness"]["readings"] >= 20
     short = {j: summary.journeys.get(j, {}).get("count", 0) for j in JOURNEY_TARGETS}
     assert all(short.values()), f"journeys that never ended in 20 s: {short}"
     recorder = RemoteQuery(record["recorder_url"], token=record["telemetry_token"])
     boards = {name: board for name, board in all_dashboards().items() if name.startswith("journey-")}
-    assert len(boards) == len(JOURNEY_TARGETS)
+    assert len(boards) == len(JOURNEY_TARGETS) + len(probe_journeys())
 
     def empty() -> list[str]:
         return [f"{name}: {p['title']}" for name, board in boards.items() for p in board["panels"]
