@@ -417,7 +417,7 @@ def test_postgres_refuses_another_local_user(shop: Shop) -> None:
         assert not (drop / "ran").exists()
         hba = (Path(os.path.realpath(shop.data_dir / "stores" / "user-db-0" / "pgdata")) / "pg_hba.conf")
         methods = {ln.split()[-1] for ln in hba.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
-        assert methods == {"scram-sha-256"}
+        assert methods == {"scram-sha-256", "reject"}  # reject: the replication login's database sessions
         healthy(shop)
     finally:
         shutil.rmtree(drop, ignore_errors=True)

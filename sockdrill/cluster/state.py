@@ -237,8 +237,9 @@ def security_report(data_dir: Path) -> dict[str, Any]:
         methods = {ln.split()[-1] for ln in _lines(hba) if ln.strip() and not ln.lstrip().startswith("#")}
         paths.append({**_path_check(hba, f"PostgreSQL auth ({hba.parent.parent.name})", False),
                       "methods": sorted(methods)})
-        if methods - {"scram-sha-256"}:
-            problems.append(f"{hba} accepts {', '.join(sorted(methods - {'scram-sha-256'}))}: "
+        weak = methods - {"scram-sha-256", "reject"}  # reject: the replication login's database sessions
+        if weak:
+            problems.append(f"{hba} accepts {', '.join(sorted(weak))}: "
                             "restart the shop so that its stores ask for passwords")
 
     runtime = read_json(sdir / "runtime.json") or {}

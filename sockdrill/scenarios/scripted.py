@@ -22,6 +22,7 @@ scenario loader checks, so a typo in a scenario file is an error at load time, n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -134,6 +135,9 @@ class OperatorActionKind:
     def __init__(self, ctx: ScriptContext, params: Any) -> None:
         self.ctx, self.params = ctx, params
 
+    def cleanup(self) -> None:
+        """After the run: undo what ``prepare`` made (best effort), so a reused shop is as the run found it."""
+
     def prepare(self) -> None:
         """Before the first run (log in, create what the action changes). An error makes the run invalid."""
 
@@ -199,6 +203,16 @@ class AdminUpdate(OperatorActionKind):
                               timeout=10)
         if made.status_code not in (201, 409):
             raise ScenarioError(f"creating product {p.product!r} failed: {made.status_code} {made.text[:200]}")
+        self.created = made.status_code == 201
+
+    def cleanup(self) -> None:
+        """The product this run created is deleted again: other runs and tests on a reused shop see the
+        catalogue they expect."""
+        if not getattr(self, "created", False):
+            return
+        with contextlib.suppress(Exception):
+            self._login()
+            self.http.delete(f"{self.ctx.front_end_url}/admin/products/{self.params.product}", timeout=10)
 
     def run(self, n: int) -> dict[str, Any]:
         p = self.params
@@ -416,6 +430,8 @@ class Script:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=15)
+        for _spec, act in self.actions:
+            act.cleanup()
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
         t = threading.Thread(target=target, args=args, name=f"sockdrill-{name}", daemon=True)

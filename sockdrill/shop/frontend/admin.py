@@ -6,7 +6,7 @@ Routes, all under ``/admin/`` and answered only to a staff session (401 otherwis
   staff login is separate from a customer's (``staff`` in the session, no ``logged_in`` cookie);
 - ``POST /admin/logout``, ``GET /admin/me``;
 - ``GET /admin/products?page=&size=&tags=`` (catalogue's listing, stock included);
-- ``POST /admin/products``, ``PATCH /admin/products/{id}``: passed to catalogue's admin API with the
+- ``POST /admin/products``, ``PATCH``/``DELETE /admin/products/{id}``: passed to catalogue's admin API with the
   shop's service token (``Authorization: Bearer``), which only the shop's services hold.
 The page is ``admin.html``. Every change is logged with the staff member's name.
 """
@@ -106,6 +106,15 @@ class AdminPanel:
                 "kind": "admin_change", "staff": who, "product": sock, "fields": sorted(body)}})
         return self._relay(up)
 
+    async def delete(self, request: web.Request, session: Any) -> web.StreamResponse:
+        who = self.staff(session)
+        sock = request.match_info["id"]
+        up = await self.fe.http.request("catalogue", "DELETE", f"/admin/products/{seg(sock)}", headers=self._token())
+        if up.status < 300:
+            self.fe.svc.log.info("product deleted by staff", extra={"fields": {
+                "kind": "admin_change", "staff": who, "product": sock}})
+        return self._relay(up)
+
     def routes(self, router: web.UrlDispatcher, api: Any) -> None:
         router.add_post("/admin/login", api(self.login))
         router.add_post("/admin/logout", api(self.logout))
@@ -113,3 +122,4 @@ class AdminPanel:
         router.add_get("/admin/products", api(self.products))
         router.add_post("/admin/products", api(self.create))
         router.add_patch("/admin/products/{id}", api(self.update))
+        router.add_delete("/admin/products/{id}", api(self.delete))
