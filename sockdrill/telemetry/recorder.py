@@ -264,6 +264,11 @@ class Recorder:
 
     async def scrape_once(self) -> None:
         self.targets = await self.fetch_targets()
+        # A pod that is gone (scaled down, replaced) is no target any more, as Prometheus drops what service
+        # discovery no longer lists: its last scrape (often a failed one while it stopped) must not stay "down".
+        current = {(t["job"], t["pod"]) for t in self.targets}
+        for key in [k for k in self.target_state if k not in current]:
+            del self.target_state[key]
         t_ms = int(time.time() * 1000)
         results = await asyncio.gather(*(self._scrape_one(t) for t in self.targets))
         for target, (text, took, error) in zip(self.targets, results, strict=True):
