@@ -485,9 +485,11 @@ def _search_query(u: ShopUser) -> tuple[dict[str, Any], bool]:
     (the query string, whether it must find something in a catalogue of generated products)."""
     words = search_vocabulary()
     form = u.chooser.pick("search-form", ["phrase", "filtered", "typo", "broad"])
-    if form == "phrase":  # a quoted material and a use: "merino wool" hikes
-        use = u.chooser.pick("search-use", words["uses"]).split()[-1]
-        return {"q": f'"{u.chooser.pick("search-material", words["materials"])}" {use}'}, False
+    if form == "phrase":  # a quoted material, a kind and a use, as a shopper types them: "merino wool" boot
+        # socks for weekend hikes (every word must match: it may find nothing)
+        kind = u.chooser.pick("search-kind", words["kinds"]).lower()
+        use = u.chooser.pick("search-use", words["uses"])
+        return {"q": f'"{u.chooser.pick("search-material", words["materials"])}" {kind} socks for {use}'}, False
     if form == "filtered":  # a word, an exclusion, a tag, a price range, cheapest first
         material = u.chooser.pick("search-material", words["materials"]).split()[-1]
         other = u.chooser.pick("search-exclude", words["styles"]).lower()

@@ -23,6 +23,7 @@ RUNBOOKS: dict[tuple[str, str], str] = {
     ("browse", "latency"): "browse-degraded", ("browse", "errors"): "browse-degraded",
     ("profile-edit", "latency"): "profile-failing", ("profile-edit", "errors"): "profile-failing",
     ("freshness", "latency"): "catalogue-stale", ("freshness", "errors"): "catalogue-stale",
+    ("search", "latency"): "search-slow", ("search", "errors"): "search-failing",
 }
 
 

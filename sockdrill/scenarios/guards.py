@@ -19,6 +19,7 @@ JOURNEY_TARGETS: dict[str, tuple[float, float]] = {
     "return-visit": (2.0, 0.01),
     "profile-edit": (2.0, 0.01),
     "checkout-page": (2.0, 0.01),
+    "search": (1.0, 0.01),
 }
 
 

@@ -71,7 +71,8 @@ def symptom_seen(objectives: list[Objective], samples: list[SliSample], start: f
             if value is None and requests == 0 and len(rows) >= 2:
                 value = float("inf")
         if value is not None and value > obj.above:
-            return f"{obj.text()} (observed {value:.3g})"
+            seen = "none completed" if value == float("inf") else f"observed {value:.3g}"
+            return f"{obj.text()} ({seen})"
     return None
 
 

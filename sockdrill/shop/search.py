@@ -19,7 +19,8 @@ created before the rebuild reads anything, so no change made during it is lost. 
 one is left as it is (an index someone dropped stays dropped until someone creates it: a restart is no fix).
 
 Knobs: ``shard_timeout_s``, ``match_mode`` (``fts``; ``contains`` matches every term as a substring of name or
-description with ILIKE, which no index of the description serves), ``fuzzy_names``, ``max_total_hits``,
+description with ILIKE, or the words as close to some of the whole text by trigram word similarity, ranked by it:
+no index serves either, so every query reads and scores every row), ``fuzzy_names``, ``max_total_hits``,
 ``shard_pool_size``, ``index_batch``.
 """
 
@@ -48,7 +49,8 @@ from sockdrill.shop.product_events import CHANGES_STREAM, EventError, ensure_gro
 KNOBS: list[Knob] = [
     Knob("shard_timeout_s", 3.0, "a shard slower than this is left out of the answer (partial results)",
          minimum=0.05, maximum=60),
-    Knob("match_mode", "fts", "how query terms match: fts (full-text index) or contains (substring ILIKE)",
+    Knob("match_mode", "fts", "how query terms match: fts (full-text and trigram indexes) or contains (substring "
+         "or similar anywhere in the text, unindexed)",
          choices=("fts", "contains")),
     Knob("fuzzy_names", True, "also match names by trigram similarity (typos)"),
     Knob("max_total_hits", 10000, "totals are counted up to this many hits", minimum=100, maximum=1_000_000),
@@ -89,6 +91,9 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (sock_id) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description,
     price = EXCLUDED.price, count = EXCLUDED.count, tags = EXCLUDED.tags, image_url = EXCLUDED.image_url,
     indexed_at = now()
+WHERE (products.name, products.description, products.price, products.count, products.tags, products.image_url)
+    IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.description, EXCLUDED.price, EXCLUDED.count, EXCLUDED.tags,
+                      EXCLUDED.image_url)
 """
 
 _FIELDS = "sock_id, name, description, price, count, tags, image_url"
@@ -157,8 +162,15 @@ def parse_query(request: web.Request) -> Query:
                  _int_param(request, "page", 1, MAX_PAGE), _int_param(request, "size", 12, MAX_SIZE))
 
 
-def shard_sql(query: Query, mode: str, fuzzy: bool) -> tuple[str, str, list[Any]]:
-    """(the page query, the capped count query, their arguments) for one shard."""
+@dataclass
+class ShardSQL:
+    page: str
+    count: str  # its last argument, the cap, is added when it runs
+    args: list[Any]
+
+
+def shard_sql(query: Query, mode: str, fuzzy: bool) -> ShardSQL:
+    """The page query and the capped count query for one shard."""
     args: list[Any] = [query.tags, Decimal(repr(query.price_min)), Decimal(repr(query.price_max)), query.in_stock]
     filters = "($1::text[] IS NULL OR tags && $1) AND price BETWEEN $2 AND $3 AND (NOT $4 OR count > 0)"
     source, score = "products", "0::real"
@@ -169,19 +181,25 @@ def shard_sql(query: Query, mode: str, fuzzy: bool) -> tuple[str, str, list[Any]
             args.append("%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
             conds.append(f"(name ILIKE ${len(args)} OR description ILIKE ${len(args)})")
         if conds:
-            filters += " AND " + " AND ".join(conds)
+            # Every term as a substring, or the words close to some of the whole text (trigram word similarity),
+            # ranked by that similarity: evaluated on every row, since no index serves a function of two columns
+            # (the release's cost, and its fault).
+            args.append(" ".join(terms))
+            text = "(name || ' ' || description)"
+            filters += f" AND (({' AND '.join(conds)}) OR ${len(args)} <% {text})"
+            score = f"word_similarity(${len(args)}, {text})"
     elif query.q:
         args.append(query.q)
         n = len(args)
         source = f"products, websearch_to_tsquery('english', ${n}) q"
         # Word similarity (pg_trgm's <%): a misspelt word of the name ("argyl") matches; the trigram index serves it.
-        match = f"search_vector @@ q OR ${n} <% name" if fuzzy else "search_vector @@ q"
+        match = f"search_vector @@ q OR name %> ${n}" if fuzzy else "search_vector @@ q"
         filters += f" AND ({match})"
         score = "ts_rank_cd(search_vector, q)"
     page = (f"SELECT {_FIELDS}, {score} AS score FROM {source} WHERE {filters} "
             f"ORDER BY {SORTS[query.sort]} LIMIT {query.page * query.size}")
     count = f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {filters} LIMIT ${len(args) + 1}) hits"
-    return page, count, args
+    return ShardSQL(page, count, args)
 
 
 def _item(row: asyncpg.Record) -> dict[str, Any]:
@@ -275,13 +293,13 @@ class Search:
         return await shard.acquire_pool(int(self.svc.knobs["shard_pool_size"]))
 
     # ---- queries ------------------------------------------------------------------------------------
-    async def _ask(self, shard: Shard, page_sql: str, count_sql: str, args: list[Any]) -> tuple[list[Any], int]:
+    async def _ask(self, shard: Shard, sql: ShardSQL) -> tuple[list[Any], int]:
         started = time.perf_counter()
         try:
             pool = await self._pool(shard)
             async with pool.acquire() as conn:
-                rows = await conn.fetch(page_sql, *args)
-                total = await conn.fetchval(count_sql, *args, int(self.svc.knobs["max_total_hits"]))
+                rows = await conn.fetch(sql.page, *sql.args)
+                total = await conn.fetchval(sql.count, *sql.args, int(self.svc.knobs["max_total_hits"]))
             return [_item(r) for r in rows], int(total)
         finally:
             self.shard_duration.labels(self.svc.name, shard.name).observe(time.perf_counter() - started)
@@ -289,10 +307,9 @@ class Search:
     async def search(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         query = parse_query(request)
-        page_sql, count_sql, args = shard_sql(query, str(self.svc.knobs["match_mode"]),
-                                             bool(self.svc.knobs["fuzzy_names"]))
+        sql = shard_sql(query, str(self.svc.knobs["match_mode"]), bool(self.svc.knobs["fuzzy_names"]))
         timeout = float(self.svc.knobs["shard_timeout_s"])
-        results = await asyncio.gather(*(asyncio.wait_for(self._ask(sh, page_sql, count_sql, args), timeout)
+        results = await asyncio.gather(*(asyncio.wait_for(self._ask(sh, sql), timeout)
                                          for sh in self.shards), return_exceptions=True)
         items: list[dict[str, Any]] = []
         total, failures = 0, []
@@ -378,6 +395,10 @@ class Search:
             async with pool.acquire() as conn:
                 done = await conn.execute("DELETE FROM products WHERE NOT (sock_id = ANY ($1::text[]))", list(ids))
                 removed += int(done.split()[-1])
+                # As after any bulk load: fresh statistics, and the GIN indexes' pending lists merged. Without it
+                # the planner costs the full-text and trigram indexes as slower than a sequential scan and every
+                # query scans the table, index or no index.
+                await conn.execute("VACUUM ANALYZE products")
         out = {"documents": sum(len(s) for s in seen), "removed": removed, "pages": pages,
                "seconds": round(time.time() - started, 3), "finished_at": time.time()}
         self.last_reindex = out

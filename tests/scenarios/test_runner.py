@@ -84,7 +84,7 @@ def test_restart_all_fixes_by_accident_and_still_scores_low(shop: Shop, tmp_path
 
 CONTROL_RUNS = [("control-checkout/steady", "noop"), ("control-checkout/steady", "restart-all"),
                 ("control-cart/steady", "noop"), ("control-profile/steady", "noop"),
-                ("control-catalogue/steady", "noop")]
+                ("control-catalogue/steady", "noop"), ("control-search/steady", "noop")]
 
 
 @pytest.mark.parametrize(("ref", "agent"), CONTROL_RUNS)
