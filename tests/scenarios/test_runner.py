@@ -23,6 +23,14 @@ CATALOGUE = load_catalogue()
 FAULT_REFS = [f"{s.id}/{v.id}" for s in CATALOGUE.scenarios.values() if not s.control for v in s.variants]
 # The oracle's run of this variant is the one tests/test_control_room.py watches live (same checks).
 CONTROL_ROOM_REF = "login-latency/frontend-user-delay"
+# The suite must stay under 30 minutes on 2 cores; a variant whose fault and fix are the same mechanisms as
+# another's in the suite is left to `sockdrill bench scenarios` (every variant × noop/restart-all/oracle/baseline)
+# and to its scenario's calibration, written in its file's head.
+ORACLE_IN_BENCH_ONLY = {
+    "search-degradation/shard-cpu": "a CPU limit on a store lifted by set_limits, as login-latency/user-db-cpu",
+    "search-degradation/substring-matching": "a release knob undone by rollback_config, as profile-updates' two",
+    "catalogue-staleness/edge-ttl": "a knob undone by rollback_config, as cart-loss/session-ttl",
+}
 # Where a fault could fade by itself (a pool that settles, a storm that stops, a lock that ends): the
 # suite's room is for these; `sockdrill bench validity` runs noop on every variant. (A mesh delay cannot fade:
 # frontend-user-delay is left to the restart-all and peeker runs.)
@@ -53,7 +61,7 @@ def assert_oracle_passes(r: dict[str, Any]) -> None:
     assert r["score"] >= 0.8
 
 
-@pytest.mark.parametrize("ref", [r for r in FAULT_REFS if r != CONTROL_ROOM_REF])
+@pytest.mark.parametrize("ref", [r for r in FAULT_REFS if r != CONTROL_ROOM_REF and r not in ORACLE_IN_BENCH_ONLY])
 def test_oracle_passes_every_check(shop: Shop, ref: str, tmp_path: Path) -> None:
     assert_oracle_passes(run(shop, ref, "oracle", tmp_path))
 
@@ -82,9 +90,10 @@ def test_restart_all_fixes_by_accident_and_still_scores_low(shop: Shop, tmp_path
     assert r["score"] < 0.35
 
 
+# Scoring a control is the same for every journey; each control's SLO and traffic are those of its scenario, whose
+# every oracle run checks first that they hold on a healthy shop. control-catalogue: a probe's journey.
 CONTROL_RUNS = [("control-checkout/steady", "noop"), ("control-checkout/steady", "restart-all"),
-                ("control-cart/steady", "noop"), ("control-profile/steady", "noop"),
-                ("control-catalogue/steady", "noop"), ("control-search/steady", "noop")]
+                ("control-catalogue/steady", "noop")]
 
 
 @pytest.mark.parametrize(("ref", "agent"), CONTROL_RUNS)
@@ -105,3 +114,7 @@ def test_control_runs_count_false_detections(shop: Shop, ref: str, agent: str, t
         assert not [n for n in r.get("notes", []) if "alert rules" in n], r.get("notes")
         if find_alertmanager() is not None:  # ...and Alertmanager's deliveries were kept for the run
             assert r["alerting"]["alertmanager"] is not None, r["alerting"]
+
+
+def test_variants_left_to_the_bench_are_catalogue_variants() -> None:
+    assert set(ORACLE_IN_BENCH_ONLY) <= set(FAULT_REFS)
