@@ -198,7 +198,10 @@ class ControlAPI:
 
     async def reindex(self, request: web.Request) -> web.Response:
         data = await self._body(request)
-        return _json(await self.runtime.reindex(self._str(data, "deployment") or ""))
+        if_stale = data.get("if_stale", False)
+        if not isinstance(if_stale, bool):
+            return _json({"error": "'if_stale' must be true or false"}, 400)
+        return _json(await self.runtime.reindex(self._str(data, "deployment") or "", if_stale=if_stale))
 
     async def env(self, request: web.Request) -> web.Response:
         data = await self._body(request)

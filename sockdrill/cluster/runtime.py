@@ -619,33 +619,45 @@ class Runtime:
         self.event("purge", deployment=name, keys=keys, prefix=prefix, removed=removed)
         return {"deployment": name, "removed": removed, "pods": [p.name for p in pods]}
 
-    async def reindex(self, name: str, timeout: float = 100.0) -> dict[str, Any]:
+    async def reindex(self, name: str, timeout: float = 100.0, if_stale: bool = False) -> dict[str, Any]:
         """Rebuild a search deployment's index from the catalogue on every ready pod, and wait until it is done
         (products added straight to catalogue-db, as a set-up's generated ones are, reach the index no other
-        way). Returns the documents each shard holds."""
+        way). ``if_stale``: a pod whose index already holds every product is left as it is. A rebuild already
+        running (a pod's own at start) is waited for first, since it may have read the catalogue before the
+        latest products. Returns the documents the index holds and whether any pod rebuilt."""
         pods = self._ready_pods_of_module(name, "search", "a search service", "reindex")
         deadline = time.monotonic() + timeout
-        documents = 0
-        for pod in pods:
-            base = f"http://127.0.0.1:{pod.port}/admin"
-            asked = time.time()
-            async with self.http.post(f"{base}/reindex", timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                if resp.status >= 400:
-                    raise ClusterError(f"{pod.name} refused the reindex: {(await resp.text())[:200]}")
+        documents, rebuilt = 0, False
+
+        async def status_when_idle(pod: Pod, base: str) -> dict[str, Any]:
             while True:
                 async with self.http.get(f"{base}/index-status", timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                    status = await resp.json(content_type=None)
+                    status: dict[str, Any] = await resp.json(content_type=None)
                 if not status.get("reindexing"):
-                    break
+                    return status
                 if time.monotonic() > deadline:
                     raise ClusterError(f"{pod.name}'s reindex did not finish within {timeout:.0f}s")
                 await asyncio.sleep(0.3)
-            last = status.get("last_reindex") or {}
+
+        for pod in pods:
+            base = f"http://127.0.0.1:{pod.port}/admin"
+            await status_when_idle(pod, base)
+            asked = time.time()
+            query = "?if=stale" if if_stale else ""
+            async with self.http.post(f"{base}/reindex{query}", timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                if resp.status >= 400:
+                    raise ClusterError(f"{pod.name} refused the reindex: {(await resp.text())[:200]}")
+                answer = await resp.json(content_type=None)
+            if answer.get("current"):
+                documents = int(answer.get("documents") or 0)
+                continue
+            rebuilt = True
+            last = (await status_when_idle(pod, base)).get("last_reindex") or {}
             if float(last.get("finished_at") or 0) < asked:  # it ended without finishing: its log says why
                 raise ClusterError(f"{pod.name}'s reindex failed (see its log)")
             documents = int(last.get("documents") or 0)
-        self.event("reindex", deployment=name, documents=documents)
-        return {"deployment": name, "pods": [p.name for p in pods], "documents": documents}
+        self.event("reindex", deployment=name, documents=documents, rebuilt=rebuilt)
+        return {"deployment": name, "pods": [p.name for p in pods], "documents": documents, "rebuilt": rebuilt}
 
     # ---- routes ---------------------------------------------------------------------------------------
     def _apply_route(self, dep: Deployment) -> None:

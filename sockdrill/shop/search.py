@@ -488,10 +488,37 @@ class Search:
         for shard in self.shards:
             await shard.reset_pool()
 
+    async def documents_behind(self) -> int | None:
+        """How many products the catalogue has beyond what the shards hold (0: nothing to rebuild), or None when
+        either cannot be counted. Changes made through the catalogue reach the index by its stream; products
+        added to catalogue-db directly (a set-up's generated ones) change the count."""
+        try:
+            up = await self.svc.http.request("catalogue", "GET", "/catalogue/size", timeout=10)
+            if up.status != 200:
+                return None
+            want = int(up.json()["size"])
+            have = 0
+            for shard in self.shards:
+                pool = await self._pool(shard)
+                async with pool.acquire() as conn:
+                    have += int(await conn.fetchval("SELECT count(*) FROM products"))
+        except (UpstreamError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KeyError, TypeError,
+                ValueError):
+            return None
+        return want - have
+
     async def admin_reindex(self, request: web.Request) -> web.Response:
+        """``POST /admin/reindex`` starts a rebuild (202) unless one runs; ``?if=stale`` answers 200 without one
+        when the index already holds every product."""
         self.svc._check_admin(request)
-        if self.reindexing is None or self.reindexing.done():
-            self.reindexing = asyncio.create_task(self.reindex())
+        if request.query.get("if", "") not in ("", "stale"):
+            raise bad_request("'if' takes only 'stale'")
+        if self.reindexing is not None and not self.reindexing.done():
+            return json_response({"started": False, "running": True}, status=202)
+        if request.query.get("if") == "stale" and self.last_reindex is not None \
+                and await self.documents_behind() == 0:
+            return json_response({"started": False, "current": True, "documents": self.last_reindex["documents"]})
+        self.reindexing = asyncio.create_task(self.reindex())
         return json_response({"started": True}, status=202)
 
     async def index_status(self, request: web.Request) -> web.Response:

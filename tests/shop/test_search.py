@@ -190,6 +190,21 @@ def test_a_rebuild_leaves_statistics_and_rewrites_only_what_changed(cluster: Clu
     assert after == before
 
 
+def test_a_rebuild_if_stale_needs_a_product_missing_from_the_index(cluster: Cluster) -> None:
+    admin = {"X-Sockdrill-Admin": ADMIN}
+    kept = requests.post(f"{cluster.search.url}/admin/reindex", params={"if": "stale"}, headers=admin, timeout=10)
+    assert kept.status_code == 200 and kept.json()["current"] is True, kept.text
+    odd = requests.post(f"{cluster.search.url}/admin/reindex", params={"if": "always"}, headers=admin, timeout=10)
+    assert odd.status_code == 400 and "'if'" in odd.text
+    a = cluster.shard_urls["a"]
+    gone = db_run(a, "DELETE FROM products WHERE sock_id = (SELECT min(sock_id) FROM products) RETURNING sock_id")
+    assert len(gone) == 1
+    started = requests.post(f"{cluster.search.url}/admin/reindex", params={"if": "stale"}, headers=admin, timeout=10)
+    assert started.status_code == 202 and started.json()["started"] is True
+    wait_for(lambda: not _status(cluster.search)["reindexing"], timeout=30)
+    assert db_run(a, "SELECT count(*) AS n FROM products WHERE sock_id = $1", gone[0]["sock_id"]) == [{"n": 1}]
+
+
 def test_the_index_status_and_reindex_need_the_runtime_s_token(cluster: Cluster) -> None:
     assert requests.get(f"{cluster.search.url}/admin/index-status", timeout=5).status_code == 403
     assert requests.post(f"{cluster.search.url}/admin/reindex", timeout=5).status_code == 403
@@ -248,8 +263,13 @@ def test_the_search_journey_finds_what_shoppers_look_for(tmp_path: Any) -> None:
         # Products written straight to catalogue-db (as a set-up's generated ones are) reach the index on a reindex.
         from sockdrill.shop.catalogue import ensure_generated_products
 
+        # Only when the index is behind, if asked so (a reset asks so): the count tells, and then it rebuilds.
+        current = rc.post("/v1/reindex", {"deployment": "search", "if_stale": True})
+        assert current["rebuilt"] is False and current["documents"] == PRODUCTS + 9, current
         assert asyncio.run(ensure_generated_products(rc.record["addresses"]["catalogue-db"], PRODUCTS + 50)) == 50
-        assert rc.post("/v1/reindex", {"deployment": "search"})["documents"] == PRODUCTS + 59
+        behind = rc.post("/v1/reindex", {"deployment": "search", "if_stale": True})
+        assert behind["rebuilt"] is True and behind["documents"] == PRODUCTS + 59, behind
+        assert rc.post("/v1/reindex", {"deployment": "search"})["rebuilt"] is True
         with pytest.raises(ClusterError, match="not a search service"):
             rc.post("/v1/reindex", {"deployment": "catalogue"})
         holy = requests.get(f"{front}/search", params={"q": "hole toe"}, timeout=20).json()
