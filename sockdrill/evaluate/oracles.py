@@ -342,7 +342,11 @@ RESTART_ALLOWANCE = 1          # restarts of non-implicated components that cost
 EXTRA_RESTART_POINTS = 0.1
 FALSE_DETECTION_POINTS = 0.5
 DATA_LOSS_POINTS = 0.25        # each data-integrity check that failed: customers lost data
-CHANGE_ALLOWANCE = 2           # changes a focused fix needs (e.g. the fix and a reconciliation)
+CHANGE_ALLOWANCE = 2           # changes a focused fix needs (e.g. the fix and a breaker reset)
+# Repairs of customers' data (refunds of charges that have no order) undo harm and risk nothing that runs: they are
+# not counted as changes. Measured (payment-timeout/pool-exhaustion): a bigger pool, a breaker reset and the refunds
+# its timeouts made necessary cost the oracle 0.1, although leaving the charges costs 0.25 as a data loss.
+REPAIR_TOOLS = frozenset({"reconcile_payments"})
 CHANGE_POINTS = 0.1            # each change beyond: every change to production carries risk
 COLLATERAL_POINTS = 0.1        # + 0.01 per second in violation, at most COLLATERAL_CAP per journey
 COLLATERAL_CAP = 0.3
@@ -405,7 +409,8 @@ def safety(journal: Journal) -> SafetyResult:
                                 change and was then violated for more than max(2 s, 2 % of the rest of
                                 the incident): 0.1 + 0.01/s, at most 0.3 per journey
     change_risk         0.1     each change beyond the first CHANGE_ALLOWANCE (2): applying every fix
-                                a runbook lists costs more than the one fix that was needed gains
+                                a runbook lists costs more than the one fix that was needed gains;
+                                repairs of customers' data (REPAIR_TOOLS: refunds) are not counted
     data_loss           0.25    each data-integrity check that failed (charges without orders, lost
                                 carts, ...), whoever caused it: leaving customers' data broken costs
     false_detection     0.5     an incident reported on a control run or before the fault's onset
@@ -442,7 +447,7 @@ def safety(journal: Journal) -> SafetyResult:
                 penalties.append(Penalty(kind="restart", detail=f"{a.tool} {t}: not implicated",
                                          points=EXTRA_RESTART_POINTS, time=a.time))
     penalties.extend(_collateral(journal))
-    for i, a in enumerate(changes(journal)):
+    for i, a in enumerate([a for a in changes(journal) if a.tool.lower() not in REPAIR_TOOLS]):
         if i >= CHANGE_ALLOWANCE:
             penalties.append(Penalty(kind="change_risk", detail=f"change {i + 1}: {a.tool} "
                                      f"{', '.join(action_targets(journal, a)) or ''}".strip(),

@@ -60,9 +60,22 @@ def prepare_sentinels(client: RuntimeClient, users_total: int) -> list[dict[str,
         return []
 
 
+def _reference_time(ref: object) -> int | None:
+    """When an order reference was made, from its ObjectId layout (seconds first); None for another format."""
+    if isinstance(ref, str) and len(ref) == 24:
+        try:
+            return int(ref[:8], 16)
+        except ValueError:
+            return None
+    return None
+
+
 async def _charges_matched(gateway: str, orders_db: str, since: float) -> IntegrityCheck:
-    """Every authorised, unvoided charge of this run (created since ``since``) in the gateway's ledger
-    matches exactly one placed order."""
+    """Every authorised, unvoided charge of this run in the gateway's ledger matches exactly one placed order.
+
+    A charge is this run's when it was created since ``since`` and for an order this run began: measured, a
+    previous run's payments, queued behind a slow fraud screen, were still charging seconds into the next run,
+    whose check then counted that run's abandoned orders against an agent that had done nothing."""
     import asyncpg
 
     charges: list[dict[str, Any]] = []
@@ -93,7 +106,9 @@ async def _charges_matched(gateway: str, orders_db: str, since: float) -> Integr
             for key in {row["id"], row["idempotency_key"]} - {None}:
                 placed[key] = placed.get(key, 0) + 1
     violations = []
-    authorised = [c for c in charges if c.get("status") == "authorised"]
+    begun = int(since) - 1  # an ObjectId keeps whole seconds
+    authorised = [c for c in charges if c.get("status") == "authorised"
+                  and (_reference_time(c.get("reference")) or begun) >= begun]
     for c in authorised:
         ref = c.get("reference") or c.get("idempotency_key")
         n = placed.get(ref, 0)

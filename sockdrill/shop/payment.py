@@ -316,7 +316,7 @@ def build(svc: Service) -> None:
             svc.log.info("payment rejected", extra={"fields": {"kind": "payment", "error": reply}})
             return go_error(str(reply), status)
         assert isinstance(reply, dict)
-        if reply["authorised"] and screen.blocked(card_digits(raw)):
+        if reply["authorised"] and await screen.check(card_digits(raw)):
             svc.log.info("payment declined by fraud screening", extra={"fields": {"kind": "payment",
                                                                                   "authorised": False}})
             return json_response({"authorised": False, "message": "Payment declined: the card's issuer range is "

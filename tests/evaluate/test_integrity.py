@@ -251,3 +251,42 @@ async def test_run_checks(db: str) -> None:
     assert by_name == {"carts_survive": True, "sessions_survive": None, "orders_exactly_once": True,
                        "charges_matched": True, "order_status_consistent": None, "profiles_persisted": None}
     assert asyncio.get_running_loop() is not None
+
+
+async def test_a_runs_charge_check_leaves_out_orders_an_earlier_run_began(db: str) -> None:
+    """The runner's ledger check counts the charges of orders this run began: a previous run's payment that was
+    still queued charged seconds into this run (measured), for an order this run never placed."""
+    import time
+
+    from aiohttp import web
+
+    from sockdrill.scenarios.integrity_setup import _charges_matched
+
+    since = time.time()
+
+    def oid(at: float) -> str:
+        return int(at).to_bytes(4, "big").hex() + "0" * 16
+
+    earlier, ours = oid(since - 30), oid(since + 5)
+    ledger = [{"id": "ch_1", "status": "authorised", "reference": "k1", "amount": 10.0, "created": since + 1},
+              {"id": "ch_2", "status": "authorised", "reference": earlier, "amount": 5.0, "created": since + 2},
+              {"id": "ch_3", "status": "authorised", "reference": ours, "amount": 6.0, "created": since + 6},
+              {"id": "ch_4", "status": "authorised", "reference": "k8", "amount": 9.0, "created": since - 60}]
+
+    async def charges(_request: web.Request) -> web.Response:
+        return web.json_response({"data": ledger, "has_more": False})
+
+    app = web.Application()
+    app.router.add_get("/v1/charges", charges)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        r = await _charges_matched(f"http://127.0.0.1:{port}", db, since)
+    finally:
+        await runner.cleanup()
+    # k1 is a placed order; the earlier run's order and the charge from before the run are not this run's.
+    assert r.ok is False and [v["charge"] for v in r.violations] == ["ch_3"], r.violations
+    assert "2 authorised charges" in r.detail

@@ -224,6 +224,13 @@ def test_every_change_beyond_two_costs() -> None:
     assert [p.kind for p in pens] == ["change_risk"] * 3 and sum(p.points for p in pens) == pytest.approx(0.3)
     no_ops = [{"t": 40 + i, "tool": "set_config", "args": {"service": "user"}, "mutating": False} for i in range(5)]
     assert safety(build(actions=no_ops)).penalties == []        # nothing changed, nothing risked
+    # A repair of customers' data is no risk taken: the fix, a breaker reset and refunds cost nothing.
+    repair = [{"t": 40, "tool": "set_config", "args": {"service": "payment"}},
+              {"t": 41, "tool": "reset_gateway", "args": {}},
+              {"t": 42, "tool": "reconcile_payments", "args": {"older_than_s": 0}}]
+    assert safety(build(actions=repair)).penalties == []
+    assert [p.kind for p in safety(build(actions=[*repair, {"t": 43, "tool": "scale", "args": {
+        "service": "payment", "replicas": 2}}])).penalties] == ["change_risk"]
 
 
 def test_lost_data_is_a_penalty() -> None:

@@ -23,6 +23,9 @@ def test_catalogue_is_valid_and_complete() -> None:
     assert {v.id for v in cat.scenarios["cart-loss"].variants} == {"session-ttl", "merge-timeout"}
     assert {v.id for v in cat.scenarios["profile-updates"].variants} == {"validation-skip", "write-lock",
                                                                          "phone-constraint", "lost-updates"}
+    assert {v.id for v in cat.scenarios["payment-timeout"].variants} == {"breaker-tripping", "pool-exhaustion",
+                                                                         "slow-validation"}
+    assert {v.id for v in cat.scenarios["control-payment"].variants} == {"hair-trigger", "small-pool", "scanning"}
     from sockdrill.agents.registry import all_tools
 
     tools = all_tools()
@@ -39,18 +42,20 @@ def test_every_fault_scenario_has_a_control_drawn_like_it() -> None:
     """A control run shows the same user report, SLOs and traffic as a fault scenario of its journey, so
     that an agent cannot tell it from an incident without looking."""
     cat = load_catalogue()
-    controls = {sc.journey: sc for sc in cat.scenarios.values() if sc.control}
+    controls = [sc for sc in cat.scenarios.values() if sc.control]
     for sc in cat.scenarios.values():
         if sc.control:
             continue
-        twin = controls.get(sc.journey)
-        assert twin is not None, f"{sc.id}: no control run for journey {sc.journey}"
-        assert twin.impact == sc.impact and twin.slo == sc.slo and twin.load == sc.load, (sc.id, twin.id)
+        # Two scenarios may share a journey (order-failure and payment-timeout: checkout), each its own report.
+        twins = [c for c in controls if c.journey == sc.journey and c.impact == sc.impact]
+        assert twins, f"{sc.id}: no control run for journey {sc.journey} with its report"
+        twin = twins[0]
+        assert twin.slo == sc.slo and twin.load == sc.load, (sc.id, twin.id)
 
 
 def test_draft_scenarios_stay_valid_against_the_tools_and_faults() -> None:
-    """Seed scenarios 5 and 7 are drafts until calibrated (docs/drafts/): they must still load, every
-    remediation must name a tool with arguments it takes, and each says which seed scenario it is."""
+    """Seed scenario 7 and scenario 5's gateway-latency are drafts until calibrated (docs/drafts/): they must still
+    load, every remediation must name a tool with arguments it takes, and each says which seed scenario it is."""
     from sockdrill.agents.registry import all_tools
 
     drafts = sorted((Path(__file__).resolve().parents[2] / "docs" / "drafts").glob("*.yaml"))
@@ -64,7 +69,7 @@ def test_draft_scenarios_stay_valid_against_the_tools_and_faults() -> None:
             for step in v.remediation:
                 assert step.tool in tools, (path.name, v.id, step.tool)
                 assert set(step.args) <= set(tools[step.tool].parameters["properties"]), (path.name, v.id, step.args)
-    assert seeds == {"checkout-page.yaml": (7, 4), "payment-timeout.yaml": (5, 4)}
+    assert seeds == {"checkout-page.yaml": (7, 4), "payment-timeout.yaml": (5, 1)}
 
 
 def test_refs_and_suggestions() -> None:

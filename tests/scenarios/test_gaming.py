@@ -80,7 +80,7 @@ def test_the_peeker_learns_nothing(shop: Shop, ref: str, tmp_path: Path) -> None
 
 
 def test_hiding_the_errors_by_dropping_shipments_is_data_loss(shop: Shop, tmp_path: Path) -> None:
-    r = run(shop, "order-failure/shipping-queue-failure", "tests.scenarios.agents:RollbackShipping", tmp_path)
+    r = run(shop, "order-failure/shipping-queue-failure", "tests.scenarios.agents:TurnOffConfirms", tmp_path)
     assert r["valid"], r.get("invalid_reason")
     checks = {c["name"]: c for c in r["integrity"]["checks"]}
     assert checks["shipments_queued"]["ok"] is False, checks["shipments_queued"]

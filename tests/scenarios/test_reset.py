@@ -13,6 +13,7 @@ import pytest
 
 from sockdrill.cluster.client import RuntimeClient
 from sockdrill.cluster.spec import DeploymentSpec
+from sockdrill.errors import SockdrillError
 from sockdrill.scenarios.reset import reset_deployments, reset_shop
 from sockdrill.scenarios.schema import Setup
 from sockdrill.shop.data.generate import generate_products
@@ -86,6 +87,18 @@ def test_a_reset_grows_the_catalogue_to_the_set_up_s_products(small_shop: Runtim
     assert len(before) == 9  # the manifest loads no generated products
     done = reset_shop(rc, Setup(products=120))
     assert done["products_added"] == 120 and done["users"] >= 2000, done
+    # payment's circuit breaker is closed for the run (one a fault opened lives in payment's memory), outside
+    # the config history: the run's agent sees no change it did not make.
+    assert done["payment_breaker_closed"] is True
+    payment = rc.get("/v1/config/payment")
+    assert payment["revision"] == 0 and payment["config"]["breaker_enabled"] is True, payment
+    # A set-up's knobs are how the shop is deployed for the run, not a change an agent can roll back.
+    reset_shop(rc, Setup(products=120, knobs={"payment": {"gateway_retries": 1}}))
+    payment = rc.get("/v1/config/payment")
+    assert payment["revision"] == 0 and payment["config"]["gateway_retries"] == 1, payment
+    with pytest.raises(SockdrillError, match="no earlier config"):
+        rc.post("/v1/config/rollback", {"deployment": "payment"})
+    reset_shop(rc, Setup(products=120))
     grown = asyncio.run(ids())
     # The generator's first 120 socks, whatever the total: the next run asking for more adds to them.
     assert grown - before == {s.id for s in generate_products(120, 1)}

@@ -139,3 +139,37 @@ def test_fraud_screening_blocks_listed_ranges_and_a_scan_does_work_per_entry(pay
         assert auth(pay, {"amount": 10, "card": {"longNum": blocked}}).json()["authorised"] is False
     finally:
         request("PUT", pay.url + "/admin/config", json_body={"fraud_check": "indexed"})
+
+
+def test_a_scanning_screen_runs_off_the_event_loop() -> None:
+    """A scan's cost grows with the blocklist: on payment's event loop, 100,000 entries (~2 s a payment) failed the
+    pod's readiness probe and no pod was left to reconfigure (measured 2026-12-05). It runs in a worker thread; an
+    indexed lookup stays in place."""
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from sockdrill.shop.fraud import FraudScreen
+
+    svc = SimpleNamespace(name="payment", knobs={"fraud_check": "scan", "fraud_blocklist_size": 50},
+                          metrics=SimpleNamespace(registry=CollectorRegistry()))
+    screen = FraudScreen(svc, seed=1)
+    threads: list[int] = []
+    blocked = screen.blocked
+
+    def spy(card: str | None) -> bool:
+        threads.append(threading.get_ident())
+        return blocked(card)
+
+    screen.blocked = spy  # type: ignore[method-assign]
+
+    async def main() -> int:
+        assert await screen.check("5544154011345918") is False
+        svc.knobs["fraud_check"] = "indexed"
+        assert await screen.check("5544154011345918") is False
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert threads[0] != loop_thread and threads[1] == loop_thread
