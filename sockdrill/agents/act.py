@@ -403,13 +403,24 @@ class ActRoom(ToolsBase):
         """
         from sockdrill.shop.reconcile import reconcile_payments
 
-        gateway = self._address("payment-gateway")
         orders_db = self._address("orders-db")  # carries the runtime's login: never in what the agent sees
-        try:
-            out = asyncio.run(reconcile_payments(gateway, orders_db, older_than_s=older_than_s, dry_run=dry_run))
-            return {**out, "changed": not dry_run and bool(out.get("voided"))}
-        except SockdrillError as exc:
-            raise ToolError(str(exc).replace(orders_db, "orders-db")) from None
+        out: dict[str, Any] = {}
+        for name in self._payment_providers():
+            try:
+                one = asyncio.run(reconcile_payments(self._address(name), orders_db, older_than_s=older_than_s,
+                                                     dry_run=dry_run))
+            except SockdrillError as exc:
+                raise ToolError(str(exc).replace(orders_db, "orders-db")) from None
+            for k, v in one.items():  # both ledgers' counts and ids together
+                out[k] = out[k] + v if isinstance(v, int | list) and not isinstance(v, bool) and k in out else v
+            out.setdefault("providers", []).append(name)
+        return {**out, "changed": not dry_run and bool(out.get("voided"))}
+
+    def _payment_providers(self) -> list[str]:
+        """The payment providers that run: payment-gateway, and payment-gateway-b where it is awake."""
+        running = {d["name"] for d in self.client.get("/v1/status")["deployments"]
+                   if d["replicas"] > 0 or d.get("external")}
+        return [n for n in ("payment-gateway", "payment-gateway-b") if n in running]
 
     @tool("act")
     def dead_letter(self, message_id: str = "", min_idle_s: float = 30.0, count: int = 10,
@@ -511,7 +522,16 @@ class ActRoom(ToolsBase):
 
     @tool("act")
     def failover_gateway(self) -> dict[str, Any]:
-        """Fail the payment gateway over to fresh instances (its pods are replaced one at a time; charges
-        are kept in its ledger), then reset payment's circuit breaker so traffic moves to them at once."""
-        restarted = self._post("/v1/restart", {"deployment": "payment-gateway"})
-        return {"gateway": restarted, **self._breaker_reset()}
+        """Fail payment over to the other payment provider (primary payment-gateway, secondary
+        payment-gateway-b; each keeps its own ledger), then reset payment's circuit breaker so payments move
+        at once. Refused where the shop runs one provider. rollback_config(service="payment") fails back."""
+        standby = next((d for d in self.client.get("/v1/status")["deployments"]
+                        if d["name"] == "payment-gateway-b"), None)
+        if standby is None or (standby["replicas"] < 1 and not standby.get("external")):
+            raise ToolError("this shop runs one payment provider (payment-gateway-b is not running): there is "
+                            "nothing to fail over to")
+        now = self.client.get("/v1/config/payment").get("config", {}).get("gateway_provider", "primary")
+        to = "secondary" if now == "primary" else "primary"
+        self._post("/v1/config", {"deployment": "payment", "knobs": {"gateway_provider": to}})
+        gateway = "payment-gateway-b" if to == "secondary" else "payment-gateway"
+        return {"provider": to, "gateway": gateway, **self._breaker_reset(), "changed": True}

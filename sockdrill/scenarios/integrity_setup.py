@@ -70,31 +70,44 @@ def _reference_time(ref: object) -> int | None:
     return None
 
 
-async def _charges_matched(gateway: str, orders_db: str, since: float) -> IntegrityCheck:
+async def _charges_matched(gateway: str | list[str], orders_db: str, since: float) -> IntegrityCheck:
     """Every authorised, unvoided charge of this run in the gateway's ledger matches exactly one placed order.
 
     A charge is this run's when it was created since ``since`` and for an order this run began: measured, a
     previous run's payments, queued behind a slow fraud screen, were still charging seconds into the next run,
-    whose check then counted that run's abandoned orders against an agent that had done nothing."""
-    import asyncpg
-
+    whose check then counted that run's abandoned orders against an agent that had done nothing. ``gateway``: a
+    ledger's URL, or several (each payment provider keeps its own)."""
     charges: list[dict[str, Any]] = []
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
-            params = {"limit": "1000", "status": "authorised"}
-            while True:  # the ledger pages newest first
-                async with s.get(f"{gateway}/v1/charges", params=params) as r:
-                    body = await r.json(content_type=None)
-                if r.status != 200 or not isinstance(body, dict):
-                    raise ValueError(f"ledger answered {r.status}: {str(body)[:200]}")
-                page = body.get("data", [])
-                charges.extend(c for c in page if float(c.get("created") or 0) >= since)
-                # Newest first: once a page reaches back before the run, the rest is older still.
-                if not body.get("has_more") or not page or float(page[-1].get("created") or 0) < since:
-                    break
-                params["starting_after"] = body["data"][-1]["id"]
+            for url in [gateway] if isinstance(gateway, str) else gateway:
+                charges.extend(await _ledger_since(s, url, since))
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return IntegrityCheck(name="charges_matched", ok=False, detail=f"payment ledger unreadable: {exc}")
+    return await _match_charges(charges, orders_db, since)
+
+
+async def _ledger_since(s: aiohttp.ClientSession, gateway: str, since: float) -> list[dict[str, Any]]:
+    """A ledger's authorised charges created since ``since``."""
+    charges: list[dict[str, Any]] = []
+    params = {"limit": "1000", "status": "authorised"}
+    while True:  # the ledger pages newest first
+        async with s.get(f"{gateway}/v1/charges", params=params) as r:
+            body = await r.json(content_type=None)
+        if r.status != 200 or not isinstance(body, dict):
+            raise ValueError(f"ledger answered {r.status}: {str(body)[:200]}")
+        page = body.get("data", [])
+        charges.extend(c for c in page if float(c.get("created") or 0) >= since)
+        # Newest first: once a page reaches back before the run, the rest is older still.
+        if not body.get("has_more") or not page or float(page[-1].get("created") or 0) < since:
+            break
+        params["starting_after"] = body["data"][-1]["id"]
+    return charges
+
+
+async def _match_charges(charges: list[dict[str, Any]], orders_db: str, since: float) -> IntegrityCheck:
+    import asyncpg
+
     conn = await asyncpg.connect(orders_db, timeout=10)
     try:
         rows = await conn.fetch("SELECT id, idempotency_key, status FROM customer_orders")
@@ -219,6 +232,9 @@ def run_integrity(client: RuntimeClient, sentinels: list[dict[str, Any]], since:
     from sockdrill.evaluate.integrity import CartExpectation, check_carts, check_order_views, check_orders
 
     addr = client.record["addresses"]
+    # Every payment provider that runs keeps a ledger (the secondary one where a scenario woke it).
+    running = {d["name"] for d in client.get("/v1/status")["deployments"] if d["replicas"] > 0 or d.get("external")}
+    ledgers = [addr[n] for n in ("payment-gateway", "payment-gateway-b") if n in addr and n in running]
 
     async def go() -> list[IntegrityCheck]:
         out = []
@@ -226,8 +242,8 @@ def run_integrity(client: RuntimeClient, sentinels: list[dict[str, Any]], since:
             out.append(await check_carts(addr["carts-db"], [CartExpectation(**s) for s in sentinels],
                                          addr.get("carts-cache")))
         out.append(await check_orders(addr["orders-db"], []))
-        if "payment-gateway" in addr:
-            out.append(await _charges_matched(addr["payment-gateway"], addr["orders-db"], since))
+        if ledgers:
+            out.append(await _charges_matched(ledgers, addr["orders-db"], since))
         else:
             out.append(IntegrityCheck(name="charges_matched", ok=None, detail="no payment ledger in this shop"))
         if published_before is not None:

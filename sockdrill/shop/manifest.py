@@ -109,7 +109,10 @@ def shop_deployments(
         svc("user", ["user-db"], "customers, addresses, cards, login"),
         svc("carts", ["carts-db", "carts-cache"], "shopping carts"),
         svc("payment-gateway", [], "third-party payment processor"),
-        svc("payment", ["payment-gateway"], "payment authorisation"),
+        # Seed scenario 5's failover: a second processor with its own ledger; asleep unless a scenario wakes it.
+        svc("payment-gateway-b", [], "third-party payment processor, second provider", module="payment-gateway",
+            optional=True),
+        svc("payment", ["payment-gateway", "payment-gateway-b"], "payment authorisation"),
         svc("shipping", ["queue"], "publishes shipments to the queue"),
         svc("queue-master", ["queue"], "consumes shipments"),
         svc("orders", ["orders-db", "user", "carts", "payment", "shipping"], "checkout and orders"),

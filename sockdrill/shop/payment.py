@@ -23,6 +23,11 @@ is open (nothing was charged), 504 after timeouts (the gateway MAY have charged:
 502 after gateway errors. Orders treats any of them as a failed checkout and removes the order (and
 retries 502/503/504 with the same key when its ``payment_retries`` allows).
 
+Two providers: ``gateway_provider`` says which one charges, ``primary`` (``payment-gateway``) or ``secondary``
+(``payment-gateway-b``, a second processor with its own ledger, asleep unless a scenario wakes it). Failing
+over is switching it: the seed's "third-party gateway latency" is the primary provider's, and follows its pods
+through a restart, as a processor's own slowness would.
+
 Without ``SOCKDRILL_URL_PAYMENT_GATEWAY`` (payment run on its own, as in the standalone contract tests)
 there is no gateway: the decline rule alone decides, as upstream.
 
@@ -61,6 +66,8 @@ KNOBS = [
          "(same Idempotency-Key)", minimum=0, maximum=10),
     Knob("gateway_retry_backoff_s", 0.05, "first back-off between gateway retries; doubles each time",
          minimum=0, maximum=30),
+    Knob("gateway_provider", "primary", "which payment provider charges: the primary (payment-gateway) or the "
+         "secondary (payment-gateway-b, where the shop runs one)", choices=("primary", "secondary")),
     Knob("breaker_enabled", True, "circuit breaker on the gateway calls"),
     Knob("breaker_failure_threshold", 5, "consecutive failed gateway calls that open the breaker",
          minimum=1, maximum=10000),
@@ -69,6 +76,7 @@ KNOBS = [
 ]
 
 GATEWAY = "payment-gateway"
+GATEWAY_B = "payment-gateway-b"  # the secondary provider
 MAX_KEY = 255
 
 JSON_TYPE = "application/json; charset=utf-8"
@@ -214,6 +222,7 @@ class GatewayClient:
 
     def __init__(self, svc: Service) -> None:
         self.svc = svc
+        self.has_secondary = optional_upstream_url(GATEWAY_B) is not None
         self.breaker = Breaker(svc)
         svc.knobs.on_change(self.breaker.knobs_changed)
         r = svc.metrics.registry
@@ -246,11 +255,14 @@ class GatewayClient:
                 if attempt == 0:
                     status, message = 503, "Payment gateway unavailable"
                 break
+            # Each attempt asks, so a failover applies to retries at once.
+            secondary = knobs["gateway_provider"] == "secondary" and self.has_secondary
+            provider = GATEWAY_B if secondary else GATEWAY
             started = time.perf_counter()
             self.in_flight.labels(self.svc.name).inc()
             outcome = "cancelled"
             try:
-                resp = await self.svc.http.request(GATEWAY, "POST", "/v1/charges", json_body=body,
+                resp = await self.svc.http.request(provider, "POST", "/v1/charges", json_body=body,
                                                    headers={"Idempotency-Key": key},
                                                    timeout=knobs["gateway_timeout_s"])
             except UpstreamError as exc:
@@ -285,7 +297,7 @@ class GatewayClient:
             self.svc.log.warning("gateway attempt %d/%d failed: %s", attempt + 1, attempts, outcome,
                                  extra={"fields": {"kind": "payment", "idempotency_key": key, "outcome": outcome}})
             if attempt < attempts - 1:
-                self.svc.metrics.client_retries.labels(self.svc.name, GATEWAY).inc()
+                self.svc.metrics.client_retries.labels(self.svc.name, provider).inc()
                 await asyncio.sleep(knobs["gateway_retry_backoff_s"] * 2**attempt)
         self.svc.log.error("payment not authorised: %s", message, extra={"fields": {
             "kind": "payment", "idempotency_key": key, "status": status, "breaker": STATE_NAMES[self.breaker.state]}})

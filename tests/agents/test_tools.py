@@ -137,6 +137,43 @@ def test_reset_gateway_closes_the_breaker_and_keeps_config(tools: Tools) -> None
     assert after["config"] == before["config"] and after["config_revision"] == before["config_revision"]
 
 
+def test_failover_moves_payments_to_the_second_provider_and_a_rollback_moves_them_back(tools: Tools,
+                                                                                        shop: Shop) -> None:
+    import requests
+
+    from tests.conftest import wait_for
+
+    assert "one payment provider" in tools.call("failover_gateway")["error"]  # the second one is asleep
+    rc, addr = shop.client, shop.client.record["addresses"]
+    rc.post("/v1/scale", {"deployment": "payment-gateway-b", "replicas": 1})
+    try:
+        wait_for(lambda: rc.get("/v1/describe/payment-gateway-b")["ready_replicas"] == 1, timeout=60)
+
+        def charge(key: str) -> dict[str, Any]:
+            r = requests.post(f"{addr['payment']}/paymentAuth", json={"amount": 9.5}, timeout=10,
+                              headers={"Idempotency-Key": key})
+            assert r.status_code == 200 and r.json()["authorised"] is True, r.text
+            return r.json()
+
+        def ledger(name: str, key: str) -> list[dict[str, Any]]:
+            r = requests.get(f"{addr[name]}/v1/charges", params={"reference": key}, timeout=10)
+            return list(r.json()["data"])
+
+        out = ok(tools.call("failover_gateway"))
+        assert out["provider"] == "secondary" and out["gateway"] == "payment-gateway-b" and out["breaker"] == "closed"
+        key = f"failover-{uuid.uuid4().hex}"
+        charge(key)
+        assert len(ledger("payment-gateway-b", key)) == 1 and ledger("payment-gateway", key) == []
+        # Failing back is a config rollback, as for any change an operator made.
+        assert ok(tools.call("rollback_config", service="payment"))["restored"] == {"gateway_provider": "primary"}
+        key = f"failback-{uuid.uuid4().hex}"
+        charge(key)
+        assert len(ledger("payment-gateway", key)) == 1 and ledger("payment-gateway-b", key) == []
+    finally:
+        rc.post("/v1/scale", {"deployment": "payment-gateway-b", "replicas": 0})
+        rc.post("/v1/config/reset", {"deployment": "payment"})
+
+
 def test_dead_letter_and_requeue(tools: Tools, shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
     name = f"agent-test-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("SOCKDRILL_QUEUE_NAME", name)

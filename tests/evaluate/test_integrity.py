@@ -11,6 +11,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -273,20 +274,30 @@ async def test_a_runs_charge_check_leaves_out_orders_an_earlier_run_began(db: st
               {"id": "ch_3", "status": "authorised", "reference": ours, "amount": 6.0, "created": since + 6},
               {"id": "ch_4", "status": "authorised", "reference": "k8", "amount": 9.0, "created": since - 60}]
 
-    async def charges(_request: web.Request) -> web.Response:
-        return web.json_response({"data": ledger, "has_more": False})
+    # Each payment provider keeps its own ledger: the second one here charged one order of this run, unplaced.
+    second = [{"id": "ch_5", "status": "authorised", "reference": oid(since + 7), "amount": 3.0,
+               "created": since + 8}]
+    runners, urls = [], []
+    for charges in (ledger, second):
+        app = web.Application()
 
-    app = web.Application()
-    app.router.add_get("/v1/charges", charges)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        async def listing(_request: web.Request, charges: list[dict[str, Any]] = charges) -> web.Response:
+            return web.json_response({"data": charges, "has_more": False})
+
+        app.router.add_get("/v1/charges", listing)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        urls.append(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")  # type: ignore[union-attr]
     try:
-        r = await _charges_matched(f"http://127.0.0.1:{port}", db, since)
+        r = await _charges_matched(urls[0], db, since)
+        both = await _charges_matched(urls, db, since)
     finally:
-        await runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()
     # k1 is a placed order; the earlier run's order and the charge from before the run are not this run's.
     assert r.ok is False and [v["charge"] for v in r.violations] == ["ch_3"], r.violations
+    assert [v["charge"] for v in both.violations] == ["ch_3", "ch_5"], both.violations
     assert "2 authorised charges" in r.detail
