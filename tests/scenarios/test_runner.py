@@ -30,6 +30,8 @@ ORACLE_IN_BENCH_ONLY = {
     "search-degradation/shard-cpu": "a CPU limit on a store lifted by set_limits, as login-latency/user-db-cpu",
     "search-degradation/substring-matching": "a release knob undone by rollback_config, as profile-updates' two",
     "catalogue-staleness/edge-ttl": "a knob undone by rollback_config, as cart-loss/session-ttl",
+    "payment-timeout/breaker-tripping": "thirdparty.errors as order-failure/no-retry; set_config on payment and "
+                                        "reset_gateway, as payment-timeout/pool-exhaustion",
 }
 # Where a fault could fade by itself (a pool that settles, a storm that stops, a lock that ends): the
 # suite's room is for these; `sockdrill bench validity` runs noop on every variant. (A mesh delay cannot fade:
