@@ -418,8 +418,7 @@ class ActRoom(ToolsBase):
 
     def _payment_providers(self) -> list[str]:
         """The payment providers that run: payment-gateway, and payment-gateway-b where it is awake."""
-        running = {d["name"] for d in self.client.get("/v1/status")["deployments"]
-                   if d["replicas"] > 0 or d.get("external")}
+        running = self.client.running()
         return [n for n in ("payment-gateway", "payment-gateway-b") if n in running]
 
     @tool("act")
@@ -525,9 +524,7 @@ class ActRoom(ToolsBase):
         """Fail payment over to the other payment provider (primary payment-gateway, secondary
         payment-gateway-b; each keeps its own ledger), then reset payment's circuit breaker so payments move
         at once. Refused where the shop runs one provider. rollback_config(service="payment") fails back."""
-        standby = next((d for d in self.client.get("/v1/status")["deployments"]
-                        if d["name"] == "payment-gateway-b"), None)
-        if standby is None or (standby["replicas"] < 1 and not standby.get("external")):
+        if "payment-gateway-b" not in self.client.running():
             raise ToolError("this shop runs one payment provider (payment-gateway-b is not running): there is "
                             "nothing to fail over to")
         now = self.client.get("/v1/config/payment").get("config", {}).get("gateway_provider", "primary")

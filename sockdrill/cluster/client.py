@@ -90,6 +90,10 @@ class RuntimeClient:
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self.call("POST", path, body)
 
+    def running(self) -> set[str]:
+        """Deployments that run: one pod or more, or an external server (an optional one asleep does not)."""
+        return {d["name"] for d in self.get("/v1/status")["deployments"] if d["replicas"] > 0 or d.get("external")}
+
 
 def up(
     deployments: list[DeploymentSpec],

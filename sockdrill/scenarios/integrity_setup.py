@@ -233,7 +233,7 @@ def run_integrity(client: RuntimeClient, sentinels: list[dict[str, Any]], since:
 
     addr = client.record["addresses"]
     # Every payment provider that runs keeps a ledger (the secondary one where a scenario woke it).
-    running = {d["name"] for d in client.get("/v1/status")["deployments"] if d["replicas"] > 0 or d.get("external")}
+    running = client.running()
     ledgers = [addr[n] for n in ("payment-gateway", "payment-gateway-b") if n in addr and n in running]
 
     async def go() -> list[IntegrityCheck]:
