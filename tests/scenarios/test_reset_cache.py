@@ -12,7 +12,7 @@ from tests.conftest import Shop
 
 # The machine's own Redis, a database no other test uses: no carts service writes back here, so a dirty
 # cart stays dirty for as long as the test needs.
-SYSTEM_REDIS = "redis://127.0.0.1:6379/13"
+SYSTEM_REDIS = "redis://127.0.0.1:6379/15"  # its own db: test_edge uses 13
 
 
 def test_cooling_drops_clean_carts_and_keeps_changes_not_yet_written_back() -> None:

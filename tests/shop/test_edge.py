@@ -227,7 +227,9 @@ def test_stream_purges_apply_in_order_and_a_poison_message_holds_the_rest(edge: 
     assert 'edge_cache_purges_total{region="test",result="failed",service="edge"}' in metrics
     assert 'edge_cache_purge_queue_depth{region="test",service="edge"} 2.0' in metrics
     pending = redis_db.xpending(STREAM, f"edge-{REGION}")
-    assert pending["pending"] == 1 and pending["min"] == poison
+    # The poison is the oldest message delivered and not acknowledged; B's purge is pending behind it too when
+    # the edge read both in one batch (published back to back), else not yet read (failed once in a suite).
+    assert pending["pending"] in (1, 2) and pending["min"] == poison
     # With a bound on tries it is moved aside, and what waited behind it is applied.
     _config(edge, purge_max_attempts=3)
     wait_for(lambda: _description(edge, "b") == "second B", timeout=10)
