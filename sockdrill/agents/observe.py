@@ -400,6 +400,47 @@ class ObserveRoom(ToolsBase):
         return out
 
     @tool("observe")
+    def cache_stats(self, service: str, sample: int = 500) -> dict[str, Any]:
+        """A Redis datastore's memory and keys: used and limit, eviction policy, keys evicted and expired, reads
+        that hit or missed, clients, and which key prefixes hold the memory (a sample of keys; MEMORY USAGE).
+
+        Args:
+        service: the Redis deployment, e.g. carts-cache or session-db
+        sample: how many keys to sample for the prefixes (max 2000)
+        """
+        _, sample = _paging(0, sample, 2000)
+        r = self._redis(service)
+        try:
+            info = r.info()
+            policy = _s(r.config_get("maxmemory-policy").get("maxmemory-policy", ""))
+            by_prefix: dict[str, list[int]] = {}
+            seen = 0
+            for key in r.scan_iter(count=500):
+                if seen >= sample:
+                    break
+                seen += 1
+                name = _s(key)
+                head = name.split(":", 1)[0] + ":" if ":" in name else name[:24]
+                size = r.memory_usage(key) or 0
+                entry = by_prefix.setdefault(head, [0, 0])
+                entry[0] += 1
+                entry[1] += int(size)
+        except _redis_errors() as exc:
+            raise ToolError(f"cannot read {service}: {exc}") from None
+        total = sum(b for _, b in by_prefix.values()) or 1
+        prefixes = sorted(({"prefix": p, "keys_sampled": n, "bytes_sampled": b, "share_of_sampled_bytes":
+                            round(b / total, 3)} for p, (n, b) in by_prefix.items()),
+                          key=lambda x: -x["bytes_sampled"])[:20]
+        hits, misses = int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))
+        ratio = round(hits / (hits + misses), 3) if hits + misses else None
+        return {"used_memory_bytes": int(info.get("used_memory", 0)), "maxmemory_bytes": int(info.get("maxmemory", 0)),
+                "maxmemory_policy": policy, "keys": int(r.dbsize()),
+                "evicted_keys": int(info.get("evicted_keys", 0)), "expired_keys": int(info.get("expired_keys", 0)),
+                "hits": hits, "misses": misses, "hit_ratio": ratio,
+                "connected_clients": int(info.get("connected_clients", 0)), "sampled_keys": seen,
+                "prefixes": prefixes}
+
+    @tool("observe")
     def queue_status(self, service: str = "queue", limit: int = 5, queue: str = "") -> dict[str, Any]:
         """A queue's stream (the shipping queue unless named): backlog, messages delivered but never
         acknowledged (oldest first), consumers, its dead-letter stream, and every stream on the store.

@@ -431,3 +431,94 @@ class RedisConfig(FaultKind):
             restore.append(f'{cli} CONFIG SET {key} "$OLD{i}"')
         return job(spec, opts, "redis:7", "\n".join(apply), "; ".join(restore), save="\n".join(save),
                    note="redis CONFIG SET, restored after the duration")
+
+
+def _size(lo: int, hi: int) -> Any:
+    def check(v: str) -> str:
+        n = redis_bytes(str(v))
+        if not lo <= n <= hi:
+            raise ValueError(f"must be from {lo} to {hi} bytes, got {v!r} ({n} bytes)")
+        return str(v).strip().lower()
+    return AfterValidator(check)
+
+
+class FillParams(Params):
+    rate: Annotated[str, _size(1024, 256 << 20)] = Field(
+        "8mb", description="bytes the job writes a second (Redis units: 8mb, 512kb)")
+    value_size: Annotated[str, _size(64, 1 << 20)] = Field("32kb", description="the size of each key it writes")
+    ttl_s: int = Field(20, ge=1, le=3600, description="how long each of its keys lives (its reports expire)")
+    prefix: str = Field("report:", pattern=r"^[A-Za-z0-9_.:-]{1,40}$",
+                        description="its keys' prefix (what it deletes again on revert)")
+
+
+def _redis_address(rt: Any, name: str) -> tuple[str, int, str | None, str | None]:
+    """(host, port, user, password) a client of the store uses: the services' login on an embedded store."""
+    dep = deployment(rt, name, kinds=("redis",))
+    if dep.spec.external_url:
+        parts = urlsplit(dep.spec.external_url)
+        return parts.hostname or "127.0.0.1", parts.port or 6379, parts.username, parts.password
+    pods = dep.ready_pods()
+    if not pods:
+        raise FaultError(f"target: {name!r} has no ready pod")
+    user, password = rt.store_login(name, "app")
+    return "127.0.0.1", pods[0].port, user, password
+
+
+@register
+class RedisFill(FaultKind):
+    id = "datastore.redis_fill"
+    summary = ("a noisy tenant: a job caches its reports in a Redis it shares, rate bytes a second in keys that "
+               "expire after ttl_s; its keys are deleted on revert")
+    Params = FillParams
+    target_help = "a Redis deployment (e.g. carts-cache)"
+
+    def check(self, rt: Any, spec: FaultSpec) -> None:
+        deployment(rt, spec.target, kinds=("redis",))
+
+    async def inject(self, ctx: Ctx, spec: FaultSpec) -> dict[str, Any]:
+        import time
+
+        p = spec.params
+        host, port, user, password = _redis_address(ctx.runtime, spec.target)
+        cfg = {"mode": "fill", "host": host, "port": port, "username": user, "rate": redis_bytes(p["rate"]),
+               "value_size": redis_bytes(p["value_size"]), "ttl_s": p["ttl_s"], "prefix": p["prefix"],
+               "deadline": time.time() + spec.duration_s}
+        state: dict[str, Any] = {"workers": []}
+        await start_db_worker(ctx, spec, cfg, {"SOCKDRILL_FILL_PASSWORD": password or ""}, state)
+        return state
+
+    async def revert(self, ctx: Ctx, spec: FaultSpec, state: dict[str, Any]) -> None:
+        await stop_db_job(ctx, spec, state)
+        try:
+            r = _redis(ctx.runtime, spec.target)
+        except FaultError:
+            return  # no pod: its keys went with the store's memory
+        try:  # the job's keys go with it (they would expire within ttl_s anyway)
+            batch: list[Any] = []
+            async for k in r.scan_iter(match=spec.params["prefix"] + "*", count=1000):
+                batch.append(k)
+                if len(batch) >= 500:
+                    await r.unlink(*batch)
+                    batch = []
+            if batch:
+                await r.unlink(*batch)
+        finally:
+            await r.aclose()
+
+    def target_deployments(self, spec: FaultSpec) -> list[str]:
+        return []
+
+    def render(self, spec: FaultSpec, opts: RenderOptions) -> list[dict[str, Any]]:
+        p = spec.params
+        cli = f"redis-cli -h {service_name(spec.target, opts)}"
+        size = redis_bytes(p["value_size"])
+        per_tick = max(1, round(redis_bytes(p["rate"]) / size / 10))
+        prefix = quote(p["prefix"])
+        apply = (f"V=$(head -c {size} /dev/zero | tr '\\0' r)\n"
+                 f"( while true; do for i in $(seq {per_tick}); do "
+                 f"echo \"SET {p['prefix']}$(od -An -N8 -tx1 /dev/urandom | tr -d ' ') $V EX {int(p['ttl_s'])}\"; "
+                 f"done | {cli} >/dev/null; sleep 0.1; done ) &")
+        restore = (f"kill $(jobs -p) 2>/dev/null || true; {cli} --scan --pattern {prefix}'*' "
+                   f"| xargs -r -n 500 {cli} UNLINK >/dev/null")
+        return job(spec, opts, "redis:7", apply, restore,
+                   note=f"writes {p['rate']} a second into {spec.target} (keys {p['prefix']}*, {p['ttl_s']} s TTL)")

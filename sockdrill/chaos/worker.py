@@ -3,7 +3,8 @@
 Modes: ``cpu`` (busy loop at ``load`` percent), ``memory`` (``size`` bytes touched and held),
 ``storm`` (``concurrency`` PostgreSQL connections running an expensive regex scan back to back), ``hold``
 (one PostgreSQL session that opens a transaction, runs ``statements`` and then sits idle in it, holding
-whatever they locked, until its deadline or until its session is ended).
+whatever they locked, until its deadline or until its session is ended), ``fill`` (a job that caches its
+results in a Redis: ``rate`` bytes a second in keys of ``value_size`` bytes that expire after ``ttl_s``).
 
 Each worker is its own dead-man's switch: it exits at its ``deadline`` (wall clock) plus a small grace,
 and as soon as its parent (the supervisor that started it) is gone, so no fault outlives its
@@ -137,6 +138,39 @@ def run_hold(url: str, statements: list[str], deadline: float) -> None:
     asyncio.run(main())
 
 
+def run_fill(host: str, port: int, username: str | None, rate: int, value_size: int, ttl_s: int, prefix: str,
+             deadline: float) -> None:
+    """Another team's job that caches its reports in a Redis it shares: ``rate`` bytes a second, ten batches a
+    second, each key expiring after ``ttl_s``. A refused write (full under noeviction, the store restarting)
+    is dropped and the job goes on, as a cache client does. The password comes in SOCKDRILL_FILL_PASSWORD."""
+    import secrets
+
+    import redis
+
+    r = redis.Redis(host=host, port=port, username=username, password=os.environ.get("SOCKDRILL_FILL_PASSWORD"),
+                    socket_timeout=2, socket_connect_timeout=2)
+    value = b"r" * value_size
+    per_tick = max(1, round(rate / value_size / 10))
+    try:  # one write first: a login or permission problem fails the injection, not silently the job
+        r.set(prefix + secrets.token_hex(8), value, ex=ttl_s)
+    except redis.RedisError as exc:
+        print(json.dumps({"error": str(exc)}), flush=True)
+        return
+    print(json.dumps({"backends": []}), flush=True)
+    tick = time.monotonic()
+    while time.time() < deadline:
+        try:
+            pipe = r.pipeline(transaction=False)
+            for _ in range(per_tick):
+                pipe.set(prefix + secrets.token_hex(8), value, ex=ttl_s)
+            pipe.execute(raise_on_error=False)
+        except redis.RedisError:
+            pass
+        tick += 0.1
+        time.sleep(max(0.0, tick - time.monotonic()))
+        tick = max(tick, time.monotonic() - 1.0)  # behind by more than a second: do not try to catch up
+
+
 def main(argv: list[str]) -> int:
     cfg = json.loads(argv[0])
     parent = int(cfg.get("parent") or os.getppid())
@@ -148,6 +182,9 @@ def main(argv: list[str]) -> int:
         run_memory(int(cfg["size"]))
     elif cfg["mode"] == "storm":
         run_storm(cfg["url"], int(cfg["concurrency"]), cfg["query"], float(cfg["deadline"]))
+    elif cfg["mode"] == "fill":
+        run_fill(cfg["host"], int(cfg["port"]), cfg.get("username"), int(cfg["rate"]), int(cfg["value_size"]),
+                 int(cfg["ttl_s"]), cfg["prefix"], float(cfg["deadline"]))
     elif cfg["mode"] == "hold":
         run_hold(cfg["url"], list(cfg["statements"]), float(cfg["deadline"]))
     else:

@@ -45,6 +45,7 @@ class ControlAPI:
         r.add_post("/v1/restart", self.restart)
         r.add_post("/v1/kill", self.kill)
         r.add_post("/v1/limits", self.limits)
+        r.add_post("/v1/cache", self.cache)
         r.add_post("/v1/config", self.config)
         r.add_post("/v1/config/rollback", self.config_rollback)
         r.add_get("/v1/config/{name}", self.config_view)
@@ -151,6 +152,14 @@ class ControlAPI:
         if cpu_m is None and mem_b is None and not clear:
             raise ValueError("give 'cpu' and/or 'memory', or 'clear'")
         return _json(self.runtime.set_limits(self._str(data, "deployment") or "", cpu_m, mem_b, clear))
+
+    async def cache(self, request: web.Request) -> web.Response:
+        """A Redis store's deployed memory limit / eviction policy (``reset``: the manifest's)."""
+        data = await self._body(request)
+        return _json(await self.runtime.set_cache(self._str(data, "deployment") or "",
+                                                  self._str(data, "maxmemory", required=False),
+                                                  self._str(data, "policy", required=False),
+                                                  reset=data.get("reset") is True))
 
     async def config(self, request: web.Request) -> web.Response:
         data = await self._body(request)

@@ -82,6 +82,7 @@ class Deployment:
         # ``--replicas carts=2``, or a deployment shipped with a setting, keeps it across runs).
         self.default_replicas = spec.replicas
         self.default_knobs: dict[str, Any] = dict(spec.knobs)
+        self.default_cache = {"maxmemory": spec.maxmemory, "maxmemory-policy": spec.maxmemory_policy}
         # Route weights by subset (services with subsets only), their history and revision, like the config's.
         self.default_route = {n: int(spec.route.get(n, 100 if i == 0 else 0)) for i, n in enumerate(spec.subsets)}
         self.route = dict(self.default_route)
@@ -493,6 +494,46 @@ class Runtime:
         after = {"cpu_millicores": dep.spec.cpu_millicores, "memory_bytes": dep.spec.memory_bytes}
         self.event("limits", deployment=name, before=before, after=after)
         return {"deployment": name, "before": before, "limits": after}
+
+    async def set_cache(self, name: str, maxmemory: str | None = None, policy: str | None = None,
+                        reset: bool = False) -> dict[str, Any]:
+        """A Redis store's memory limit and eviction policy as deployed (its chart's values): kept in its spec, so
+        a restarted pod starts with them, and set live on every pod. ``reset`` goes back to the manifest's first.
+        (An agent's resize_cache is live only: a restart goes back to these.)"""
+        import redis.asyncio as aioredis
+
+        dep = self.deployment(name)
+        if dep.spec.kind != "redis" or dep.external:
+            raise ClusterError(f"'{name}' is not an embedded Redis store")
+        before = {"maxmemory": dep.spec.maxmemory, "maxmemory-policy": dep.spec.maxmemory_policy}
+        want = dict(dep.default_cache) if reset else dict(before)
+        if maxmemory is not None:
+            want["maxmemory"] = maxmemory
+        if policy is not None:
+            want["maxmemory-policy"] = policy
+        # Validated as a manifest's would be (a ValueError names the field), before anything changes.
+        checked = DeploymentSpec(name=name, kind="redis", maxmemory=want["maxmemory"],
+                                 maxmemory_policy=want["maxmemory-policy"])
+        dep.spec.maxmemory, dep.spec.maxmemory_policy = checked.maxmemory, checked.maxmemory_policy
+        after = {"maxmemory": dep.spec.maxmemory, "maxmemory-policy": dep.spec.maxmemory_policy}
+        user, password = self.store_login(name, "admin")
+        live, live_changed = 0, False
+        for pod in dep.pods.values():
+            if not pod.ready:
+                continue  # it starts with the spec's values
+            r = aioredis.Redis(host="127.0.0.1", port=pod.port, username=user, password=password, socket_timeout=5,
+                               decode_responses=True)
+            try:
+                for key, value in after.items():
+                    old = (await r.config_get(key)).get(key)
+                    await r.config_set(key, value)
+                    live_changed |= (await r.config_get(key)).get(key) != old  # as Redis normalises it
+                live += 1
+            finally:
+                await r.aclose()
+        self.event("cache", deployment=name, before=before, after=after)
+        return {"deployment": name, "before": before, "settings": after, "pods": live,
+                "changed": before != after or live_changed}
 
     async def set_knobs(self, name: str, knobs: dict[str, Any], record: bool = True) -> dict[str, Any]:
         """Live config change on every pod (validated by the pods), remembered for new pods."""

@@ -84,6 +84,12 @@ def _manifest() -> tuple[set[str], set[tuple[str, str]], dict[str, bool]]:
     return names, edges, stores
 
 
+def _redis_stores() -> set[str]:
+    from sockdrill.shop.manifest import shop_deployments
+
+    return {s.name for s in shop_deployments() if s.kind == "redis"}
+
+
 def _check_setup(p: Problems, loc: tuple[Any, ...], setup: Any, names: set[str], stores: dict[str, bool]) -> None:
     for part in ("replicas", "balancing"):
         for svc in getattr(setup, part):
@@ -103,6 +109,9 @@ def _check_setup(p: Problems, loc: tuple[Any, ...], setup: Any, names: set[str],
                 p.add((*loc, "routes", svc, subset), f"a weight is from 0 to 100, got {w}")
         if not any(weights.values()):
             p.add((*loc, "routes", svc), "a route needs one subset with a weight above 0")
+    for name in setup.caches:
+        if name not in _redis_stores():
+            p.add((*loc, "caches", name), f"'{name}' is not a Redis datastore" + did_you_mean(name, _redis_stores()))
     for name, n in setup.replicas.items():
         if name in stores and not stores[name]:
             p.add((*loc, "replicas", name), f"'{name}' is a datastore that always runs one pod: a set-up cannot "

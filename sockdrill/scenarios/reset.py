@@ -42,24 +42,6 @@ async def _lift_role_limits(urls: dict[str, str]) -> dict[str, list[str]]:
     return lifted
 
 
-def _restore_redis_settings(urls: dict[str, str], settings: dict[str, dict[str, str]]) -> list[str]:
-    """A resize_cache or a memory fault does not outlive its run: each Redis store gets its start values back."""
-    import redis
-
-    restored = []
-    for name, url in urls.items():
-        r = redis.Redis.from_url(url, socket_timeout=10, decode_responses=True)
-        try:
-            before = {k: r.config_get(k)[k] for k in settings[name]}
-            for k, v in settings[name].items():
-                r.config_set(k, v)
-            if {k: r.config_get(k)[k] for k in settings[name]} != before:
-                restored.append(name)
-        finally:
-            r.close()
-    return restored
-
-
 # Deletes a cached cart only if it has no change waiting to be written back (atomic: a write racing it sees
 # its WATCH fail and reads the cart again from carts-db, where the clean copy is).
 _DROP_CLEAN = """
@@ -81,7 +63,8 @@ def _close_payment_breaker(client: RuntimeClient) -> bool:
 def _cool_carts_cache(url: str) -> int:
     """Every run starts with a cold carts-cache: a reused shop otherwise holds every earlier run's carts, so its
     hit ratio and memory (what an agent reads, what a memory fault acts on) depended on how many runs came
-    before. Only carts already written back to carts-db are dropped; nothing is lost."""
+    before. Carts with changes not yet written back stay; the rest go: customers' carts (in carts-db) and
+    the previous run's guests' baskets (in the cache only: their shoppers do not come back in this run)."""
     import redis
 
     from sockdrill.shop.carts_cache import DIRTY
@@ -149,10 +132,17 @@ def reset_shop(client: RuntimeClient, setup: Setup) -> dict[str, Any]:
     lifted = asyncio.run(_lift_role_limits({n: client.record["addresses"][n] for n in pg}))
     if lifted:
         done["role_limits_lifted"] = lifted
-    redis = {d["name"]: d["start_settings"] for d in awake if d.get("start_settings")}
-    restored = _restore_redis_settings({n: client.record["addresses"][n] for n in redis}, redis)
-    if restored:
-        done["redis_settings_restored"] = restored
+    # Each embedded Redis as deployed: the manifest's memory limit and policy (a resize_cache or a memory fault
+    # does not outlive its run), or the set-up's, which its pods also restart with.
+    for name in (d["name"] for d in awake if d.get("start_settings")):
+        want = setup.caches.get(name)
+        out = client.post("/v1/cache", {"deployment": name, "reset": True,
+                                        **({"maxmemory": want.maxmemory} if want and want.maxmemory else {}),
+                                        **({"policy": want.policy} if want and want.policy else {})})
+        if out["changed"]:
+            done.setdefault("redis_settings_restored", []).append(name)
+        if want is not None:
+            done.setdefault("caches_set", {})[name] = out["settings"]
     if "carts-cache" in client.record["addresses"]:
         done["carts_cache_cooled"] = _cool_carts_cache(client.record["addresses"]["carts-cache"])
     for name, lim in setup.limits.items():

@@ -108,6 +108,24 @@ class Load(Strict):
         return [name for name, w in sorted(self.entry.items()) for _ in range(w)]
 
 
+RedisPolicy = Literal["noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu",
+                      "volatile-random", "volatile-ttl"]
+
+
+class CacheSetting(Strict):
+    """A Redis store's memory limit and eviction policy, as its operators configured it."""
+
+    maxmemory: str | None = None  # 16mb, 1gb, 0 (no limit)
+    policy: RedisPolicy | None = None
+
+    @field_validator("maxmemory")
+    @classmethod
+    def _size(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"\d+(kb|mb|gb)?", v.strip().lower()):
+            raise ValueError(f"maxmemory {v!r} must be like '0', '16mb' or '1gb'")
+        return None if v is None else v.strip().lower()
+
+
 class Setup(Strict):
     """Data, replicas, limits and knobs a run needs before the fault: the scenario's (what every variant and the
     control share, e.g. the optional components it wakes), with each variant's own on top."""
@@ -122,6 +140,9 @@ class Setup(Strict):
     # The mesh route a routed service starts the run with (subset → weight 0-100), as its operators left it: the
     # agent's rollback_route has no history to undo before the run's own changes.
     routes: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # A Redis store's memory limit and eviction policy (e.g. an evicting carts-cache): how it is deployed, so it
+    # is set after the reset (which puts the manifest's back) and a resize_cache has no history to undo.
+    caches: dict[str, CacheSetting] = Field(default_factory=dict)
 
 
 class GroundTruth(Strict):
@@ -234,15 +255,16 @@ class Scenario(Strict):
         return var.load or self.load
 
     def setup_for(self, var: Variant) -> Setup:
-        """The scenario's set-up with the variant's on top (its replicas, knobs, limits, balancing and routes win
-        by name; data sizes are the larger of the two)."""
+        """The scenario's set-up with the variant's on top (its replicas, knobs, limits, balancing, routes and caches
+        win by name; data sizes are the larger of the two)."""
         base, own = self.setup, var.setup
         knobs = {k: dict(v) for k, v in base.knobs.items()}
         for name, values in own.knobs.items():
             knobs[name] = {**knobs.get(name, {}), **values}
         return Setup(users=max(base.users, own.users), products=max(base.products, own.products),
                      replicas={**base.replicas, **own.replicas}, knobs=knobs, limits={**base.limits, **own.limits},
-                     balancing={**base.balancing, **own.balancing}, routes={**base.routes, **own.routes})
+                     balancing={**base.balancing, **own.balancing}, routes={**base.routes, **own.routes},
+                     caches={**base.caches, **own.caches})
 
     def symptom_for(self, var: Variant) -> Symptom | None:
         return var.symptom or self.symptom

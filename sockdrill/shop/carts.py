@@ -8,6 +8,11 @@ Deliberate difference: a body that is not JSON, or has a missing ``itemId`` or w
 is a 400 with a JSON error (upstream's Jackson coerced some values, e.g. ``"3"`` for a quantity, and
 stored lines without an itemId).
 
+Deliberate extension: ``X-Cart-Owner: guest`` on a change says the cart is an anonymous shopper's (our
+front-end sends it; upstream's did not). Behind carts-cache such a cart stays in the cache only until a login
+merges it (``guest_carts_in_db`` off, the default; see ``carts_cache.py``); without the header every cart is
+stored, as upstream.
+
 Storage: carts-db holds every cart (``carts_db.py``); when the pod has a ``carts-cache`` address, reads and
 writes go through that write-behind cache (``carts_cache.py``) and carts-db is written back in the
 background. A write the cache cannot take (down, or full under ``noeviction``) goes to carts-db directly,
@@ -39,10 +44,13 @@ KNOBS: list[Knob] = [
          maximum=7 * 86400),
     Knob("cache_flush_interval_s", 1.0, "how often changed carts are written back to carts-db (seconds)",
          minimum=0.05, maximum=3600),
+    Knob("guest_carts_in_db", False, "write guests' carts back to carts-db too (off: they live in carts-cache "
+         "until a login merges them)"),
     Knob("cache_timeout_s", 1.0, "timeout of carts-cache (Redis) calls (seconds)", minimum=0.001, maximum=60),
 ]
 
 Change = Callable[[list[list[Line]]], tuple[list[list[Line]], Any]]
+GUEST_HEADER = "X-Cart-Owner"  # "guest": the cart is an anonymous shopper's (see the module's docstring)
 
 
 class _Refused(Exception):
@@ -86,11 +94,13 @@ class Carts:
         async with self.db.acquire() as conn:
             return (await carts_db.load(conn, customer_id))[0]
 
-    async def write(self, ids: list[str], change: Change) -> Any:
-        """Apply ``change`` to the carts ``ids`` (see ``CartCache.write``), in the cache or else in carts-db."""
+    async def write(self, ids: list[str], change: Change, guests: frozenset[str] = frozenset()) -> Any:
+        """Apply ``change`` to the carts ``ids`` (see ``CartCache.write``), in the cache or else in carts-db.
+        ``guests``: the ids that are anonymous shoppers' carts (kept in the cache only, unless configured)."""
         if self.cache is not None:
+            cache_only = frozenset() if self.svc.knobs["guest_carts_in_db"] else guests
             try:
-                return await self.cache.write(ids, change)
+                return await self.cache.write(ids, change, cache_only)
             except CacheUnavailable as exc:
                 self.svc.log.warning("carts-cache did not take a write, writing to carts-db: %s", exc)
         refused: _Refused | None = None
@@ -130,6 +140,10 @@ class Carts:
 
     # ---- helpers ---------------------------------------------------------------------------------
     @staticmethod
+    def _guest(request: web.Request, customer_id: str) -> frozenset[str]:
+        return frozenset({customer_id}) if request.headers.get(GUEST_HEADER, "").lower() == "guest" else frozenset()
+
+    @staticmethod
     def _missing_line(request: web.Request) -> web.HTTPException:
         return spring_error(500, "Cannot find item in cart", request.path,
                             "java.lang.IllegalArgumentException")
@@ -167,7 +181,7 @@ class Carts:
 
     async def delete_cart(self, request: web.Request) -> web.Response:
         customer_id = request.match_info["customerId"]
-        await self.write([customer_id], lambda carts: ([[]], None))
+        await self.write([customer_id], lambda carts: ([[]], None), self._guest(request, customer_id))
         return web.Response(status=202)
 
     async def merge(self, request: web.Request) -> web.Response:
@@ -189,7 +203,7 @@ class Carts:
             return [carts[0] + carts[1], []], None  # session lines appended (duplicates kept), session emptied
         ids = [customer_id] if session_id == customer_id else [customer_id, session_id]
         try:
-            await self.write(ids, merged)
+            await self.write(ids, merged, frozenset({session_id}) - {customer_id})
         except _Abandoned:
             self.svc.log.warning("cart merge abandoned: its caller stopped waiting",
                                  extra={"fields": {"kind": "cart_merge_abandoned", "customer": customer_id}})
@@ -224,7 +238,7 @@ class Carts:
                 lines.append(line)
             return [lines], dict(line)
 
-        line = await self.write([customer_id], change)
+        line = await self.write([customer_id], change, self._guest(request, customer_id))
         return json_response(line, status=201, content_type=JSON_UTF8)
 
     async def update_item(self, request: web.Request) -> web.Response:
@@ -240,7 +254,7 @@ class Carts:
             return [lines], None
 
         try:
-            await self.write([customer_id], change)
+            await self.write([customer_id], change, self._guest(request, customer_id))
         except _MissingLine:
             raise self._missing_line(request) from None
         return web.Response(status=202)
@@ -256,7 +270,7 @@ class Carts:
             return [[ln for ln in carts[0] if ln is not line]], None
 
         try:
-            await self.write([customer_id], change)
+            await self.write([customer_id], change, self._guest(request, customer_id))
         except _MissingLine:
             raise self._missing_line(request) from None
         return web.Response(status=202)

@@ -8,6 +8,12 @@ failure domain of its own, as in the seed's "data eviction from cache": a dirty 
 carts-db. Under ``noeviction`` a full cache refuses writes instead, and carts writes through to the
 database (see ``carts.py``): slower, nothing lost.
 
+A guest's cart (a shopper not logged in: the front-end says so with ``X-Cart-Owner: guest``) stays in the
+cache only, unless carts' ``guest_carts_in_db`` is on: most guest baskets are abandoned, and shops keep them
+out of their database until a login merges them into the customer's cart (which is written back). Evicted or
+expired, a guest's basket is gone: the seed's "data eviction from cache" under memory pressure. A change that
+empties a guest's cart is still written back, so that a copy the database took while the cache was away goes too.
+
 Keys: ``cart:<id>`` a hash ``{v, lines}`` (version, JSON lines); ``carts:dirty`` a sorted set of cart ids
 scored by when they first became dirty. Concurrent writers (several pods) use WATCH/MULTI and retry, so
 no write is lost between two pods; the write-back reads the cart again under the database lock, so it
@@ -15,7 +21,8 @@ always stores the newest cached version, and clears the dirty mark only if nothi
 
 Metrics: ``carts_cache_requests_total{result="hit"|"miss"}``, ``carts_cache_errors_total{op}``,
 ``carts_cache_dirty_carts``, ``carts_cache_writeback_lag_seconds`` (age of the oldest unwritten change),
-``carts_cache_writebacks_total{result="ok"|"failed"|"lost"}``.
+``carts_cache_writebacks_total{result="ok"|"failed"|"lost"}``, ``carts_cache_guest_writes_total`` (changes kept in
+the cache only).
 """
 
 from __future__ import annotations
@@ -66,6 +73,10 @@ class CartCache:
                                   ["service", "result"], registry=reg)
         self.dirty = Gauge("carts_cache_dirty_carts", "Carts changed in the cache and not yet in carts-db.",
                            ["service"], registry=reg)
+        self.guest_writes = Counter("carts_cache_guest_writes_total",
+                                    "Changes to guests' carts kept in the cache only (never written back).",
+                                    ["service"], registry=reg)
+        self.guest_writes.labels(name)
         self.lag = Gauge("carts_cache_writeback_lag_seconds", "Age of the oldest change not yet in carts-db.",
                          ["service"], registry=reg)
         for result in ("hit", "miss"):
@@ -140,14 +151,17 @@ class CartCache:
         except (WatchError, RedisError):
             pass  # a cache that cannot keep it serves the next read from the database again
 
-    async def write(self, ids: list[str], change: Callable[[list[list[Line]]], tuple[list[list[Line]], Any]]) -> Any:
+    async def write(self, ids: list[str], change: Callable[[list[list[Line]]], tuple[list[list[Line]], Any]],
+                    cache_only: frozenset[str] = frozenset()) -> Any:
         """Change the carts ``ids`` together: ``change`` gets their current lines and returns their new lines and
         a result for the caller. It may run more than once (optimistic retries), so it must not have effects.
+        Carts in ``cache_only`` (guests') are not written back unless the change empties them.
         Raises CacheUnavailable when the cache cannot take the write."""
         with tracing.span("carts-cache MULTI", "client", {**_SPAN_ATTRS, "db.operation": "MULTI"}):
-            return await self._write(ids, change)
+            return await self._write(ids, change, cache_only)
 
-    async def _write(self, ids: list[str], change: Callable[[list[list[Line]]], tuple[list[list[Line]], Any]]) -> Any:
+    async def _write(self, ids: list[str], change: Callable[[list[list[Line]]], tuple[list[list[Line]], Any]],
+                     cache_only: frozenset[str]) -> Any:
         keys = [key(i) for i in ids]
         ttl = int(self.svc.knobs["cache_ttl_s"])
         r = self.client()
@@ -171,11 +185,17 @@ class CartCache:
                     new, result = change(current)
                     now = time.time()
                     pipe.multi()
+                    kept_only = 0
                     for cid, k, lines, version in zip(ids, keys, new, versions, strict=True):
                         pipe.hset(k, mapping={"v": version + 1, "lines": json.dumps(lines)})
                         pipe.expire(k, ttl)
-                        pipe.zadd(DIRTY, {cid: now}, nx=True)
+                        if cid in cache_only and lines:
+                            kept_only += 1
+                        else:
+                            pipe.zadd(DIRTY, {cid: now}, nx=True)
                     await pipe.execute()
+                    if kept_only:
+                        self.guest_writes.labels(self.svc.name).inc(kept_only)
                     return result
             except WatchError:
                 if attempt >= 2:

@@ -67,6 +67,10 @@ def test_observe_tools(tools: Tools) -> None:
     assert isinstance(ok(tools.call("traces", limit=2))["traces"], list)
     q = ok(tools.call("queue_status"))
     assert q["stream"] and q["dead_letter_stream"].endswith(DLQ_SUFFIX)
+    c = ok(tools.call("cache_stats", service="queue"))
+    assert c["maxmemory_policy"] == "noeviction" and c["used_memory_bytes"] > 0, c
+    assert sum(p["keys_sampled"] for p in c["prefixes"]) == c["sampled_keys"] == min(c["keys"], 500), c
+    assert "not a Redis" in tools.call("cache_stats", service="user-db")["error"]
     assert ok(tools.call("runbooks")) == [{"id": "slow-logins", "title": "Slow logins"}]
     assert "slo" in tools.call("slo_status")["error"].lower()  # no SLO source outside a run
     assert tools.call("metrics", name="x", offset=-1)["ok"] is False

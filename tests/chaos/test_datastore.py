@@ -114,6 +114,36 @@ def test_a_cache_with_room_for_little_data_evicts_as_it_grows(shop: Shop, chaos:
         inject(chaos, "datastore.redis_config", "session-db", params={"maxmemory_data": "lots"})
 
 
+def test_a_noisy_tenant_fills_a_redis_and_its_keys_go_on_revert(shop: Shop, chaos: Any) -> None:
+    """datastore.redis_fill: another job's keys arrive at about the rate asked (they expire by themselves), an
+    evicting cache too small for them evicts, and the revert stops the job and deletes what it wrote."""
+    r = redis.Redis.from_url(shop.addresses["session-db"])
+    before = r.config_get("maxmemory*")
+    evicted = int(r.info("stats")["evicted_keys"])
+    inject(chaos, "datastore.redis_fill", "session-db", duration=60,
+           params={"rate": "1mb", "value_size": "16kb", "ttl_s": 30, "prefix": "rpt-test:"})
+    try:
+        wait_for(lambda: len(list(r.scan_iter(match="rpt-test:*", count=1000))) >= 64, timeout=20)
+        keys = list(r.scan_iter(match="rpt-test:*", count=1000))
+        assert 0 < r.ttl(keys[0]) <= 30 and r.strlen(keys[0]) == 16 * 1024
+        # Under an evicting limit with room for 256 kB, its writes evict (they are never refused).
+        inject(chaos, "datastore.redis_config", "session-db", duration=60,
+               params={"maxmemory_data": "256kb", "maxmemory_policy": "allkeys-lru"})
+        wait_for(lambda: int(r.info("stats")["evicted_keys"]) > evicted + 16, timeout=20)
+    finally:
+        chaos.post("/v1/chaos/clear", {})
+    assert list(r.scan_iter(match="rpt-test:*", count=1000)) == []
+    after = r.config_get("maxmemory*")
+    assert {k: after[k] for k in ("maxmemory", "maxmemory-policy")} == \
+        {k: before[k] for k in ("maxmemory", "maxmemory-policy")}
+    with pytest.raises(ClusterError, match=r"params\.rate"):
+        inject(chaos, "datastore.redis_fill", "session-db", params={"rate": "1gb"})
+    with pytest.raises(ClusterError, match=r"params\.prefix"):
+        inject(chaos, "datastore.redis_fill", "session-db", params={"prefix": "a b*"})
+    with pytest.raises(ClusterError, match="needs a redis one"):
+        inject(chaos, "datastore.redis_fill", "user-db")
+
+
 def test_datastore_errors_name_the_field(shop: Shop, chaos: Any) -> None:
     with pytest.raises(ClusterError, match=r"params.index: public.customers has no index 'customers_usrname_idx' "
                                            r"\(did you mean 'customers_username_idx'"):

@@ -43,6 +43,7 @@ EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "datastore.lock_table": ("user-db", {"table": "customers", "mode": "share"}),
     "datastore.add_check": ("user-db", {"column": "phone", "pattern": "^[0-9']*$"}),
     "datastore.redis_config": ("session-db", {"maxmemory": "1mb", "maxmemory_policy": "noeviction"}),
+    "datastore.redis_fill": ("carts-cache", {"rate": "4mb", "ttl_s": 30}),
     "config.knob": ("orders", {"payment_timeout_s": 0.05}),
     "thirdparty.errors": ("payment-gateway", {"error_rate": 0.15}),
     "thirdparty.latency": ("payment-gateway", {"latency_ms": 4000, "jitter_ms": 500}),

@@ -20,7 +20,7 @@ def test_catalogue_is_valid_and_complete() -> None:
     order = cat.scenarios["order-failure"]
     assert {v.id for v in order.variants} == {"payment-partition", "payment-timeout-config",
                                                "shipping-queue-failure", "no-retry"}
-    assert {v.id for v in cat.scenarios["cart-loss"].variants} == {"session-ttl", "merge-timeout"}
+    assert {v.id for v in cat.scenarios["cart-loss"].variants} == {"session-ttl", "merge-timeout", "cache-eviction"}
     assert {v.id for v in cat.scenarios["profile-updates"].variants} == {"validation-skip", "write-lock",
                                                                          "phone-constraint", "lost-updates"}
     assert {v.id for v in cat.scenarios["payment-timeout"].variants} == {"gateway-latency", "breaker-tripping",
@@ -153,6 +153,11 @@ def test_a_scenario_s_set_up_lies_under_each_variant_s() -> None:
     doc = SETUP_DOC.replace("replicas: {carts: 2}", "routes: {catalogue: {replica: 40, primary: 60}}")
     routed = load_scenario_text(doc, "x.yaml")
     assert routed.setup_for(routed.variants[0]).routes == {"catalogue": {"replica": 40, "primary": 60}}
+    doc = SETUP_DOC.replace("replicas: {carts: 2}", "caches: {carts-cache: {maxmemory: 16MB, policy: allkeys-lru}}")
+    cached_sc = load_scenario_text(doc, "x.yaml")
+    cached = cached_sc.setup_for(cached_sc.variants[0])
+    assert {n: c.model_dump() for n, c in cached.caches.items()} == \
+        {"carts-cache": {"maxmemory": "16mb", "policy": "allkeys-lru"}}
 
 
 @pytest.mark.parametrize("change, needle", [
@@ -167,6 +172,10 @@ def test_a_scenario_s_set_up_lies_under_each_variant_s() -> None:
      "setup.routes.catalogue: a route needs one subset with a weight above 0"),
     (("replicas: {carts: 2}", "routes: {catalogue: {primary: 101}}"),
      "setup.routes.catalogue.primary: a weight is from 0 to 100, got 101"),
+    (("replicas: {carts: 2}", "caches: {carts-db: {maxmemory: 16mb}}"),
+     "variants[0].setup.caches.carts-db: 'carts-db' is not a Redis datastore (did you mean 'carts-cache'?)"),
+    (("replicas: {carts: 2}", "caches: {carts-cache: {maxmemory: lots}}"), "maxmemory 'lots' must be like"),
+    (("replicas: {carts: 2}", "caches: {carts-cache: {policy: evict-all}}"), "policy"),
 ])
 def test_a_set_up_sizes_only_what_may_be_sized(change: tuple[str, str], needle: str) -> None:
     with pytest.raises(ScenarioError) as err:

@@ -15,7 +15,7 @@ from sockdrill.cluster.client import RuntimeClient
 from sockdrill.cluster.spec import DeploymentSpec
 from sockdrill.errors import SockdrillError
 from sockdrill.scenarios.reset import reset_deployments, reset_shop
-from sockdrill.scenarios.schema import Setup
+from sockdrill.scenarios.schema import CacheSetting, Setup
 from sockdrill.shop.data.generate import generate_products
 from tests.conftest import running_shop, wait_for
 
@@ -30,6 +30,7 @@ def small_shop() -> Iterator[RuntimeClient]:
         DeploymentSpec(name="catalogue", kind="service", module="catalogue", calls=["catalogue-db"]),
         DeploymentSpec(name="user", kind="service", module="user", calls=["user-db"]),
         DeploymentSpec(name="payment", kind="service", module="payment", replicas=2, knobs=dict(MANIFEST_KNOBS)),
+        DeploymentSpec(name="carts-cache", kind="redis", maxmemory="64mb"),
     ]
     with running_shop(specs, "sockdrill-reset-") as rc:
         yield rc
@@ -168,3 +169,39 @@ def test_optional_components_sleep_unless_a_set_up_wakes_them_and_keep_their_dat
         reset_deployments(rc, Setup(replicas={"mini-db": 1}))
         assert rc.get("/v1/describe/mini-db")["pods"][0]["name"] == "mini-db-0"
         assert asyncio.run(sql("SELECT v FROM kept")) == "still here"
+
+
+def test_a_set_up_s_cache_settings_are_deployed_and_a_reset_puts_the_manifest_s_back(small_shop: RuntimeClient) -> None:
+    """A set-up's evicting carts-cache is how the store is deployed: its pod restarts with it (a restart is no
+    way back to the manifest's safe settings), and the next reset puts the manifest's back, as it does after a
+    live resize_cache."""
+    import redis
+
+    rc = small_shop
+    r = redis.Redis.from_url(rc.record["addresses"]["carts-cache"], decode_responses=True, socket_timeout=5)
+
+    def live() -> tuple[str, str]:
+        return r.config_get("maxmemory")["maxmemory"], r.config_get("maxmemory-policy")["maxmemory-policy"]
+
+    evicting = Setup(caches={"carts-cache": CacheSetting(maxmemory="16mb", policy="allkeys-lru")})
+    done = reset_shop(rc, evicting)
+    assert done["caches_set"] == {"carts-cache": {"maxmemory": "16mb", "maxmemory-policy": "allkeys-lru"}}, done
+    assert live() == (str(16 << 20), "allkeys-lru")
+    pid = rc.get("/v1/describe/carts-cache")["pods"][0]["pid"]
+    rc.post("/v1/restart", {"deployment": "carts-cache"})
+    wait_for(lambda: (p := rc.get("/v1/describe/carts-cache")["pods"]) and p[0]["ready"] and p[0]["pid"] != pid,
+             timeout=60)
+    r = redis.Redis.from_url(rc.record["addresses"]["carts-cache"], decode_responses=True, socket_timeout=5)
+    assert live() == (str(16 << 20), "allkeys-lru")
+    r.config_set("maxmemory", "0")  # what an agent's resize_cache does: live only
+    done = reset_shop(rc, Setup())
+    assert done["redis_settings_restored"] == ["carts-cache"] and "caches_set" not in done, done
+    assert live() == (str(64 << 20), "noeviction")
+    assert reset_shop(rc, Setup()).get("redis_settings_restored") is None
+    with pytest.raises(SockdrillError, match="maxmemory 'lots'"):
+        rc.post("/v1/cache", {"deployment": "carts-cache", "maxmemory": "lots"})
+    with pytest.raises(SockdrillError, match="maxmemory_policy 'evict-all'"):
+        rc.post("/v1/cache", {"deployment": "carts-cache", "policy": "evict-all"})
+    with pytest.raises(SockdrillError, match="not an embedded Redis"):
+        rc.post("/v1/cache", {"deployment": "user-db", "maxmemory": "1mb"})
+    assert live() == (str(64 << 20), "noeviction")

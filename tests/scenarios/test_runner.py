@@ -30,6 +30,8 @@ ORACLE_IN_BENCH_ONLY = {
     "search-degradation/shard-cpu": "a CPU limit on a store lifted by set_limits, as login-latency/user-db-cpu",
     "search-degradation/substring-matching": "a release knob undone by rollback_config, as profile-updates' two",
     "catalogue-staleness/edge-ttl": "a knob undone by rollback_config, as cart-loss/session-ttl",
+    "cart-loss/cache-eviction": "datastore.redis_fill (tests/chaos), guests' baskets in the cache only (tests/shop/"
+                                "test_carts) and resize_cache as order-failure/shipping-queue-failure",
     "payment-timeout/breaker-tripping": "thirdparty.errors as order-failure/no-retry; set_config on payment and "
                                         "reset_gateway, as payment-timeout/pool-exhaustion",
 }

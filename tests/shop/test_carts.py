@@ -314,6 +314,53 @@ def test_a_cart_evicted_before_its_write_back_loses_its_changes_and_says_so() ->
     r.flushdb()
 
 
+def test_a_guests_cart_lives_in_the_cache_until_a_login_merges_it() -> None:
+    """Scenario 3's eviction domain: an anonymous basket (X-Cart-Owner: guest) is never written back, so Redis
+    evicting it loses it; merged at login, the customer's cart is written back and the guest's is gone."""
+    import time
+
+    r = _cache(OWN_CACHE_URL)
+    r.flushdb()
+    guest, kept, customer = cid(), cid(), cid()
+    hdr = {"X-Cart-Owner": "guest"}
+    with scratch_database("carts") as db_url, ServiceProcess("carts", {
+            "SOCKDRILL_URL_CARTS_DB": db_url, "SOCKDRILL_URL_CARTS_CACHE": OWN_CACHE_URL,
+            "SOCKDRILL_KNOBS": '{"cache_flush_interval_s": 0.2}'}) as svc:
+        for g in (guest, kept):
+            assert requests.post(f"{svc.url}/carts/{g}/items", json={"itemId": "sock-a", "unitPrice": 2.0},
+                                 headers=hdr, timeout=5).status_code == 201
+        assert add(svc.url, customer, "sock-c", unitPrice=1.0).status_code == 201
+        deadline = time.monotonic() + 15
+        while not _stored(db_url, customer) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _stored(db_url, customer) == [("sock-c", 1)]  # a customer's cart is written back ...
+        time.sleep(1.0)  # ... five write-back rounds later, no guest's is
+        assert _stored(db_url, guest) == [] and _stored(db_url, kept) == []
+        assert r.zscore("carts:dirty", guest) is None
+        assert _metric(svc.url, "carts_cache_guest_writes_total") == 2
+        # Evicted, the guest's basket is gone for good (nothing to reload it from).
+        r.delete(f"cart:{guest}")
+        assert requests.get(f"{svc.url}/carts/{guest}/items", timeout=5).json() == []
+        # The other guest logs in: merged into the customer's cart, written back; the guest's cart is emptied.
+        assert requests.get(f"{svc.url}/carts/{customer}/merge", params={"sessionId": kept},
+                            timeout=5).status_code == 202
+        deadline = time.monotonic() + 15
+        while sorted(_stored(db_url, customer)) != [("sock-a", 1), ("sock-c", 1)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sorted(_stored(db_url, customer)) == [("sock-a", 1), ("sock-c", 1)]
+        assert requests.get(f"{svc.url}/carts/{kept}/items", timeout=5).json() == []
+        # guest_carts_in_db on: a guest's cart is stored like any other.
+        assert requests.post(f"{svc.url}/admin/config", json={"guest_carts_in_db": True},
+                             timeout=5).status_code == 200
+        assert requests.post(f"{svc.url}/carts/{guest}/items", json={"itemId": "sock-b", "unitPrice": 2.0},
+                             headers=hdr, timeout=5).status_code == 201
+        deadline = time.monotonic() + 15
+        while not _stored(db_url, guest) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _stored(db_url, guest) == [("sock-b", 1)]
+    r.flushdb()
+
+
 def test_without_its_cache_carts_writes_through_to_carts_db() -> None:
     from servicekit import free_port
 

@@ -98,6 +98,7 @@ STATIC = Path(__file__).parent / "static"
 UNTYPED = "text/plain; charset=utf-8"  # upstream wrote these bodies without a Content-Type
 JSON_TYPE = "application/json; charset=utf-8"  # what Express' res.json sends
 SHIPPING_ITEMS = "http://carts/carts/{cid}/items"  # the items URL orders is given (upstream's form)
+GUEST_CART = ("X-Cart-Owner", "guest")  # carts keeps an anonymous shopper's cart in carts-cache only (carts.py)
 ORDERS_LINK = re.compile(r"^https?://[^/]+(/orders(?:/.*)?)$")
 NOT_LOGGED_IN = "User not logged in."
 EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
@@ -228,6 +229,11 @@ class FrontEnd:
         return session.sid
 
     @staticmethod
+    def cart_headers(request: web.Request, session: Session) -> dict[str, str]:
+        """Tells carts when a change is to an anonymous shopper's cart (kept in carts-cache until login)."""
+        return {GUEST_CART[0]: GUEST_CART[1]} if FrontEnd.customer_id(request, session) == session.sid else {}
+
+    @staticmethod
     def logged_in(request: web.Request, session: Session) -> str:
         if LOGGED_IN in request.cookies and session.customer_id:
             return session.customer_id
@@ -312,13 +318,15 @@ class FrontEnd:
 
     async def delete_cart(self, request: web.Request, session: Session) -> web.StreamResponse:
         cid = self.customer_id(request, session)
-        up = await self.http.request("carts", "DELETE", f"/carts/{seg(cid)}")
+        up = await self.http.request("carts", "DELETE", f"/carts/{seg(cid)}",
+                                     headers=self.cart_headers(request, session))
         return empty(up.status)
 
     async def delete_cart_item(self, request: web.Request, session: Session) -> web.StreamResponse:
         cid = self.customer_id(request, session)
         item = request.match_info["id"]
-        up = await self.http.request("carts", "DELETE", f"/carts/{seg(cid)}/items/{seg(item)}")
+        up = await self.http.request("carts", "DELETE", f"/carts/{seg(cid)}/items/{seg(item)}",
+                                     headers=self.cart_headers(request, session))
         return empty(up.status)
 
     async def add_to_cart(self, request: web.Request, session: Session) -> web.StreamResponse:
@@ -327,7 +335,8 @@ class FrontEnd:
         cid = self.customer_id(request, session)
         sock = await self.catalogue_item(item_id)
         up = await self.http.request("carts", "POST", f"/carts/{seg(cid)}/items",
-                                     json_body={"itemId": sock["id"], "unitPrice": sock["price"]})
+                                     json_body={"itemId": sock["id"], "unitPrice": sock["price"]},
+                                     headers=self.cart_headers(request, session))
         if up.status == 201:
             return empty(201)
         raise ApiError(500, f"Unable to add to cart. Status code: {up.status}")
@@ -349,7 +358,8 @@ class FrontEnd:
         sock = await self.catalogue_item(item_id)
         up = await self.http.request("carts", "PATCH", f"/carts/{seg(cid)}/items",
                                      json_body={"itemId": sock["id"], "quantity": quantity,
-                                                "unitPrice": sock["price"]})
+                                                "unitPrice": sock["price"]},
+                                     headers=self.cart_headers(request, session))
         if up.status == 202:
             return empty(202)
         raise ApiError(500, f"Unable to update cart. Status code: {up.status}")
