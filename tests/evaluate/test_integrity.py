@@ -8,6 +8,7 @@ Needs this machine's PostgreSQL (127.0.0.1:5432, user postgres); the sessions ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -259,8 +260,6 @@ async def test_a_runs_charge_check_leaves_out_orders_an_earlier_run_began(db: st
     still queued charged seconds into this run (measured), for an order this run never placed."""
     import time
 
-    from aiohttp import web
-
     from sockdrill.scenarios.integrity_setup import _charges_matched
 
     since = time.time()
@@ -277,27 +276,72 @@ async def test_a_runs_charge_check_leaves_out_orders_an_earlier_run_began(db: st
     # Each payment provider keeps its own ledger: the second one here charged one order of this run, unplaced.
     second = [{"id": "ch_5", "status": "authorised", "reference": oid(since + 7), "amount": 3.0,
                "created": since + 8}]
-    runners, urls = [], []
-    for charges in (ledger, second):
-        app = web.Application()
-
-        async def listing(_request: web.Request, charges: list[dict[str, Any]] = charges) -> web.Response:
-            return web.json_response({"data": charges, "has_more": False})
-
-        app.router.add_get("/v1/charges", listing)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        urls.append(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")  # type: ignore[union-attr]
-    try:
-        r = await _charges_matched(urls[0], db, since)
-        both = await _charges_matched(urls, db, since)
-    finally:
-        for runner in runners:
-            await runner.cleanup()
+    async with _ledgers(ledger, second) as urls:
+        r = await _charges_matched(urls[0], db, since, in_flight_s=0)
+        both = await _charges_matched(urls, db, since, in_flight_s=0)
     # k1 is a placed order; the earlier run's order and the charge from before the run are not this run's.
     assert r.ok is False and [v["charge"] for v in r.violations] == ["ch_3"], r.violations
     assert [v["charge"] for v in both.violations] == ["ch_3", "ch_5"], both.violations
     assert "2 authorised charges" in r.detail
+
+
+@contextlib.asynccontextmanager
+async def _ledgers(*ledgers: list[dict[str, Any]]) -> AsyncIterator[list[str]]:
+    """A payment provider's charge listing per ledger (GET /v1/charges, one page); their URLs."""
+    from aiohttp import web
+
+    runners, urls = [], []
+    try:
+        for charges in ledgers:
+            app = web.Application()
+
+            async def listing(_request: web.Request, charges: list[dict[str, Any]] = charges) -> web.Response:
+                return web.json_response({"data": charges, "has_more": False})
+
+            app.router.add_get("/v1/charges", listing)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            runners.append(runner)
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            urls.append(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")  # type: ignore[union-attr]
+        yield urls
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+async def test_a_checkout_in_flight_when_the_check_reads_gets_time_to_be_placed(db: str) -> None:
+    """The load still runs while the check reads: a charge whose order is placed a moment later is no charge
+    without an order; one whose order is never placed is, once the wait is over."""
+    import asyncio
+    import time
+
+    from sockdrill.scenarios.integrity_setup import _charges_matched
+
+    since = time.time()
+    order = int(since).to_bytes(4, "big").hex() + uuid.uuid4().hex[:16]
+    conn = await asyncpg.connect(db)
+    try:
+        await conn.execute(
+            "INSERT INTO customer_orders (id, customer_id, status, shipment_id, total, created_at, doc) "
+            "VALUES ($1, 'frank', 'paid', $2, 4.0, now(), $3)", order, "s-" + order, order_doc(order, "frank", [], 4.0))
+        ledger = [{"id": "ch_in_flight", "status": "authorised", "reference": order, "amount": 4.0,
+                   "created": since + 0.1}]
+        async with _ledgers(ledger) as urls:
+            t0 = time.monotonic()
+            never = await _charges_matched(urls[0], db, since, in_flight_s=1.5)
+            assert never.ok is False and [v["charge"] for v in never.violations] == ["ch_in_flight"]
+            assert time.monotonic() - t0 >= 1.0
+
+            async def ship_later() -> None:
+                await asyncio.sleep(1.5)
+                await conn.execute("UPDATE customer_orders SET status = 'shipped' WHERE id = $1", order)
+
+            shipping = asyncio.ensure_future(ship_later())
+            placed = await _charges_matched(urls[0], db, since, in_flight_s=20)
+            await shipping
+            assert placed.ok is True, placed.violations
+    finally:
+        await conn.execute("DELETE FROM customer_orders WHERE id = $1", order)
+        await conn.close()
