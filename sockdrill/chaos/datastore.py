@@ -368,16 +368,21 @@ def _redis(rt: Any, name: str) -> Any:
     return aioredis.Redis(host="127.0.0.1", port=pods[0].port, username=user, password=password, socket_timeout=5)
 
 
-@register
-class RedisConfig(FaultKind):
-    id = "datastore.redis_config"
-    summary = "sets Redis maxmemory / maxmemory-policy; the previous values come back on revert"
-    Params = RedisParams
-    target_help = "a Redis deployment (e.g. session-db)"
-    survives_restart = True  # an external Redis keeps its settings
+class RedisFaultKind(FaultKind):
+    """A fault inside a Redis store (it acts on the store directly)."""
+
+    target_help = "a Redis deployment (e.g. session-db or carts-cache)"
 
     def check(self, rt: Any, spec: FaultSpec) -> None:
         deployment(rt, spec.target, kinds=("redis",))
+
+
+@register
+class RedisConfig(RedisFaultKind):
+    id = "datastore.redis_config"
+    summary = "sets Redis maxmemory / maxmemory-policy; the previous values come back on revert"
+    Params = RedisParams
+    survives_restart = True  # an external Redis keeps its settings
 
     def settings(self, spec: FaultSpec, overhead: int | None = None) -> dict[str, str]:
         """The CONFIG SET pairs; with ``maxmemory_data``, ``overhead`` is what Redis needs for itself now (None:
@@ -465,15 +470,11 @@ def _redis_address(rt: Any, name: str) -> tuple[str, int, str | None, str | None
 
 
 @register
-class RedisFill(FaultKind):
+class RedisFill(RedisFaultKind):
     id = "datastore.redis_fill"
     summary = ("a noisy tenant: a job caches its reports in a Redis it shares, rate bytes a second in keys that "
                "expire after ttl_s; its keys are deleted on revert")
     Params = FillParams
-    target_help = "a Redis deployment (e.g. carts-cache)"
-
-    def check(self, rt: Any, spec: FaultSpec) -> None:
-        deployment(rt, spec.target, kinds=("redis",))
 
     async def inject(self, ctx: Ctx, spec: FaultSpec) -> dict[str, Any]:
         import time
