@@ -7,7 +7,6 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Callable
 from typing import Any, Literal, get_args
 
 from sockdrill.agents.registry import tool
@@ -99,22 +98,6 @@ class ActRoom(ToolsBase):
         self._own_service(service)
         out = self._post("/v1/config/rollback", {"deployment": service})
         return {"deployment": service, "restored": out.get("restored", {}), "changed": bool(out.get("restored"))}
-
-    def _pg(self, service: str, fn: Callable[[Any], Any]) -> Any:
-        import asyncpg
-
-        if self._kind_of(service) != "postgres":
-            raise ToolError(f"'{service}' is not a PostgreSQL datastore")
-        url = self._address(service)
-
-        async def run() -> Any:
-            conn = await asyncpg.connect(url, timeout=5)
-            try:
-                return await fn(conn)
-            finally:
-                await conn.close()
-
-        return asyncio.run(run())
 
     @tool("act")
     def create_index(self, service: str, table: str, columns: list[str], name: str = "",

@@ -428,9 +428,8 @@ class ObserveRoom(ToolsBase):
         except _redis_errors() as exc:
             raise ToolError(f"cannot read {service}: {exc}") from None
         total = sum(b for _, b in by_prefix.values()) or 1
-        prefixes = sorted(({"prefix": p, "keys_sampled": n, "bytes_sampled": b, "share_of_sampled_bytes":
-                            round(b / total, 3)} for p, (n, b) in by_prefix.items()),
-                          key=lambda x: -x["bytes_sampled"])[:20]
+        prefixes = [{"prefix": p, "keys_sampled": n, "bytes_sampled": b, "share_of_sampled_bytes": round(b / total, 3)}
+                    for p, (n, b) in sorted(by_prefix.items(), key=lambda kv: -kv[1][1])[:20]]
         hits, misses = int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))
         ratio = round(hits / (hits + misses), 3) if hits + misses else None
         return {"used_memory_bytes": int(info.get("used_memory", 0)), "maxmemory_bytes": int(info.get("maxmemory", 0)),
@@ -439,6 +438,42 @@ class ObserveRoom(ToolsBase):
                 "hits": hits, "misses": misses, "hit_ratio": ratio,
                 "connected_clients": int(info.get("connected_clients", 0)), "sampled_keys": seen,
                 "prefixes": prefixes}
+
+    @tool("observe")
+    def db_sessions(self, service: str, limit: int = 20) -> dict[str, Any]:
+        """A PostgreSQL datastore's sessions (pg_stat_activity): how many it has of max_connections, and who holds
+        them, by role, application and state, with the oldest session and transaction of each group.
+
+        Args:
+        service: the PostgreSQL deployment, e.g. carts-db
+        limit: at most this many groups (max 100)
+        """
+        _, limit = _paging(0, limit, 100)
+
+        async def go(conn: Any) -> dict[str, Any]:
+            rows = await conn.fetch(
+                "SELECT coalesce(usename, '') AS role, coalesce(application_name, '') AS application, "
+                "coalesce(state, '') AS state, count(*) AS sessions, "
+                "coalesce(max(extract(epoch FROM now() - backend_start)), 0) AS oldest_session_s, "
+                "coalesce(max(extract(epoch FROM now() - xact_start)), 0) AS oldest_transaction_s "
+                "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                "GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3")
+            settings = {r["name"]: int(r["setting"]) for r in await conn.fetch(
+                "SELECT name, setting FROM pg_settings WHERE name IN "
+                "('max_connections', 'superuser_reserved_connections', 'reserved_connections')")}
+            limits = {r["rolname"]: int(r["rolconnlimit"]) for r in await conn.fetch(
+                "SELECT rolname, rolconnlimit FROM pg_roles WHERE rolcanlogin AND rolname NOT LIKE 'pg\\_%'")}
+            return {"max_connections": settings.get("max_connections"),
+                    "reserved_for_superusers": settings.get("superuser_reserved_connections", 0)
+                    + settings.get("reserved_connections", 0),
+                    "sessions": sum(int(r["sessions"]) for r in rows),
+                    "groups": [{"role": r["role"], "application": r["application"], "state": r["state"],
+                                "sessions": int(r["sessions"]),
+                                "oldest_session_s": round(float(r["oldest_session_s"]), 1),
+                                "oldest_transaction_s": round(float(r["oldest_transaction_s"]), 1),
+                                "role_connection_limit": limits.get(r["role"])} for r in rows[:limit]]}
+
+        return self._pg(service, go)
 
     @tool("observe")
     def queue_status(self, service: str = "queue", limit: int = 5, queue: str = "") -> dict[str, Any]:

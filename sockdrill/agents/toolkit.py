@@ -7,6 +7,7 @@ they may change; audited) and ``submit.py`` (the answer); ``tools.py`` puts them
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -261,6 +262,23 @@ class ToolsBase:
         if self._kind_of(service) != "redis":
             raise ToolError(f"'{service}' is not a Redis datastore")
         return redis.Redis.from_url(self._address(service), socket_timeout=5)
+
+    def _pg(self, service: str, fn: Callable[[Any], Any]) -> Any:
+        """Run ``fn(conn)`` on a PostgreSQL datastore, as its operator (a session of its own for the call)."""
+        import asyncpg
+
+        if self._kind_of(service) != "postgres":
+            raise ToolError(f"'{service}' is not a PostgreSQL datastore")
+        url = self._address(service)
+
+        async def run() -> Any:
+            conn = await asyncpg.connect(url, timeout=5)
+            try:
+                return await fn(conn)
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
 
     def count_tokens(self, prompt: int, completion: int) -> None:
         """LLM agents report what each model call cost; it lands in the run's efficiency score."""

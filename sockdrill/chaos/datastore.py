@@ -73,9 +73,10 @@ SqlName = Annotated[str, AfterValidator(lambda v: _ident(v))]  # a table, column
 JobRole = Annotated[str, AfterValidator(lambda v: job_role_name(v))]
 
 
-async def create_job_role(rt: Any, name: str, role: str, grant: str, table: str) -> str:
-    """A login role with ``grant`` (e.g. ``SELECT``) on one table, made again with a new password if a leftover
-    has the name; returns the password (for the worker's PGPASSWORD, never a command line)."""
+async def create_job_role(rt: Any, name: str, role: str, grant: str = "", table: str = "") -> str:
+    """A login role with ``grant`` (e.g. ``SELECT``) on one table (none when not given), made again with a new
+    password if a leftover has the name; returns the password (for the worker's PGPASSWORD, never a command
+    line)."""
     password = secrets.token_hex(16)
     conn = await pg_connect(rt, name)
     try:
@@ -84,7 +85,8 @@ async def create_job_role(rt: Any, name: str, role: str, grant: str, table: str)
                                f"PASSWORD '{password}'")
         else:
             await conn.execute(f"CREATE ROLE {_qi(role)} WITH LOGIN PASSWORD '{password}'")
-        await conn.execute(f"GRANT {grant} ON {_qi(table)} TO {_qi(role)}")
+        if grant and table:
+            await conn.execute(f"GRANT {grant} ON {_qi(table)} TO {_qi(role)}")
     finally:
         await conn.close()
     return password
@@ -107,17 +109,20 @@ async def drop_job_role(rt: Any, name: str, role: str) -> None:
 
 
 async def start_db_worker(ctx: Ctx, spec: FaultSpec, cfg: dict[str, Any], env: dict[str, str],
-                          state: dict[str, Any]) -> None:
-    """Spawn a storm/hold worker, record it in ``state`` (checkpointed) and wait for the line naming its
-    backends; when it never connects, undo everything (``stop_db_job``) and raise FaultError."""
+                          state: dict[str, Any], ready_s: float = 15.0) -> None:
+    """Spawn a storm/hold/leak worker, record it in ``state`` (checkpointed) and wait (up to ``ready_s``) for the
+    line naming its backends; when it never connects, undo everything (``stop_db_job``) and raise FaultError."""
     rec = await spawn_worker(cfg, [], stdout=True, env=env)
     proc, reaper = rec.pop("_proc")
     ctx.memo["procs"] = [(proc, reaper)]
     state["workers"] = [rec]
     await ctx.checkpoint(state)
     try:
-        line = await asyncio.wait_for(proc.stdout.readline(), 15)
-        state["backends"] = json.loads(line)["backends"]
+        line = await asyncio.wait_for(proc.stdout.readline(), ready_s)
+        said = json.loads(line)
+        if "error" in said:
+            raise ValueError(said["error"])
+        state["backends"] = said["backends"]
     except (TimeoutError, ValueError, KeyError) as exc:
         await stop_db_job(ctx, spec, state)
         raise FaultError(f"the fault's database session did not start: {exc!r}") from None

@@ -174,7 +174,7 @@ async def wait_ready(rt: Runtime, names: list[str], timeout: float = 60.0) -> bo
 
 
 # The kinds register themselves on import.
-from sockdrill.chaos import config, datastore, migrations, network, pod, queue, stress  # noqa: E402
+from sockdrill.chaos import config, connections, datastore, migrations, network, pod, queue, stress  # noqa: E402
 
-__all__ = ["KINDS", "Ctx", "FaultKind", "Params", "config", "datastore", "describe_kinds", "get_kind", "migrations",
-           "network", "pod", "queue", "register", "stress"]
+__all__ = ["KINDS", "Ctx", "FaultKind", "Params", "config", "connections", "datastore", "describe_kinds", "get_kind",
+           "migrations", "network", "pod", "queue", "register", "stress"]

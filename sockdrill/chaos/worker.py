@@ -4,7 +4,9 @@ Modes: ``cpu`` (busy loop at ``load`` percent), ``memory`` (``size`` bytes touch
 ``storm`` (``concurrency`` PostgreSQL connections running an expensive regex scan back to back), ``hold``
 (one PostgreSQL session that opens a transaction, runs ``statements`` and then sits idle in it, holding
 whatever they locked, until its deadline or until its session is ended), ``fill`` (a job that caches its
-results in a Redis: ``rate`` bytes a second in keys of ``value_size`` bytes that expire after ``ttl_s``).
+results in a Redis: ``rate`` bytes a second in keys of ``value_size`` bytes that expire after ``ttl_s``), ``leak``
+(another application's connection leak: PostgreSQL sessions opened and never closed, up to ``connections`` or
+until the store refuses).
 
 Each worker is its own dead-man's switch: it exits at its ``deadline`` (wall clock) plus a small grace,
 and as soon as its parent (the supervisor that started it) is gone, so no fault outlives its
@@ -138,6 +140,51 @@ def run_hold(url: str, statements: list[str], deadline: float) -> None:
     asyncio.run(main())
 
 
+def run_leak(url: str, connections: int, application: str, deadline: float) -> None:
+    """Another application's connection leak: it opens sessions and never closes them, one after the other, up to
+    ``connections`` (0: until the store refuses), each left idle after one query. A session that is ended (a
+    restart, pg_terminate_backend) is opened again, as the leaking pool would; a refused login is tried again every
+    0.2 s, one at a time (each attempt costs the store a backend). Prints ``{"backends": [...]}`` once it holds its
+    target or is first refused, ``{"error": ...}`` when it could not open a single session."""
+    import asyncio
+
+    import asyncpg
+
+    refused = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        held: list[asyncpg.Connection] = []
+        ready = False
+        while not stop.is_set() and time.time() < deadline:
+            held = [c for c in held if not c.is_closed()]
+            full = bool(connections) and len(held) >= connections
+            if not full:
+                try:  # the password (if any) comes in PGPASSWORD: a worker's command line is world-readable
+                    conn = await asyncpg.connect(url, timeout=5, server_settings={"application_name": application})
+                    await conn.fetchval("SELECT 1")
+                    held.append(conn)
+                    continue  # the next one at once: a leak under load opens them as fast as requests come
+                except refused as exc:
+                    if not held and not ready:
+                        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+                        return
+                    full = True
+            if full and not ready:
+                print(json.dumps({"backends": [c.get_server_pid() for c in held]}), flush=True)
+                ready = True
+            try:
+                await asyncio.wait_for(stop.wait(), 0.2)
+            except TimeoutError:
+                pass
+        for c in held:
+            c.terminate()
+
+    asyncio.run(main())
+
+
 def run_fill(host: str, port: int, username: str | None, rate: int, value_size: int, ttl_s: int, prefix: str,
              deadline: float) -> None:
     """Another team's job that caches its reports in a Redis it shares: ``rate`` bytes a second, ten batches a
@@ -175,7 +222,7 @@ def main(argv: list[str]) -> int:
     cfg = json.loads(argv[0])
     parent = int(cfg.get("parent") or os.getppid())
     threading.Thread(target=_watchdog, args=(float(cfg["deadline"]), parent), daemon=True).start()
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0)) if cfg["mode"] not in ("storm", "hold") else None
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0)) if cfg["mode"] not in ("storm", "hold", "leak") else None
     if cfg["mode"] == "cpu":
         run_cpu(float(cfg.get("load", 100)))
     elif cfg["mode"] == "memory":
@@ -185,6 +232,8 @@ def main(argv: list[str]) -> int:
     elif cfg["mode"] == "fill":
         run_fill(cfg["host"], int(cfg["port"]), cfg.get("username"), int(cfg["rate"]), int(cfg["value_size"]),
                  int(cfg["ttl_s"]), cfg["prefix"], float(cfg["deadline"]))
+    elif cfg["mode"] == "leak":
+        run_leak(cfg["url"], int(cfg["connections"]), cfg["application"], float(cfg["deadline"]))
     elif cfg["mode"] == "hold":
         run_hold(cfg["url"], list(cfg["statements"]), float(cfg["deadline"]))
     else:

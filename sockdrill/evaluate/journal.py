@@ -37,8 +37,8 @@ MARKER_KINDS: tuple[str, ...] = get_args(MarkerKind)
 
 # Tool names that only read (used when an action does not say whether it changed anything).
 READ_ONLY_PREFIXES = ("get", "list", "query", "describe", "read", "search", "show", "topology", "log", "promql",
-                      "edges", "pods", "categories", "queue_status", "cache_stats", "trace",
-                      "metrics", "traces", "alerts", "runbook", "slo_status", "status")
+                      "edges", "pods", "categories", "queue_status", "cache_stats", "db_sessions",
+                      "trace", "metrics", "traces", "alerts", "runbook", "slo_status", "status")
 
 
 class _Model(BaseModel):

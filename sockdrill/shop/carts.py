@@ -13,6 +13,12 @@ front-end sends it; upstream's did not). Behind carts-cache such a cart stays in
 merges it (``guest_carts_in_db`` off, the default; see ``carts_cache.py``); without the header every cart is
 stored, as upstream.
 
+Degraded mode (``empty_cart_on_db_error``, on): a cache miss that carts-db cannot answer (no session to be had:
+refused, full, unreachable) serves the cart as empty instead of an error, and a change made then starts from an
+empty cart. The page loads; the shopper's saved items are not shown, and what they add is kept in the cache only
+until carts-db takes it back (a write-back it cannot take is tried again; a cart that leaves the cache first is
+lost). Upstream's carts failed such requests.
+
 Storage: carts-db holds every cart (``carts_db.py``); when the pod has a ``carts-cache`` address, reads and
 writes go through that write-behind cache (``carts_cache.py``) and carts-db is written back in the
 background. A write the cache cannot take (down, or full under ``noeviction``) goes to carts-db directly,
@@ -46,6 +52,9 @@ KNOBS: list[Knob] = [
          minimum=0.05, maximum=3600),
     Knob("guest_carts_in_db", False, "write guests' carts back to carts-db too (off: they live in carts-cache "
          "until a login merges them)"),
+    Knob("empty_cart_on_db_error", True, "on a cache miss carts-db cannot answer (refused, full, unreachable), "
+         "serve the cart as empty rather than fail the request: the page loads, and a change starts from an empty "
+         "cart (degraded mode)"),
     Knob("cache_timeout_s", 1.0, "timeout of carts-cache (Redis) calls (seconds)", minimum=0.001, maximum=60),
 ]
 

@@ -22,7 +22,8 @@ always stores the newest cached version, and clears the dirty mark only if nothi
 Metrics: ``carts_cache_requests_total{result="hit"|"miss"}``, ``carts_cache_errors_total{op}``,
 ``carts_cache_dirty_carts``, ``carts_cache_writeback_lag_seconds`` (age of the oldest unwritten change),
 ``carts_cache_writebacks_total{result="ok"|"failed"|"lost"}``, ``carts_cache_guest_writes_total`` (changes kept in
-the cache only).
+the cache only), ``carts_db_fallbacks_total{op}`` (misses carts-db could not answer, served as an empty cart: carts'
+degraded mode, ``empty_cart_on_db_error``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from redis.exceptions import RedisError, WatchError
 
 from sockdrill.shop import carts_db
 from sockdrill.shop.carts_db import Line
+from sockdrill.shop.common.db import UNREACHABLE
 from sockdrill.shop.common.redisconn import stale_connection_retry
 from sockdrill.telemetry import tracing
 
@@ -77,6 +79,8 @@ class CartCache:
                                     "Changes to guests' carts kept in the cache only (never written back).",
                                     ["service"], registry=reg)
         self.guest_writes.labels(name)
+        self.fallbacks = Counter("carts_db_fallbacks_total", "Cache misses carts-db could not answer, served as an "
+                                 "empty cart (degraded mode).", ["service", "op"], registry=reg)
         self.lag = Gauge("carts_cache_writeback_lag_seconds", "Age of the oldest change not yet in carts-db.",
                          ["service"], registry=reg)
         for result in ("hit", "miss"):
@@ -85,6 +89,8 @@ class CartCache:
             self.writebacks.labels(name, result)
         for op in ("read", "write", "writeback"):
             self.errors.labels(name, op)
+        for op in ("read", "write"):
+            self.fallbacks.labels(name, op)
         svc.on_startup(self._start)
         svc.on_cleanup(self._stop)
         svc.add_health("carts-cache", self.healthy)
@@ -131,10 +137,26 @@ class CartCache:
             self.requests.labels(self.svc.name, "hit").inc()
             return list(json.loads(raw))
         self.requests.labels(self.svc.name, "miss").inc()
-        async with self.db.acquire() as conn:
-            lines, version = await carts_db.load(conn, customer_id)
-        await self._fill(customer_id, lines, version)
-        return lines
+        loaded = await self._load(customer_id, "read")
+        if loaded is None:
+            return []  # not kept: the next read asks carts-db again
+        await self._fill(customer_id, *loaded)
+        return loaded[0]
+
+    async def _load(self, customer_id: str, op: str) -> tuple[list[Line], int] | None:
+        """The stored cart, on a miss; None when carts-db cannot be reached and carts is in degraded mode
+        (``empty_cart_on_db_error``): the caller goes on with an empty cart."""
+        try:
+            async with self.db.acquire() as conn:
+                return await carts_db.load(conn, customer_id)
+        except UNREACHABLE as exc:
+            if not self.svc.knobs["empty_cart_on_db_error"]:
+                raise
+            self.fallbacks.labels(self.svc.name, op).inc()
+            self.svc.log.warning("carts-db could not be reached: cart %s taken as empty (%s: %s)", customer_id,
+                                 type(exc).__name__, exc,
+                                 extra={"fields": {"kind": "cart_db_fallback", "customer": customer_id, "op": op}})
+            return None
 
     async def _fill(self, customer_id: str, lines: list[Line], version: int) -> None:
         """Keep a cart read from the database, unless a writer got there first (then theirs is newer)."""
@@ -175,8 +197,7 @@ class CartCache:
                         v, raw = await pipe.hmget(k, ["v", "lines"])
                         if raw is None:
                             self.requests.labels(self.svc.name, "miss").inc()
-                            async with self.db.acquire() as conn:
-                                lines, version = await carts_db.load(conn, cid)
+                            lines, version = await self._load(cid, "write") or ([], 0)
                         else:
                             self.requests.labels(self.svc.name, "hit").inc()
                             lines, version = list(json.loads(raw)), int(v or 0)

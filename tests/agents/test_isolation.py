@@ -26,6 +26,7 @@ def _outputs(tools: Tools) -> dict[str, str]:
         "logs": {"service": "front-end", "limit": 200}, "logs#cat": {"service": "catalogue", "limit": 200},
         "traces": {"limit": 50}, "queue_status": {}, "promql": {"query": "up"},
         "cache_stats": {"service": "carts-cache"}, "cache_stats#queue": {"service": "queue"},
+        "db_sessions": {"service": "carts-db"}, "db_sessions#user": {"service": "user-db"},
     }
     outputs = {}
     for key, args in calls.items():
@@ -68,6 +69,7 @@ KINDS: dict[str, dict[str, object]] = {
     "thirdparty.errors": {"target": "payment-gateway", "params": {"error_rate": 0.0123}},
     "datastore.redis_config": {"target": "queue", "params": {"maxmemory": "123457kb"}},
     "datastore.redis_fill": {"target": "carts-cache", "params": {"rate": "257kb", "ttl_s": 7, "prefix": "rpt:"}},
+    "datastore.connection_leak": {"target": "carts-db", "params": {"connections": 37, "drop_others": False}},
     "datastore.query_storm": {"target": "catalogue-db", "params": {"concurrency": 1, "table": "sock",
                                                                    "column": "name"}},
     "queue.poison": {"target": "queue", "params": {"queue": "cdn-purge.iso", "body": "PURGE /catalogue/x"}},

@@ -38,7 +38,7 @@ SAFE_ARGS: dict[str, dict] = {
     "requeue": {"service": "catalogue"}, "reset_gateway": {}, "failover_gateway": None,
     "submit": {"detected": False, "root_causes": [], "summary": "mcp test"}, "mitigation_done": None,
     "queue_status": {"service": "catalogue"}, "purge_cache": {"service": "catalogue"},
-    "cache_stats": {"service": "session-db", "sample": 5},
+    "cache_stats": {"service": "session-db", "sample": 5}, "db_sessions": {"service": "user-db", "limit": 3},
     "set_route": {"service": "no-such-service", "weights": {"primary": 1}}, "rollback_route": {"service": "nope"},
 }
 

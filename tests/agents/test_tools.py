@@ -396,6 +396,74 @@ def test_a_migration_check_refuses_new_writes_until_it_is_dropped(shop: Shop, to
     assert _user_db(shop, "SELECT count(*) FROM pg_constraint WHERE conname = 'customers_phone_check'") == 0
 
 
+def _carts_items(shop: Shop, customer: str) -> tuple[int, Any]:
+    import requests
+
+    r = requests.get(f"{shop.addresses['carts']}/carts/{customer}/items", timeout=15)
+    return r.status_code, r.json() if r.status_code == 200 else r.text
+
+
+def _carts_fallbacks(shop: Shop) -> float:
+    import requests
+
+    text = requests.get(f"{shop.addresses['carts']}/metrics", headers=shop.telemetry, timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("carts_db_fallbacks_total{") and 'op="read"' in line)
+
+
+def test_a_connection_leak_starves_carts_until_its_role_is_blocked(shop: Shop, tools: Tools) -> None:
+    """Seed 3's "cart service database connection issues": a leaking client holds every slot carts-db lets a
+    non-superuser have, carts' own sessions drop once and cannot come back, and carts (degraded mode) serves a
+    stored cart as empty (200) instead of failing. db_sessions names the role; blocking it and ending its sessions
+    gives carts its sessions back; the fault's end drops the role and gives the services' role its limit back."""
+    import requests
+
+    from tests.conftest import wait_for
+
+    customer = f"leak-{uuid.uuid4().hex[:12]}"
+    added = requests.post(f"{shop.addresses['carts']}/carts/{customer}/items",
+                          json={"itemId": "sock-leak", "unitPrice": 2.5}, timeout=10)
+    assert added.status_code == 201, added.text
+    stored = "SELECT count(*) FROM cart_items WHERE customer_id = $1"
+    wait_for(lambda: _user_db(shop, stored, customer, db="carts-db") == 1, timeout=20)  # written back
+    redis.Redis.from_url(shop.addresses["carts-cache"]).delete(f"cart:{customer}")  # the next read is carts-db's
+    before = _carts_fallbacks(shop)
+    fault = shop.post("/v1/chaos/inject", {"kind": "datastore.connection_leak", "target": "carts-db",
+                                           "duration": "2m"})
+    try:
+        seen = ok(tools.call("db_sessions", service="carts-db"))
+        leak = [g for g in seen["groups"] if g["role"] == "recommender"]
+        assert leak and leak[0]["application"] == "recommender", seen
+        free_for_others = seen["max_connections"] - seen["reserved_for_superusers"]
+        assert sum(g["sessions"] for g in leak) >= free_for_others - 2, seen  # every slot but the operators'
+        assert not [g for g in seen["groups"] if g["role"] == "shop"], seen  # carts' sessions are gone
+        assert _carts_items(shop, customer) == (200, [])  # degraded: the page loads, the stored sock is not shown
+        assert _carts_fallbacks(shop) > before
+        # A change starts from an empty cart and is kept in the cache, unwritten: the shopper is told it is saved.
+        fresh = f"leak-{uuid.uuid4().hex[:12]}"
+        kept = requests.post(f"{shop.addresses['carts']}/carts/{fresh}/items", json={"itemId": "sock-new"},
+                             timeout=10)
+        assert kept.status_code == 201, kept.text
+        time.sleep(1.5)  # past a write-back round (every second): carts cannot take it to carts-db
+        assert _user_db(shop, stored, fresh, db="carts-db") == 0
+        blocked = tools.call("limit_db_role", service="carts-db", role="recommender", connections=0,
+                             end_sessions=True)
+        assert blocked["ok"] and blocked["result"]["sessions_ended"] >= free_for_others - 2, blocked
+        def shown() -> list[dict[str, Any]] | None:
+            status, body = _carts_items(shop, customer)
+            return body if status == 200 and body else None
+
+        items = wait_for(shown, timeout=20)  # carts' pool opens again: the stored cart is back
+        assert [(i["itemId"], i["quantity"]) for i in items] == [("sock-leak", 1)]
+        wait_for(lambda: _user_db(shop, stored, fresh, db="carts-db") == 1, timeout=20)  # written back at last
+    finally:
+        shop.post("/v1/chaos/clear", {"id": fault["id"]})
+    assert _user_db(shop, "SELECT count(*) FROM pg_roles WHERE rolname = 'recommender'", db="carts-db") == 0
+    assert _user_db(shop, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'shop'", db="carts-db") == -1
+    for cid in (customer, fresh):
+        requests.delete(f"{shop.addresses['carts']}/carts/{cid}", timeout=10)
+
+
 def test_create_index_makes_a_trigram_index_a_search_can_use_and_refuses_what_postgres_would(
         shop: Shop, tools: Tools) -> None:
     """A search's substring match (ILIKE '%wool%') needs a GIN index with pg_trgm's operator class: the agent

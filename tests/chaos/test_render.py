@@ -41,6 +41,7 @@ EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "datastore.query_storm": ("user-db", {"concurrency": 16}),
     "datastore.drop_index": ("user-db", {}),
     "datastore.lock_table": ("user-db", {"table": "customers", "mode": "share"}),
+    "datastore.connection_leak": ("carts-db", {"connections": 90}),
     "datastore.add_check": ("user-db", {"column": "phone", "pattern": "^[0-9']*$"}),
     "datastore.redis_config": ("session-db", {"maxmemory": "1mb", "maxmemory_policy": "noeviction"}),
     "datastore.redis_fill": ("carts-cache", {"rate": "4mb", "ttl_s": 30}),
@@ -183,3 +184,12 @@ def test_a_cache_sized_for_its_data_reads_the_overhead_in_the_job() -> None:
                         "params": {"maxmemory_data": "16kb", "maxmemory_policy": "allkeys-lru"}})
     text = to_yaml(render_faults([spec], RenderOptions()))
     assert "used_memory_overhead" in text and "CONFIG SET maxmemory $((OVERHEAD + 16384))" in text, text
+
+
+def test_a_connection_leak_renders_sessions_that_come_back_and_an_engine_upstream_has() -> None:
+    spec = parse_fault({"kind": "datastore.connection_leak", "target": "carts-db", "duration": "2m"})
+    ours = render_faults([spec], RenderOptions(selector_style="sockdrill"))
+    script = ours[0]["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    assert "psql -h carts-db" in script and "-lt 100" in script and "while true" in script  # opened again when ended
+    upstream = render_faults([spec], RenderOptions(selector_style="upstream"))  # upstream's carts-db is MongoDB
+    assert "mongo --quiet --host carts-db" in upstream[0]["spec"]["template"]["spec"]["containers"][0]["command"][-1]

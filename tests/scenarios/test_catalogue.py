@@ -20,7 +20,8 @@ def test_catalogue_is_valid_and_complete() -> None:
     order = cat.scenarios["order-failure"]
     assert {v.id for v in order.variants} == {"payment-partition", "payment-timeout-config",
                                                "shipping-queue-failure", "no-retry"}
-    assert {v.id for v in cat.scenarios["cart-loss"].variants} == {"session-ttl", "merge-timeout", "cache-eviction"}
+    assert {v.id for v in cat.scenarios["cart-loss"].variants} == {"session-ttl", "merge-timeout", "cache-eviction",
+                                                                        "db-connections"}
     assert {v.id for v in cat.scenarios["profile-updates"].variants} == {"validation-skip", "write-lock",
                                                                          "phone-constraint", "lost-updates"}
     assert {v.id for v in cat.scenarios["payment-timeout"].variants} == {"gateway-latency", "breaker-tripping",

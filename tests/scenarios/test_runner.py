@@ -32,6 +32,8 @@ ORACLE_IN_BENCH_ONLY = {
     "catalogue-staleness/edge-ttl": "a knob undone by rollback_config, as cart-loss/session-ttl",
     "cart-loss/cache-eviction": "datastore.redis_fill (tests/chaos), guests' baskets in the cache only (tests/shop/"
                                 "test_carts) and resize_cache as order-failure/shipping-queue-failure",
+    "cart-loss/db-connections": "datastore.connection_leak, carts' degraded mode, db_sessions and limit_db_role "
+                                "(tests/agents/test_tools), limit_db_role as login-latency's query storm",
     "payment-timeout/breaker-tripping": "thirdparty.errors as order-failure/no-retry; set_config on payment and "
                                         "reset_gateway, as payment-timeout/pool-exhaustion",
 }

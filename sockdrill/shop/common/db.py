@@ -25,6 +25,12 @@ DB_KNOBS = (
 
 Init = Callable[[asyncpg.Connection], Awaitable[None]]
 
+# Errors that mean no session could be had or kept (refused, full, unreachable, lost, timed out), not that a
+# statement was wrong: a caller may degrade on these, never on a query's own error.
+UNREACHABLE = (OSError, TimeoutError, asyncpg.exceptions.PostgresConnectionError,
+               asyncpg.exceptions.TooManyConnectionsError, asyncpg.exceptions.CannotConnectNowError,
+               asyncpg.InterfaceError)
+
 # Errors that mean the connection was unusable, not that the statement failed.
 STALE_CONNECTION = (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.InterfaceError,
                     ConnectionResetError, BrokenPipeError)
