@@ -446,6 +446,11 @@ def test_a_connection_leak_starves_carts_until_its_role_is_blocked(shop: Shop, t
         assert kept.status_code == 201, kept.text
         time.sleep(1.5)  # past a write-back round (every second): carts cannot take it to carts-db
         assert _user_db(shop, stored, fresh, db="carts-db") == 0
+        # Out of degraded mode, the same read fails instead (upstream's behaviour), naming the cause.
+        assert tools.call("set_config", service="carts", knobs={"empty_cart_on_db_error": False})["ok"]
+        status, text = _carts_items(shop, customer)
+        assert status == 500 and "TooManyConnections" in text, (status, text)
+        assert tools.call("rollback_config", service="carts")["ok"]
         blocked = tools.call("limit_db_role", service="carts-db", role="recommender", connections=0,
                              end_sessions=True)
         assert blocked["ok"] and blocked["result"]["sessions_ended"] >= free_for_others - 2, blocked
