@@ -32,6 +32,7 @@ from locust import FastHttpUser, task
 
 from sockdrill.load.choices import Chooser, account_for
 from sockdrill.load.config import LoadConfig
+from sockdrill.load.order_views import views_disagree
 from sockdrill.load.sli import Aggregator, step_name
 from sockdrill.shop.data.generate import search_vocabulary
 from sockdrill.shop.data.seed import TAGS
@@ -160,6 +161,13 @@ class ShopUser(FastHttpUser):
         if problem:
             raise StepFailed(problem)
         return resp
+
+    def judge(self, name: str, problem: str | None) -> None:
+        """A step of the current journey that compares what the customer saw (no request); raises StepFailed
+        on a problem."""
+        self.aggregator.check(step_name(self.current, name), problem is None, problem)
+        if problem:
+            raise StepFailed(problem)
 
     @contextlib.contextmanager
     def dated(self, name: str, left_at: float) -> Iterator[None]:
@@ -446,14 +454,25 @@ def checkout_page(u: ShopUser) -> bool:
 
 @journey("order-status")
 def order_status(u: ShopUser) -> bool:
-    """The customer's orders, then one of them in detail (when there is one)."""
+    """Scenario 8's customer: the order history, then one of the orders in detail and where its parcel is. Past
+    CONSISTENT_AFTER_S from the order's last change the three must agree (``order-status:consistent``)."""
     u.ensure_login()
     orders = body_json(u.step("list", "GET", "/orders", expect=(201,), check=is_list("orders")))
-    hrefs = [o["_links"]["self"]["href"] for o in orders
-             if isinstance(o, dict) and isinstance(o.get("_links", {}).get("self", {}).get("href"), str)]
-    if hrefs:
-        href = u.chooser.pick("order", hrefs)
-        u.step("detail", "GET", urlsplit(href).path, check=has_keys("order", "items", "total"))
+    listed = [o for o in orders
+              if isinstance(o, dict) and isinstance(o.get("_links", {}).get("self", {}).get("href"), str)]
+    if not listed:
+        return False
+    # The newest few: the ones still moving, where views can fall apart (a long history is mostly settled).
+    entry = u.chooser.pick("order", listed[-5:])
+    detail = body_json(u.step("detail", "GET", urlsplit(entry["_links"]["self"]["href"]).path,
+                              check=has_keys("order", "items", "total")))
+    shipment = detail.get("trackingId") if isinstance(detail, dict) else None
+    parcel = None
+    if isinstance(shipment, str) and shipment and "status" in detail:
+        parcel = body_json(u.step("tracking", "GET", f"/tracking/{quote(shipment, safe='')}",
+                                  check=has_keys("tracking", "status")))
+    if "status" in entry and isinstance(detail, dict) and "status" in detail:  # (an upstream orders has none)
+        u.judge("consistent", views_disagree(entry, detail, parcel if isinstance(parcel, dict) else None))
     return False
 
 

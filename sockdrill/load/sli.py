@@ -163,6 +163,14 @@ class Aggregator:
         if split_step(name) is not None:
             self.steps.setdefault(name, Series()).add(seconds, ok)
 
+    def check(self, name: str, ok: bool, error: str | None = None) -> None:
+        """A step that is a comparison the customer makes, not a request (e.g. two views of one order)."""
+        self.steps.setdefault(name, Series()).add(0.0, ok)
+        if not ok:
+            key = f"{name}: {_MASK.sub('#', error or 'failed')[:160]}"
+            if key in self.errors or len(self.errors) < MAX_ERROR_KINDS:
+                self.errors[key] = self.errors.get(key, 0) + 1
+
     def dated_check(self, name: str, left_at: float, ok: bool) -> None:
         cell = self._dated.setdefault(name, {}).setdefault(int(left_at), [0, 0])
         cell[0] += 1

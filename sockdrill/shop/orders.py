@@ -13,7 +13,10 @@ the first path segment, picks the deployment, and the call goes through the mesh
 Beyond upstream:
 - an order status, kept out of every upstream shape: ``created`` (row written before payment; deleted
   again if payment does not authorise), ``paid`` (authorised, shipment not yet accepted by shipping),
-  ``shipped`` (the state upstream would have saved). Only ``shipped`` (and later states) are listed;
+  ``shipped`` (the state upstream would have saved), ``delivered`` (the warehouse handed it over: its status
+  event applied, ``order_status.py``). Only ``shipped`` and later states are listed, and every view of an order
+  carries ``status``, ``statusChangedAt`` and ``trackingId`` (its shipment, for shipping's tracking view): fields
+  upstream's clients ignore;
 - an optional ``Idempotency-Key`` header: a repeated key returns the first order; if that attempt
   stopped after payment, the repeat resumes at shipping instead of charging again. The key (or the
   order id) is passed to payment as ``Idempotency-Key`` too;
@@ -39,6 +42,7 @@ from sockdrill.shop.carts import object_id
 from sockdrill.shop.common import Knob, Service, json_response, read_json, run_service
 from sockdrill.shop.common.db import DB_KNOBS, Database
 from sockdrill.shop.common.http import UpstreamError, UpstreamResponse
+from sockdrill.shop.order_status import OrderStatusUpdater
 from sockdrill.shop.spring import HAL_UTF8, JSON_UTF8, spring_error
 
 KNOBS: list[Knob] = [
@@ -52,6 +56,10 @@ KNOBS: list[Knob] = [
     Knob("payment_retry_backoff_s", 0.1, "first back-off between payment retries; doubles each time",
          minimum=0, maximum=30),
     Knob("shipping_timeout_s", 5.0, "timeout of the call to shipping (seconds)", minimum=0.001, maximum=300),
+    Knob("status_apply_interval_s", 0.0, "apply the warehouse's status events in batches this often (seconds; 0: as "
+         "they come)", minimum=0, maximum=600),
+    Knob("status_retry_s", 1.0, "wait before trying again a status event that could not be applied (seconds)",
+         minimum=0.05, maximum=300),
 ]
 
 SCHEMA = """
@@ -165,6 +173,7 @@ class Orders:
                                  registry=svc.metrics.registry)
         self.status_changes = Counter("orders_status_total", "Orders reaching a status.",
                                       ["service", "status"], registry=svc.metrics.registry)
+        self.updater = OrderStatusUpdater(svc, self.db, self.status_changes)
 
     # ---- upstream calls --------------------------------------------------------------------------
     @staticmethod
@@ -229,10 +238,12 @@ class Orders:
         self._check(resp, "shipping", "/shipping")
 
     # ---- persistence -------------------------------------------------------------------------------
-    async def _set_status(self, order_id: str, status: str) -> None:
-        await self.db.execute("UPDATE customer_orders SET status = $1, updated_at = now() WHERE id = $2",
-                              status, order_id)
-        self.status_changes.labels(self.svc.name, status).inc()
+    async def _set_status(self, order_id: str, status: str, came_from: str) -> None:
+        """Forward only: a delivery the warehouse reported first (order_status.py) is not undone."""
+        done = await self.db.execute("UPDATE customer_orders SET status = $1, updated_at = now() "
+                                     "WHERE id = $2 AND status = $3", status, order_id, came_from)
+        if done.endswith(" 1"):
+            self.status_changes.labels(self.svc.name, status).inc()
 
     def _stale_after(self) -> float:
         k = self.svc.knobs
@@ -305,7 +316,7 @@ class Orders:
             self.svc.log.error("order %s is paid but shipping refused it", order_id,
                                extra={"fields": {"order_id": order_id, "status": "paid"}})
             raise
-        await self._set_status(order_id, "shipped")
+        await self._set_status(order_id, "shipped", "paid")
 
     async def _checkout(self, routes: dict[str, tuple[str, str]], hrefs: dict[str, str], key: str | None
                         ) -> tuple[dict[str, Any], str]:
@@ -378,7 +389,7 @@ class Orders:
             # does not leave a half-placed order behind).
             await asyncio.shield(self.db.execute("DELETE FROM customer_orders WHERE id = $1", order_id))
             raise
-        await self._set_status(order_id, "paid")
+        await self._set_status(order_id, "paid", "created")
         await self._ship_and_finish(order_id, doc)
         self.svc.log.info("order %s placed", order_id, extra={"fields": {
             "order_id": order_id, "customer_id": customer_id, "shipment_id": doc["shipment"]["id"],
@@ -390,8 +401,13 @@ class Orders:
     def _base(request: web.Request) -> str:
         return f"http://{request.host}"
 
-    def _hal_order(self, request: web.Request, doc: dict[str, Any]) -> dict[str, Any]:
+    def _hal_order(self, request: web.Request, row: Any) -> dict[str, Any]:
+        """An order row (``doc``, ``status``, ``updated_at``) as Spring Data REST shows it, with its status."""
+        doc = json.loads(row["doc"])
         out = strip_ids(doc)
+        out["status"] = row["status"]
+        out["trackingId"] = (doc.get("shipment") or {}).get("id")  # the HAL view hides ids; tracking needs this one
+        out["statusChangedAt"] = row["updated_at"].astimezone(dt.UTC).isoformat(timespec="milliseconds")
         href = f"{self._base(request)}/orders/{doc['id']}"
         out["_links"] = {"self": {"href": href}, "order": {"href": href}}
         return out
@@ -425,7 +441,7 @@ class Orders:
         total = await self.db.fetchval("SELECT count(*) FROM customer_orders WHERE status <> ALL($1::text[])",
                                        list(HIDDEN))
         rows = await self.db.fetch(
-            f"SELECT doc FROM customer_orders WHERE status <> ALL($1::text[]) "
+            f"SELECT doc, status, updated_at FROM customer_orders WHERE status <> ALL($1::text[]) "
             f"ORDER BY {self._order_by(request)} LIMIT $2 OFFSET $3", list(HIDDEN), size, page * size)
         pages = (total + size - 1) // size
         base = self._base(request)
@@ -446,7 +462,7 @@ class Orders:
         links["profile"] = {"href": f"{base}/profile/orders"}
         links["search"] = {"href": f"{base}/orders/search"}
         body = {
-            "_embedded": {"customerOrders": [self._hal_order(request, json.loads(r["doc"])) for r in rows]},
+            "_embedded": {"customerOrders": [self._hal_order(request, r) for r in rows]},
             "_links": links,
             "page": {"size": size, "totalElements": total, "totalPages": pages, "number": page},
         }
@@ -454,13 +470,13 @@ class Orders:
 
     async def get_order(self, request: web.Request) -> web.Response:
         order_id = request.match_info["id"]
-        doc = await self.db.fetchval(
-            "SELECT doc FROM customer_orders WHERE id = $1 AND status <> ALL($2::text[])",
+        row = await self.db.fetchrow(
+            "SELECT doc, status, updated_at FROM customer_orders WHERE id = $1 AND status <> ALL($2::text[])",
             order_id, list(HIDDEN))
-        if doc is None:
+        if row is None:
             raise spring_error(404, f"no order with id '{order_id}'", request.path,
                                "org.springframework.data.rest.webmvc.ResourceNotFoundException")
-        return json_response(self._hal_order(request, json.loads(doc)), content_type=negotiate(request))
+        return json_response(self._hal_order(request, row), content_type=negotiate(request))
 
     async def search(self, request: web.Request) -> web.Response:
         base = self._base(request)
@@ -475,9 +491,9 @@ class Orders:
             raise spring_error(400, "query parameter 'custId' is required", request.path,
                                "java.lang.IllegalArgumentException")
         rows = await self.db.fetch(
-            f"SELECT doc FROM customer_orders WHERE customer_id = $1 AND status <> ALL($2::text[]) "
-            f"ORDER BY {self._order_by(request)}", cust_id, list(HIDDEN))
-        orders = [self._hal_order(request, json.loads(r["doc"])) for r in rows]
+            f"SELECT doc, status, updated_at FROM customer_orders WHERE customer_id = $1 "
+            f"AND status <> ALL($2::text[]) ORDER BY {self._order_by(request)}", cust_id, list(HIDDEN))
+        orders = [self._hal_order(request, r) for r in rows]
         body = {"_embedded": {"customerOrders": orders},
                 "_links": {"self": {"href": f"{self._base(request)}{request.path_qs}"}}}
         return json_response(body, content_type=negotiate(request))

@@ -3,8 +3,10 @@
 For each shipment it logs ``Received shipment task: <name>`` like upstream, does the work (a knob-set
 delay stands in for upstream's worker container), then logs a structured ``shipment processed`` line
 carrying the shipment id and counts it in ``queue_master_shipments_processed_total``; the message is
-acked only after that, so a crash mid-way redelivers it. Later code (the order status lifecycle) can
-match the shipment id against orders without queue-master touching orders-db.
+acked only after that, so a crash mid-way redelivers it. Processed is delivered (this shop has no courier): on a
+Redis queue store, before the ack, queue-master writes the shipment's tracking record and an ``order-events``
+status event in one transaction (``order_events.py``); orders applies the event to the order, so queue-master
+never touches orders-db. If that write fails the message is not acked: it is delivered again later.
 
 Queue metrics use the RabbitMQ exporter's names with a ``queue`` label, read from the broker at each
 scrape (``/metrics``, and ``/prometheus`` where upstream's Spring actuator served them).
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from sockdrill.shop import order_events
 from sockdrill.shop.common import Knob, Service, run_service
 from sockdrill.shop.common.env import upstream_url
 from sockdrill.shop.queue import Delivery, QueueError, QueueStats, ShippingQueue, open_queue
@@ -78,6 +82,11 @@ class QueueMaster:
                                  ["service"], registry=reg)
         self.invalid = Counter("queue_master_invalid_messages_total", "Messages dropped as unreadable.",
                                ["service"], registry=reg)
+        self.events = Counter("queue_master_order_events_total", "Deliveries told to orders (tracking record and "
+                              "status event), by result.", ["service", "result"], registry=reg)
+        for result in ("ok", "failed"):
+            self.events.labels(svc.name, result)
+        self._redis: object | None = None
         svc.on_startup(self._start)
         svc.on_cleanup(self._stop)
         svc.add_health("queue-master-rabbitmq", self._healthy)
@@ -92,6 +101,15 @@ class QueueMaster:
         k = self.svc.knobs
         self.queue = open_queue(upstream_url("queue"), consumer=self.svc.pod,
                                 visibility_timeout_s=k["visibility_timeout_s"], prefetch=k["prefetch"])
+        url = upstream_url("queue")
+        if url.startswith("redis"):
+            import redis.asyncio as aioredis
+
+            from sockdrill.shop.common.redisconn import stale_connection_retry
+
+            self._redis = aioredis.Redis.from_url(url, socket_timeout=5, **stale_connection_retry())
+        else:
+            self.svc.log.warning("the queue is not Redis: deliveries are not tracked and orders stay 'shipped'")
         self._task = asyncio.create_task(self.queue.consume(self._traced))
 
     async def _stop(self, _app: web.Application) -> None:
@@ -101,6 +119,8 @@ class QueueMaster:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        if self._redis is not None:
+            await self._redis.aclose()  # type: ignore[attr-defined]
 
     async def _healthy(self) -> bool:
         return self.queue is not None and await self.queue.healthy()
@@ -131,10 +151,20 @@ class QueueMaster:
         delay = self.svc.knobs["process_delay_s"]
         if delay:
             await asyncio.sleep(delay)
+        event = None
+        if self._redis is not None and isinstance(shipment_id, str) and shipment_id:
+            try:
+                event = await order_events.record_delivery(self._redis, shipment_id, time.time())
+            except Exception as exc:
+                self.events.labels(self.svc.name, "failed").inc()
+                self.svc.log.error("delivery of shipment %s not recorded (the message is delivered again): %s",
+                                   shipment_id, exc, extra={**trace, "fields": {"shipment_id": shipment_id}})
+                raise
+            self.events.labels(self.svc.name, "ok").inc()
         self.processed.labels(self.svc.name).inc()
         self.svc.log.info("shipment processed", extra={**trace, "fields": {
             "event": "shipment_processed", "shipment_id": shipment_id, "name": name,
-            "message_id": delivery.message_id}})
+            "message_id": delivery.message_id, "order_event": event}})
 
     async def refresh(self) -> None:
         if self.queue is None:

@@ -4,6 +4,10 @@ Like upstream, POST /shipping answers 201 with the shipment even when publishing
 is logged and counted (``shipping_publish_failures_total``), so lost shipments show in metrics and
 logs rather than to the caller. The queue is Redis Streams, or RabbitMQ for an ``amqp://`` URL; the
 health entry keeps upstream's name ``shipping-rabbitmq`` either way and comes first, as upstream.
+
+Extension: ``GET /shipping/{id}/status`` is the warehouse's view of a shipment, from the tracking record
+queue-master writes when it hands the parcel over (``order_events.py``): ``{"id", "status": "delivered", "at"}``, or
+``"in_transit"`` (``at`` null) while there is none. Upstream's ``GET /shipping/{id}`` text is unchanged.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import Counter
 
+from sockdrill.shop import order_events
 from sockdrill.shop.common import Knob, Service, json_response, read_json, run_service
 from sockdrill.shop.common.env import upstream_url
 from sockdrill.shop.queue import QueueError, ShippingQueue, open_queue
@@ -43,17 +49,27 @@ class Shipping:
         self.failures = Counter("shipping_publish_failures_total",
                                 "Shipments answered 201 but not put on the queue.", ["service", "reason"],
                                 registry=reg)
+        self._redis: Any = None
         svc.on_startup(self._start)
         svc.on_cleanup(self._stop)
         svc.add_health("shipping-rabbitmq", self._healthy)
 
     async def _start(self, _app: web.Application) -> None:
         # No broker round-trip here: shipping starts (and reports err) while the queue is down.
-        self.queue = open_queue(upstream_url("queue"))
+        url = upstream_url("queue")
+        self.queue = open_queue(url)
+        if url.startswith("redis"):
+            import redis.asyncio as aioredis
+
+            from sockdrill.shop.common.redisconn import stale_connection_retry
+
+            self._redis = aioredis.Redis.from_url(url, socket_timeout=2, **stale_connection_retry())
 
     async def _stop(self, _app: web.Application) -> None:
         if self.queue is not None:
             await self.queue.close()
+        if self._redis is not None:
+            await self._redis.aclose()
 
     async def _healthy(self) -> bool:
         return self.queue is not None and await self.queue.healthy()
@@ -104,6 +120,23 @@ class Shipping:
         return web.Response(body=text.encode(), headers={"Content-Type": TEXT_UTF8})
 
 
+    async def tracking(self, request: web.Request) -> web.Response:
+        shipment_id = request.match_info["id"]
+        if self._redis is None:
+            raise web.HTTPNotImplemented(text=json.dumps({
+                "error": "shipment tracking needs the Redis queue", "status_code": 501,
+                "status_text": "Not Implemented"}), content_type="application/json")
+        try:
+            rec = await order_events.tracking(self._redis, shipment_id)
+        except Exception as exc:  # the queue store away: the view is unavailable, not "in transit"
+            self.svc.log.warning("tracking of %s unavailable: %s", shipment_id, exc)
+            raise web.HTTPServiceUnavailable(text=json.dumps({
+                "error": "shipment tracking unavailable", "status_code": 503,
+                "status_text": "Service Unavailable"}), content_type="application/json") from None
+        status, at = (rec["status"], rec["at"]) if rec else ("in_transit", None)
+        return json_response({"id": shipment_id, "status": status, "at": at}, content_type=JSON_UTF8)
+
+
 @web.middleware
 async def _queue_health_first(request: web.Request,
                               handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -126,6 +159,7 @@ def build(svc: Service) -> None:
     r.add_post("/shipping", shipping.create)
     r.add_get("/shipping", shipping.list_all)
     r.add_get("/shipping/{id}", shipping.get_one)
+    r.add_get("/shipping/{id}/status", shipping.tracking)
 
 
 def main() -> None:

@@ -356,8 +356,10 @@ def test_get_order_hal_without_ids(orders: str) -> None:
         return isinstance(value, list) and any(ids(v) for v in value)
 
     assert not ids(hal)
+    # Upstream's fields, then ours (its status and shipment for tracking: upstream's clients ignore them).
     assert list(hal) == ["customerId", "customer", "address", "card", "items", "shipment", "date", "total",
-                         "_links"]
+                         "status", "trackingId", "statusChangedAt", "_links"]
+    assert hal["status"] == "shipped" and hal["trackingId"] == order["shipment"]["id"]
     assert hal["shipment"] == {"name": CUSTOMER}
     host = f"127.0.0.1:{orders.rsplit(':', 1)[1]}"
     href = f"http://{host}/orders/{order['id']}"

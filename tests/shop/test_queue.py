@@ -248,12 +248,12 @@ def test_shipment_flows_to_queue_master(pipeline: tuple[ServiceProcess, ServiceP
     assert r.status_code == 201 and r.json() == {"id": shipment_id, "name": "cust-42"}
     assert r.headers["Content-Type"] == "application/json;charset=UTF-8"
 
-    def processed() -> bool:
-        return "Received shipment task: cust-42" in master.logs() and shipment_id in master.logs()
+    def processed() -> dict | None:  # the line written once the shipment is done (after "Received ...")
+        return next((json.loads(x) for x in master.logs().splitlines()
+                     if x.startswith("{") and "shipment_processed" in x), None)
 
-    wait_for(processed, timeout=10)
-    line = next(json.loads(x) for x in master.logs().splitlines()
-                if x.startswith("{") and "shipment_processed" in x)
+    line = wait_for(processed, timeout=10)
+    assert "Received shipment task: cust-42" in master.logs()
     assert line["fields"]["shipment_id"] == shipment_id and line["trace_id"] == "c" * 32
     for path in ("/metrics", "/prometheus"):
         text = requests.get(f"{master.url}{path}", timeout=5).text

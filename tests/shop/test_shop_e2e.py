@@ -56,6 +56,70 @@ def test_whole_journey_reaches_queue_master(shop: Shop) -> None:
     # The shipment travelled shipping → queue → queue-master, which acked it.
     wait_for(lambda: any(rec.get("fields", {}).get("shipment_id") == shipment_id
                          for rec in log_lines(shop.data_dir, "queue-master")))
+    # Processed is handed over: the warehouse's status event moved the order on (scenario 8's life cycle).
+    wait_for(lambda: asyncio.run(orders_in_db(shop, order["customerId"]))[0]["status"] == "delivered", timeout=15)
+
+
+def _order_views(shop: Shop, username: str, order_id: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """What the customer sees of one order: its history entry, its detail and its parcel's tracking."""
+    async def go() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        s = await _login_session(shop.url, username, "password")
+        try:
+            async with s.get(f"{shop.url}/orders") as r:
+                assert r.status == 201, await r.text()
+                listed = [o for o in json.loads(await r.text()) if o["_links"]["self"]["href"].endswith(order_id)]
+            assert len(listed) == 1, listed
+            async with s.get(shop.url + listed[0]["_links"]["self"]["href"]) as r:
+                assert r.status == 200, await r.text()
+                detail = json.loads(await r.text())
+            async with s.get(f"{shop.url}/tracking/{detail['trackingId']}") as r:
+                assert r.status == 200, await r.text()
+                parcel = json.loads(await r.text())
+            return listed[0], detail, parcel
+        finally:
+            await s.close()
+
+    return asyncio.run(go())
+
+
+def test_an_order_follows_the_warehouse_and_every_view_says_so(shop: Shop) -> None:
+    """Seed 8's mechanisms: the warehouse's hand-over reaches the order through order-events; the history (cached
+    by the front-end), the detail and the tracking view agree; batched status events leave the order behind the
+    warehouse, which the customer's comparison and the end-of-run integrity check both see."""
+    import time
+
+    from sockdrill.load.order_views import views_disagree
+    from sockdrill.scenarios.integrity_setup import _orders_match_warehouse
+
+    since = time.time()
+    name = f"views_{uuid.uuid4().hex[:10]}"
+    first = asyncio.run(run_journey(shop.url, username=name))
+    assert first.ok and first.order
+    listed, detail, parcel = wait_for(lambda: (lambda v: v if v[1]["status"] == "delivered" else None)(
+        _order_views(shop, name, first.order["id"])), timeout=15)
+    assert parcel["status"] == "delivered" and parcel["at"] > since
+    assert views_disagree(listed, detail, parcel) is None
+    ok = asyncio.run(_orders_match_warehouse(shop.addresses["orders-db"], shop.addresses["queue"], since))
+    assert ok.ok is True and "handed over" in ok.detail, ok
+
+    shop.post("/v1/config", {"deployment": "orders", "knobs": {"status_apply_interval_s": 60}, "record": False})
+    time.sleep(1.5)  # a read already waiting for events (up to 1 s) when the knob changed takes what comes
+    try:
+        second = asyncio.run(run_journey(shop.url, username=name, register=False))
+        assert second.ok and second.order
+        oid = second.order["id"]
+        _, detail, parcel = wait_for(lambda: (lambda v: v if v[2]["status"] == "delivered" else None)(
+            _order_views(shop, name, oid)), timeout=15)
+        assert detail["status"] == "shipped"  # the warehouse handed it over; orders has not heard yet
+        time.sleep(3.5)
+        listed, detail, parcel = _order_views(shop, name, oid)
+        assert "still says 'shipped'" in (views_disagree(listed, detail, parcel) or "")
+        stuck = asyncio.run(_orders_match_warehouse(shop.addresses["orders-db"], shop.addresses["queue"], since,
+                                                    in_flight_s=0))
+        assert stuck.ok is False and [v["order_id"] for v in stuck.violations] == [oid], stuck
+    finally:
+        shop.post("/v1/config", {"deployment": "orders", "knobs": {"status_apply_interval_s": 0}, "record": False})
+    wait_for(lambda: _order_views(shop, name, oid)[1]["status"] == "delivered", timeout=15)
 
 
 async def _login_session(url: str, username: str, password: str) -> aiohttp.ClientSession:

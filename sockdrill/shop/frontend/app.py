@@ -72,6 +72,7 @@ from sockdrill.shop.common.env import optional_upstream_url
 from sockdrill.shop.common.http import UpstreamError, UpstreamResponse
 from sockdrill.shop.common.knobs import Knob
 from sockdrill.shop.common.service import Service, json_response, run_service
+from sockdrill.shop.frontend.order_history import OrderHistoryCache
 from sockdrill.shop.frontend.session import (
     COOKIE,
     LOGGED_IN,
@@ -92,6 +93,8 @@ KNOBS = [
     # Login must not hang on the cart: the merge gets its own, shorter budget (and failing, is only logged).
     Knob("cart_merge_timeout_s", 2.0, "how long login waits for carts to merge the anonymous cart (seconds)",
          minimum=0.001, maximum=60),
+    Knob("orders_cache_ttl_s", 1.0, "how long a customer's order history is kept after reading it from orders "
+         "(seconds; 0: not cached)", minimum=0, maximum=86400),
 ]
 
 STATIC = Path(__file__).parent / "static"
@@ -166,6 +169,7 @@ class FrontEnd:
         self.svc = svc
         self.http = svc.http
         self.store = SessionStore(session_url, svc.knobs["session_ttl_s"], svc.knobs["session_db_timeout_s"])
+        self.history = OrderHistoryCache(svc)
         reg = svc.metrics.registry
         self.sessions_created = Counter("sessions_created_total", "Sessions the front-end started.", ["service"],
                                         registry=reg).labels(svc.name)
@@ -367,6 +371,9 @@ class FrontEnd:
     # ---- orders ---------------------------------------------------------------------------------
     async def list_orders(self, request: web.Request, session: Session) -> web.StreamResponse:
         cid = self.logged_in(request, session)
+        cached = self.history.get(cid)
+        if cached is not None:
+            return untyped(json.dumps(cached).encode(), 201)
         up = await self.http.request("orders", "GET", "/orders/search/customerId",
                                      params={"sort": "date", "custId": cid})
         if up.status == 404:
@@ -383,7 +390,19 @@ class FrontEnd:
                 for link in links.values():
                     if isinstance(link, dict) and isinstance(link.get("href"), str):
                         link["href"] = ORDERS_LINK.sub(r"\1", link["href"])
+        self.history.put(cid, orders)
         return untyped(json.dumps(orders).encode(), 201)  # sic: upstream answers 201
+
+    async def tracking(self, request: web.Request, session: Session) -> web.StreamResponse:
+        """Where a shipment is, as the warehouse knows it (shipping's tracking view; the order detail names the
+        shipment)."""
+        self.logged_in(request, session)
+        up = await self.http.request("shipping", "GET", f"/shipping/{seg(request.match_info['id'])}/status")
+        data = up.json()
+        if up.status != 200 or not isinstance(data, dict):
+            raise ApiError(502 if up.status >= 500 else up.status, f"Unable to track the shipment. Status code: "
+                           f"{up.status}")
+        return web.json_response(data)
 
     async def get_order(self, request: web.Request, _s: Session) -> web.StreamResponse:
         path = "/orders/" + sub_path(request.match_info["tail"])
@@ -419,6 +438,7 @@ class FrontEnd:
         placed = await self.http.request("orders", "POST", "/orders", json_body=order,
                                          headers={"Accept": "application/json"},
                                          timeout=self.svc.knobs["checkout_timeout_s"])
+        self.history.invalidate(cid)  # this customer's history has a new order (or may have, on a timeout)
         return untyped(placed.body, placed.status)
 
     # ---- customers, addresses, cards ------------------------------------------------------------
@@ -634,6 +654,8 @@ def build(svc: Service) -> None:
     def on_knobs(changes: dict[str, Any]) -> None:
         if "session_ttl_s" in changes:
             fe.store.ttl_s = changes["session_ttl_s"]
+        if "orders_cache_ttl_s" in changes:
+            fe.history.clear()
         if "session_db_timeout_s" in changes:
             task = asyncio.ensure_future(fe.store.reconnect(changes["session_db_timeout_s"]))
             pending.add(task)
@@ -661,6 +683,7 @@ def build(svc: Service) -> None:
     r.add_get("/orders", api(fe.list_orders))
     r.add_post("/orders", api(fe.create_order))
     r.add_get("/orders/{tail:.+}", api(fe.get_order))
+    r.add_get("/tracking/{id}", api(fe.tracking))
     r.add_get("/customers", api(fe.user_get))
     r.add_post("/customers", api(fe.post_customer))
     r.add_get("/customers/{id}", api(fe.get_customer))
