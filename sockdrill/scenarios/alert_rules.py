@@ -24,6 +24,7 @@ RUNBOOKS: dict[tuple[str, str], str] = {
     ("profile-edit", "latency"): "profile-failing", ("profile-edit", "errors"): "profile-failing",
     ("freshness", "latency"): "catalogue-stale", ("freshness", "errors"): "catalogue-stale",
     ("search", "latency"): "search-slow", ("search", "errors"): "search-failing",
+    ("order-status", "latency"): "orders-inconsistent", ("order-status", "errors"): "orders-inconsistent",
 }
 
 

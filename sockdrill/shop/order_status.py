@@ -91,7 +91,8 @@ class OrderStatusUpdater:
     async def _run(self) -> None:
         consumer = self.svc.pod
         ready = False
-        last_claim = last_round = 0.0
+        # Batching counts from the start: a restarted pod does not apply its backlog at once.
+        last_claim, last_round = 0.0, time.monotonic()
         while True:
             try:
                 if not ready:

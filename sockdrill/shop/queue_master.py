@@ -6,7 +6,9 @@ carrying the shipment id and counts it in ``queue_master_shipments_processed_tot
 acked only after that, so a crash mid-way redelivers it. Processed is delivered (this shop has no courier): on a
 Redis queue store, before the ack, queue-master writes the shipment's tracking record and an ``order-events``
 status event in one transaction (``order_events.py``); orders applies the event to the order, so queue-master
-never touches orders-db. If that write fails the message is not acked: it is delivered again later.
+never touches orders-db. If that write fails the message is not acked: it is delivered again later. With
+``handover_delay_s`` the hand-over comes that much later (a warehouse takes a while): the parcel waits on the
+``handovers`` list of the queue store, so a restart loses none.
 
 Queue metrics use the RabbitMQ exporter's names with a ``queue`` label, read from the broker at each
 scrape (``/metrics``, and ``/prometheus`` where upstream's Spring actuator served them).
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
@@ -36,7 +39,10 @@ KNOBS: list[Knob] = [
          minimum=0.05, maximum=3600),
     Knob("prefetch", 10, "messages fetched (Redis) or in flight unacked (RabbitMQ) at once",
          minimum=1, maximum=1000),
+    Knob("handover_delay_s", 0.0, "time the warehouse takes to hand a processed parcel over (seconds; 0: at once)",
+         minimum=0, maximum=3600),
 ]
+HANDOVERS = "handovers"  # parcels processed and not yet handed over: shipment id scored by when it is due
 
 
 class QueueCollector:
@@ -86,7 +92,8 @@ class QueueMaster:
                               "status event), by result.", ["service", "result"], registry=reg)
         for result in ("ok", "failed"):
             self.events.labels(svc.name, result)
-        self._redis: object | None = None
+        self._redis: Any = None
+        self._handover_task: asyncio.Task[None] | None = None
         svc.on_startup(self._start)
         svc.on_cleanup(self._stop)
         svc.add_health("queue-master-rabbitmq", self._healthy)
@@ -111,6 +118,26 @@ class QueueMaster:
         else:
             self.svc.log.warning("the queue is not Redis: deliveries are not tracked and orders stay 'shipped'")
         self._task = asyncio.create_task(self.queue.consume(self._traced))
+        if self._redis is not None:
+            self._handover_task = asyncio.create_task(self._handovers())
+
+    async def _handovers(self) -> None:
+        """Hand over the parcels whose time has come: the tracking record and status event first, then off the
+        list (a crash in between hands one over twice, which orders counts as a duplicate)."""
+        while True:
+            await asyncio.sleep(0.2)
+            try:
+                due = await self._redis.zrangebyscore(HANDOVERS, "-inf", time.time(), start=0, num=100)
+                for raw in due:
+                    shipment_id = order_events.decode(raw)
+                    await order_events.record_delivery(self._redis, shipment_id, time.time())
+                    await self._redis.zrem(HANDOVERS, shipment_id)
+                    self.events.labels(self.svc.name, "ok").inc()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the queue store away: the parcels wait, nothing is lost
+                self.events.labels(self.svc.name, "failed").inc()
+                self.svc.log.warning("hand-overs delayed: %s", exc)
 
     async def _stop(self, _app: web.Application) -> None:
         if self.queue is not None:
@@ -119,8 +146,12 @@ class QueueMaster:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        if self._handover_task is not None:
+            self._handover_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._handover_task
         if self._redis is not None:
-            await self._redis.aclose()  # type: ignore[attr-defined]
+            await self._redis.aclose()
 
     async def _healthy(self) -> bool:
         return self.queue is not None and await self.queue.healthy()
@@ -152,9 +183,13 @@ class QueueMaster:
         if delay:
             await asyncio.sleep(delay)
         event = None
+        handover = float(self.svc.knobs["handover_delay_s"])
         if self._redis is not None and isinstance(shipment_id, str) and shipment_id:
             try:
-                event = await order_events.record_delivery(self._redis, shipment_id, time.time())
+                if handover > 0:  # handed over later by _handovers (durable: the queue store keeps the list)
+                    await self._redis.zadd(HANDOVERS, {shipment_id: time.time() + handover})
+                else:
+                    event = await order_events.record_delivery(self._redis, shipment_id, time.time())
             except Exception as exc:
                 self.events.labels(self.svc.name, "failed").inc()
                 self.svc.log.error("delivery of shipment %s not recorded (the message is delivered again): %s",

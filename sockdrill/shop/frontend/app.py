@@ -95,6 +95,7 @@ KNOBS = [
          minimum=0.001, maximum=60),
     Knob("orders_cache_ttl_s", 1.0, "how long a customer's order history is kept after reading it from orders "
          "(seconds; 0: not cached)", minimum=0, maximum=86400),
+    Knob("orders_cache_invalidation", True, "drop a customer's cached order history when they place an order"),
 ]
 
 STATIC = Path(__file__).parent / "static"
@@ -438,7 +439,8 @@ class FrontEnd:
         placed = await self.http.request("orders", "POST", "/orders", json_body=order,
                                          headers={"Accept": "application/json"},
                                          timeout=self.svc.knobs["checkout_timeout_s"])
-        self.history.invalidate(cid)  # this customer's history has a new order (or may have, on a timeout)
+        if self.svc.knobs["orders_cache_invalidation"]:
+            self.history.invalidate(cid)  # this customer's history has a new order (or may have, on a timeout)
         return untyped(placed.body, placed.status)
 
     # ---- customers, addresses, cards ------------------------------------------------------------
@@ -654,7 +656,7 @@ def build(svc: Service) -> None:
     def on_knobs(changes: dict[str, Any]) -> None:
         if "session_ttl_s" in changes:
             fe.store.ttl_s = changes["session_ttl_s"]
-        if "orders_cache_ttl_s" in changes:
+        if "orders_cache_ttl_s" in changes or "orders_cache_invalidation" in changes:
             fe.history.clear()
         if "session_db_timeout_s" in changes:
             task = asyncio.ensure_future(fe.store.reconnect(changes["session_db_timeout_s"]))

@@ -1,10 +1,11 @@
 """The front-end's cache of each customer's order history (the "my orders" page), per pod.
 
 A customer's list is kept ``orders_cache_ttl_s`` after it was read from orders, and dropped when this front-end
-places an order for that customer. Nothing tells the front-end that the warehouse delivered an order, so for up to
-the TTL the history shows an order's earlier status while its detail page (read from orders each time) shows the
-new one: a short TTL keeps the two views within a second of each other, a long one is the seed's "cache
-invalidation issues" of scenario 8. A change of the TTL empties the cache.
+places an order for that customer (``orders_cache_invalidation``). Nothing tells the front-end that the warehouse
+delivered an order, so for up to the TTL the history shows an order's earlier status while its detail page (read
+from orders each time) shows the new one: a short TTL keeps the two views within a second of each other; a long
+one without the invalidation is the seed's "cache invalidation issues" of scenario 8. A change of either knob
+empties the cache.
 """
 
 from __future__ import annotations
