@@ -91,10 +91,20 @@ def shop_journey(pg: Any, base: str) -> None:
     expect(rows.filter(has_text=f"${total:.2f}").first).to_be_visible()
     expect(pg.locator("#cart-count")).to_have_text("0 items in cart")
 
-    # And its detail page lists the sock.
+    # And its detail page lists the sock, its status and where the parcel is (the warehouse hands it over at once
+    # here: the page, reloaded, says delivered on both).
+    expect(rows.filter(has_text=f"${total:.2f}").first.locator(".order-status")).to_have_text(
+        re.compile(r"^(shipped|delivered)$"))
     rows.filter(has_text=f"${total:.2f}").first.locator("a.btn").click()
     expect(pg.locator("#order")).to_contain_text(name)
     expect(pg.locator("#order")).to_contain_text("User Name")
+    for _ in range(20):
+        if "Delivered" in pg.locator("#parcel").inner_text():
+            break
+        pg.wait_for_timeout(250)
+        pg.reload()
+    expect(pg.locator("#parcel")).to_contain_text("Delivered")
+    expect(pg.locator(".order-head .status")).to_have_text("delivered")
 
 
 def test_log_in_add_sock_check_out(shop: Any, page: Any) -> None:

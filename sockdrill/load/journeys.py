@@ -109,9 +109,20 @@ class ShopUser(FastHttpUser):
         self.logged_in_at: float | None = None
         self.current = ""
         self.declined = False
-        # A return visit in progress: the anonymous browser's client, the cart it left and when it comes back.
-        self.away: Away | None = None
+        # Return visits in progress, first due first: the anonymous browser's client, the cart it left and when it
+        # comes back (see max_aways).
+        self.aways: list[Away] = []
         self.device: Any = None  # the customer's second device (profile-edit)
+
+    def return_due(self) -> bool:
+        return bool(self.aways) and time.monotonic() >= self.aways[0].back_at
+
+    def max_aways(self) -> int:
+        """How many return visits one simulated user keeps going at once: one while the absence is short (the fast
+        profile's seconds), more when it is long (the standard profile's minutes), so that returns keep arriving
+        about every RETURN_SPACING_S per user instead of once an absence (SLO windows need them)."""
+        away = float(self.config.return_after)
+        return 1 if away <= PIPELINE_AFTER_S else math.ceil(away / RETURN_SPACING_S)
 
     def on_stop(self) -> None:
         heapq.heappush(type(self)._free, self.index)
@@ -122,7 +133,7 @@ class ShopUser(FastHttpUser):
     @task
     def iterate(self) -> None:
         name = self.chooser.journey()
-        if name == "return-visit" and self.away is not None and time.monotonic() < self.away.back_at:
+        if name == "return-visit" and not self.return_due() and len(self.aways) >= self.max_aways():
             name = "browse"  # still away: the customer does something else meanwhile
         self.current = name
         started = time.perf_counter()
@@ -207,6 +218,12 @@ class ShopUser(FastHttpUser):
             return None if "declined" in message.lower() else f"order refused (406): {message[:120]}"
         resp = self.step("order", "POST", "/orders", expect=(201, 406), check=check)
         return resp.status_code == 406  # type: ignore[no-any-return]
+
+
+# Absences longer than this (the standard profile's) are pipelined: a user starts another visit while earlier ones
+# are away, so that a return arrives about every RETURN_SPACING_S per user.
+PIPELINE_AFTER_S = 30.0
+RETURN_SPACING_S = 5.0
 
 
 class Away:
@@ -314,8 +331,7 @@ def return_visit(u: ShopUser) -> bool | None:
     them; log in: they must be in the customer's cart (the merge), then check out is left for another day
     (the cart is emptied). A cart that lost items fails the step that saw it: ``return-visit:kept`` (between
     visits) or ``return-visit:merged`` (at login). Counted as one journey, when the second visit ends."""
-    away = u.away
-    if away is None:
+    if not u.return_due():
         client = _browser(u)
         items = [i for i in u.catalogue() if isinstance(i, dict) and "id" in i]
         if not items:
@@ -326,9 +342,9 @@ def return_visit(u: ShopUser) -> bool | None:
             u.step("add", "POST", "/cart", expect=(201,), json={"id": item}, client=client)
             left[item] = left.get(item, 0) + 1
         u.step("basket", "GET", "/cart", check=_holds(left, "the basket after adding"), client=client)
-        u.away = Away(client, left, time.monotonic() + u.config.return_after)
+        u.aways.append(Away(client, left, time.monotonic() + u.config.return_after))
         return CONTINUED
-    u.away = None
+    away = u.aways.pop(0)
     with u.dated("kept", away.left_at):
         u.step("kept", "GET", "/cart", check=_holds(away.items, "the cart after coming back"), client=away.client)
     u.step("login", "GET", "/login", auth=(u.username, u.password), client=away.client)

@@ -384,8 +384,8 @@
       }
       list.sort((a, b) => String(b.date || "").localeCompare(String(a.date || "")));
       box.replaceChildren(el("table", { class: "lines", id: "orders-table" },
-        el("thead", {}, el("tr", {}, el("th", {}, "Order"), el("th", {}, "Date"), el("th", { class: "num" }, "Items"),
-          el("th", { class: "num" }, "Total"), el("th", {}, ""))),
+        el("thead", {}, el("tr", {}, el("th", {}, "Order"), el("th", {}, "Date"), el("th", {}, "Status"),
+          el("th", { class: "num" }, "Items"), el("th", { class: "num" }, "Total"), el("th", {}, ""))),
         el("tbody", {}, list.map((o) => {
           const id = orderId(o);
           const count = (o.items || []).reduce((sum, i) => sum + (Number(i.quantity) || 0), 0);
@@ -393,6 +393,7 @@
           return el("tr", { dataset: { order: id } },
             el("td", {}, el("a", { href }, "#" + id.slice(-8))),
             el("td", {}, Shop.formatDate(o.date)),
+            el("td", { class: "order-status" }, o.status ? String(o.status) : ""),
             el("td", { class: "num" }, String(count)),
             el("td", { class: "num" }, money(o.total)),
             el("td", { class: "num" }, el("a", { class: "btn", href }, "View")));
@@ -417,6 +418,15 @@
     const c = o.customer || {};
     const a = o.address || {};
     const card = o.card || {};
+    // Where the parcel is, as the warehouse knows it (a page that cannot ask still shows the order).
+    let parcel = null;
+    if (o.trackingId) {
+      const t = await api("GET", "/tracking/" + encodeURIComponent(o.trackingId));
+      parcel = el("div", { class: "detail-box", id: "parcel" }, el("h4", {}, "Parcel"),
+        t.status === 200 && t.data ? (t.data.status === "delivered"
+          ? "Delivered " + Shop.formatDate(new Date(t.data.at * 1000).toISOString()) : "On its way")
+          : "Tracking is unavailable right now.");
+    }
     box.replaceChildren(
       el("div", { class: "order-head" },
         el("div", {}, el("h1", {}, "Order #" + id.slice(-8)),
@@ -445,7 +455,8 @@
           card.longNum ? el("div", { class: "detail-box" }, el("h4", {}, "Paid with"),
             "Card ending in " + String(card.longNum).slice(-4)) : null,
           o.shipment && o.shipment.name !== undefined ? el("div", { class: "detail-box" }, el("h4", {}, "Shipment"),
-            "Shipping for customer " + o.shipment.name) : null)));
+            "Shipping for customer " + o.shipment.name) : null,
+          parcel)));
   }
 
   /* ---- my profile (ours: no upstream page) ------------------------------------------------------ */
