@@ -43,6 +43,7 @@ from sockdrill.shop import carts_db
 from sockdrill.shop.carts_db import Line
 from sockdrill.shop.common.db import UNREACHABLE
 from sockdrill.shop.common.redisconn import stale_connection_retry
+from sockdrill.shop.common.tasks import cancel_and_wait
 from sockdrill.telemetry import tracing
 
 DIRTY = "carts:dirty"
@@ -108,12 +109,7 @@ class CartCache:
         self._task = asyncio.ensure_future(self._flusher())
 
     async def _stop(self, _app: Any) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
         try:  # a last write-back, so that a clean shutdown loses nothing
             await asyncio.wait_for(self.flush_once(), 2.0)
         except (TimeoutError, Exception):

@@ -46,6 +46,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from sockdrill.shop.common import Knob, Service, bad_request, json_response, read_json, run_service
 from sockdrill.shop.common.env import optional_upstream_url
 from sockdrill.shop.common.http import UpstreamError
+from sockdrill.shop.common.tasks import cancel_and_wait
 from sockdrill.shop.product_events import STREAM_PREFIX, EventError, ensure_group, next_in_order, parse_purge
 
 ORIGIN = "front-end"
@@ -262,12 +263,7 @@ class EdgeCache:
             self._consumer = asyncio.create_task(self._consume(url))
 
     async def _stop(self, _app: web.Application) -> None:
-        if self._consumer is not None:
-            self._consumer.cancel()
-            try:
-                await self._consumer
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._consumer)
 
     async def _consume(self, url: str) -> None:
         import redis.asyncio as aioredis

@@ -20,6 +20,9 @@ import json
 import time
 from typing import Any
 
+from sockdrill.shop.common.streams import EventError as EventError  # (re-exported: readers catch it)
+from sockdrill.shop.common.streams import message_body
+
 STREAM = "order-events"
 GROUP = "orders"
 MAXLEN = 20000  # events are applied within seconds; a stopped consumer's backlog is kept this long
@@ -28,10 +31,6 @@ TRACKING_TTL_S = 7 * 86400
 # What orders does with each event status: the order statuses it may move from, and to.
 # (From paid too: the warehouse may hand a parcel over before the checkout that shipped it has written "shipped".)
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {"delivered": (("paid", "shipped"), "delivered")}
-
-
-class EventError(ValueError):
-    """A status event this reader cannot apply (malformed, or a status it does not know)."""
 
 
 def tracking_key(shipment_id: str) -> str:
@@ -45,15 +44,7 @@ def status_fields(shipment_id: str, status: str, at: float | None = None) -> dic
 
 def parse_status_event(fields: dict[Any, Any]) -> tuple[str, str, float | None]:
     """A status event's (shipment id, status, time); EventError if it is not a version-1 one this shop knows."""
-    raw = fields.get(b"body", fields.get("body"))
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
-    try:
-        body = json.loads(raw) if isinstance(raw, str) else None
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or body.get("v") != 1:
-        raise EventError(f"not a version-1 order event: {str(raw)[:120]!r}")
+    body = message_body(fields, "order event")
     shipment, status = body.get("shipment"), body.get("status")
     if not isinstance(shipment, str) or not shipment or status not in TRANSITIONS:
         raise EventError(f"an order event needs 'shipment' and a known 'status': {body!r:.120}")

@@ -26,6 +26,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from sockdrill.shop import order_events
 from sockdrill.shop.common.env import optional_upstream_url
+from sockdrill.shop.common.redisconn import redis_store
+from sockdrill.shop.common.tasks import cancel_and_wait
 
 BATCH = 100
 CLAIM_IDLE_S = 30.0
@@ -56,23 +58,13 @@ class OrderStatusUpdater:
 
     # ---- life cycle ------------------------------------------------------------------------------
     async def _start(self, _app: Any) -> None:
-        url = optional_upstream_url("queue")
-        if url is None or not url.startswith("redis"):
+        self._redis = redis_store(optional_upstream_url("queue"))
+        if self._redis is None:
             return  # no Redis queue: nothing tells orders of deliveries (orders stay 'shipped')
-        import redis.asyncio as aioredis
-
-        from sockdrill.shop.common.redisconn import stale_connection_retry
-
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=5, **stale_connection_retry())
         self._task = asyncio.ensure_future(self._run())
 
     async def _stop(self, _app: Any) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
         if self._redis is not None:
             await self._redis.aclose()
 

@@ -23,6 +23,9 @@ from prometheus_client import Counter
 
 from sockdrill.shop.common import Knob, Service
 from sockdrill.shop.common.env import optional_upstream_url
+from sockdrill.shop.common.redisconn import redis_store
+from sockdrill.shop.common.streams import EventError as EventError  # (re-exported: readers catch it)
+from sockdrill.shop.common.streams import message_body
 
 STREAM_PREFIX = "cdn-purge."
 CHANGES_STREAM = "catalogue-changes"
@@ -37,10 +40,6 @@ KNOBS: list[Knob] = [
 ]
 
 
-class EventError(ValueError):
-    """A product event message (purge or change) this reader cannot apply."""
-
-
 def purge_fields(keys: list[str], at: float | None = None) -> dict[str, str]:
     return {"body": json.dumps({"v": 1, "keys": keys, "at": time.time() if at is None else at}), "headers": "{}"}
 
@@ -50,22 +49,9 @@ def change_fields(op: str, product: str, at: float | None = None) -> dict[str, s
             "headers": "{}"}
 
 
-def _body(fields: dict[Any, Any], what: str) -> dict[str, Any]:
-    raw = fields.get(b"body", fields.get("body"))
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
-    try:
-        body = json.loads(raw) if isinstance(raw, str) else None
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or body.get("v") != 1:
-        raise EventError(f"not a version-1 {what} message: {str(raw)[:120]!r}")
-    return body
-
-
 def parse_change(fields: dict[Any, Any]) -> tuple[str, str, float | None]:
     """A change message's (op, product id, time); EventError if it is not one."""
-    body = _body(fields, "change")
+    body = message_body(fields, "change")
     op, product = body.get("op"), body.get("id")
     if op not in ("create", "update", "delete") or not isinstance(product, str) or not product:
         raise EventError(f"a change message needs 'op' and 'id': {body!r:.120}")
@@ -75,7 +61,7 @@ def parse_change(fields: dict[Any, Any]) -> tuple[str, str, float | None]:
 
 def parse_purge(fields: dict[Any, Any]) -> tuple[list[str], float | None]:
     """A purge message's keys and publication time; EventError if it is not a version-1 purge."""
-    body = _body(fields, "purge")
+    body = message_body(fields, "purge")
     raw = fields.get(b"body", fields.get("body"))
     keys = body.get("keys")
     if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k for k in keys):
@@ -133,14 +119,7 @@ class ProductEvents:
 
     def _client(self) -> Any:
         if self._redis is None:
-            url = optional_upstream_url("queue")
-            if url is None or not url.startswith("redis"):
-                return None
-            import redis.asyncio as aioredis
-
-            from sockdrill.shop.common.redisconn import stale_connection_retry
-
-            self._redis = aioredis.Redis.from_url(url, socket_timeout=5, **stale_connection_retry())
+            self._redis = redis_store(optional_upstream_url("queue"))
         return self._redis
 
     async def changed(self, op: str, product: str) -> None:

@@ -17,7 +17,6 @@ scrape (``/metrics``, and ``/prometheus`` where upstream's Spring actuator serve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -29,6 +28,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sockdrill.shop import order_events
 from sockdrill.shop.common import Knob, Service, run_service
 from sockdrill.shop.common.env import upstream_url
+from sockdrill.shop.common.redisconn import redis_store
+from sockdrill.shop.common.tasks import cancel_and_wait
 from sockdrill.shop.queue import Delivery, QueueError, QueueStats, ShippingQueue, open_queue
 from sockdrill.telemetry import tracing
 
@@ -108,14 +109,8 @@ class QueueMaster:
         k = self.svc.knobs
         self.queue = open_queue(upstream_url("queue"), consumer=self.svc.pod,
                                 visibility_timeout_s=k["visibility_timeout_s"], prefetch=k["prefetch"])
-        url = upstream_url("queue")
-        if url.startswith("redis"):
-            import redis.asyncio as aioredis
-
-            from sockdrill.shop.common.redisconn import stale_connection_retry
-
-            self._redis = aioredis.Redis.from_url(url, socket_timeout=5, **stale_connection_retry())
-        else:
+        self._redis = redis_store(upstream_url("queue"))
+        if self._redis is None:
             self.svc.log.warning("the queue is not Redis: deliveries are not tracked and orders stay 'shipped'")
         self._task = asyncio.create_task(self.queue.consume(self._traced))
         if self._redis is not None:
@@ -142,14 +137,8 @@ class QueueMaster:
     async def _stop(self, _app: web.Application) -> None:
         if self.queue is not None:
             await self.queue.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self._handover_task is not None:
-            self._handover_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._handover_task
+        await cancel_and_wait(self._task)
+        await cancel_and_wait(self._handover_task)
         if self._redis is not None:
             await self._redis.aclose()
 

@@ -24,6 +24,7 @@ from prometheus_client import Counter
 from sockdrill.shop import order_events
 from sockdrill.shop.common import Knob, Service, json_response, read_json, run_service
 from sockdrill.shop.common.env import upstream_url
+from sockdrill.shop.common.redisconn import redis_store
 from sockdrill.shop.queue import QueueError, ShippingQueue, open_queue
 from sockdrill.shop.spring import JSON_UTF8
 from sockdrill.telemetry import tracing
@@ -58,12 +59,7 @@ class Shipping:
         # No broker round-trip here: shipping starts (and reports err) while the queue is down.
         url = upstream_url("queue")
         self.queue = open_queue(url)
-        if url.startswith("redis"):
-            import redis.asyncio as aioredis
-
-            from sockdrill.shop.common.redisconn import stale_connection_retry
-
-            self._redis = aioredis.Redis.from_url(url, socket_timeout=2, **stale_connection_retry())
+        self._redis = redis_store(url, timeout=2.0)
 
     async def _stop(self, _app: web.Application) -> None:
         if self.queue is not None:

@@ -13,3 +13,13 @@ def stale_connection_retry() -> dict[str, Any]:
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     return {"retry": Retry(NoBackoff(), 1), "retry_on_error": [RedisConnectionError]}
+
+
+def redis_store(url: str | None, timeout: float = 5.0) -> Any:
+    """An asyncio client of a Redis store (``url`` a redis:// URL), with the stale-connection retry; None when
+    ``url`` is not a Redis one (no queue, or a RabbitMQ queue)."""
+    if url is None or not url.startswith("redis"):
+        return None
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis.from_url(url, socket_timeout=timeout, **stale_connection_retry())
