@@ -112,17 +112,22 @@ class ShopUser(FastHttpUser):
         # Return visits in progress, first due first: the anonymous browser's client, the cart it left and when it
         # comes back (see max_aways).
         self.aways: list[Away] = []
+        self.last_leave = -math.inf
         self.device: Any = None  # the customer's second device (profile-edit)
 
     def return_due(self) -> bool:
         return bool(self.aways) and time.monotonic() >= self.aways[0].back_at
 
-    def max_aways(self) -> int:
-        """How many return visits one simulated user keeps going at once: one while the absence is short (the fast
-        profile's seconds), more when it is long (the standard profile's minutes), so that returns keep arriving
-        about every RETURN_SPACING_S per user instead of once an absence (SLO windows need them)."""
+    def may_leave_another(self) -> bool:
+        """Whether this user may start another return visit now. One at a time while the absence is short (the fast
+        profile's seconds); when it is long (the standard profile's minutes), one every RETURN_SPACING_S, so that
+        returns keep arriving about that often per user, evenly, instead of in one wave an absence (SLO windows
+        and the symptom check need them)."""
         away = float(self.config.return_after)
-        return 1 if away <= PIPELINE_AFTER_S else math.ceil(away / RETURN_SPACING_S)
+        if away <= PIPELINE_AFTER_S:
+            return not self.aways
+        return (len(self.aways) < math.ceil(away / RETURN_SPACING_S)
+                and time.monotonic() - self.last_leave >= RETURN_SPACING_S)
 
     def on_stop(self) -> None:
         heapq.heappush(type(self)._free, self.index)
@@ -133,7 +138,7 @@ class ShopUser(FastHttpUser):
     @task
     def iterate(self) -> None:
         name = self.chooser.journey()
-        if name == "return-visit" and not self.return_due() and len(self.aways) >= self.max_aways():
+        if name == "return-visit" and not self.return_due() and not self.may_leave_another():
             name = "browse"  # still away: the customer does something else meanwhile
         self.current = name
         started = time.perf_counter()
@@ -220,8 +225,8 @@ class ShopUser(FastHttpUser):
         return resp.status_code == 406  # type: ignore[no-any-return]
 
 
-# Absences longer than this (the standard profile's) are pipelined: a user starts another visit while earlier ones
-# are away, so that a return arrives about every RETURN_SPACING_S per user.
+# Absences longer than this (the standard profile's) are pipelined: a user starts another visit every
+# RETURN_SPACING_S while earlier ones are away, so that a return arrives about that often per user.
 PIPELINE_AFTER_S = 30.0
 RETURN_SPACING_S = 5.0
 
@@ -343,6 +348,7 @@ def return_visit(u: ShopUser) -> bool | None:
             left[item] = left.get(item, 0) + 1
         u.step("basket", "GET", "/cart", check=_holds(left, "the basket after adding"), client=client)
         u.aways.append(Away(client, left, time.monotonic() + u.config.return_after))
+        u.last_leave = time.monotonic()
         return CONTINUED
     away = u.aways.pop(0)
     with u.dated("kept", away.left_at):
