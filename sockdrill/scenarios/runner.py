@@ -328,11 +328,17 @@ class Run:
         fix comes back one absence later (return-visit), so the recovery wait is that much longer."""
         return self.win.return_after_s if any(s.journey == "return-visit" for s in self.slos) else 0.0
 
+    def symptom_timeout_s(self) -> float:
+        """How long the symptom may take to show: the profile's time, and one absence more where it is seen by
+        returning shoppers (a cart lost now is found missing one absence later)."""
+        delay = self.win.return_after_s if any(o.journey == "return-visit" for o in self.symptoms()) else 0.0
+        return self.win.symptom_timeout_s + delay
+
     def fault_hold_s(self) -> float:
         """Longer than anything that can follow an injection: two symptom waits and a settle between them,
         the agent's budget and the recovery timeout, with a margin."""
         w = self.win
-        return (2 * w.symptom_timeout_s + w.baseline_s + w.settle_timeout_s + w.agent_budget_s + 5
+        return (2 * self.symptom_timeout_s() + w.baseline_s + w.settle_timeout_s + w.agent_budget_s + 5
                 + w.recovery_timeout_s + self.observation_delay_s() + 120)
 
     def mark_expiries(self) -> None:
@@ -466,7 +472,7 @@ class Run:
                 return onset, symptom
             if attempt == 2:
                 break
-            self.notes.append(f"the symptom did not appear within {self.win.symptom_timeout_s:g}s of the first "
+            self.notes.append(f"the symptom did not appear within {self.symptom_timeout_s():g}s of the first "
                               "onset; the fault was reverted and injected again")
             self.revert()
             self.surge_run = None
@@ -513,7 +519,7 @@ class Run:
                 j.mark("fault_onset", onset or time.time(), faults=len(self.fault_ids))
                 self.script_phase("onset", onset or time.time())
                 if symptom is None:
-                    invalid_reason = (f"the symptom did not appear within {self.win.symptom_timeout_s:g}s of the "
+                    invalid_reason = (f"the symptom did not appear within {self.symptom_timeout_s():g}s of the "
                                       f"fault, twice: {', '.join(o.text() for o in self.symptoms())}")
                 else:
                     self.say(f"symptom seen: {symptom}")
@@ -609,7 +615,7 @@ class Run:
         return list(sym.any) if sym else []
 
     def wait_symptom(self, onset: float) -> str | None:
-        deadline = onset + self.win.symptom_timeout_s
+        deadline = onset + self.symptom_timeout_s()
         w = self.win.symptom_window_s
         while time.time() < deadline:
             self.wait_until(1.0)
