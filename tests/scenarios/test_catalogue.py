@@ -14,8 +14,8 @@ from sockdrill.scenarios.catalogue_loader import load_scenario_text
 def test_catalogue_is_valid_and_complete() -> None:
     cat = load_catalogue()
     assert {"login-latency", "order-failure", "cart-loss", "profile-updates", "control-login", "control-checkout",
-            "control-cart", "control-profile", "order-status", "control-order-status"} <= set(cat.scenarios)
-    assert {v.id for v in cat.scenarios["order-status"].variants} == {"consistency-lag", "stale-history",
+            "control-cart", "control-profile", "order-inconsistency", "control-orders"} <= set(cat.scenarios)
+    assert {v.id for v in cat.scenarios["order-inconsistency"].variants} == {"consistency-lag", "stale-history",
                                                                       "refused-transition"}
     login = cat.scenarios["login-latency"]
     assert {v.id for v in login.variants} == {"traffic-surge", "user-db-cpu", "frontend-user-delay", "missing-index"}

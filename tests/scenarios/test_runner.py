@@ -34,8 +34,8 @@ ORACLE_IN_BENCH_ONLY = {
                                 "test_carts) and resize_cache as order-failure/shipping-queue-failure",
     "cart-loss/db-connections": "datastore.connection_leak, carts' degraded mode, db_sessions and limit_db_role "
                                 "(tests/agents/test_tools), limit_db_role as login-latency's query storm",
-    "order-status/consistency-lag": "a knob undone by rollback_config (the batching itself: tests/shop/test_shop_e2e)",
-    "order-status/stale-history": "a knob undone by rollback_config, as cart-loss/session-ttl",
+    "order-inconsistency/consistency-lag": "a knob undone by rollback_config (the batching itself: tests/shop/test_shop_e2e)",
+    "order-inconsistency/stale-history": "a knob undone by rollback_config, as cart-loss/session-ttl",
     "payment-timeout/breaker-tripping": "thirdparty.errors as order-failure/no-retry; set_config on payment and "
                                         "reset_gateway, as payment-timeout/pool-exhaustion",
 }
