@@ -28,7 +28,7 @@ as you are confident. Then fix it with the action tools (each change is audited;
 safe change a runbook suggests), check that the SLOs recover, and call mitigation_done. If nothing is \
 wrong, submit detected=false. Keep tool calls few and results small (use limit, by and since_s)."""
 
-MAX_RESULT_CHARS = 6000
+MAX_RESULT_CHARS = 16000  # a whole topology (about 6 KB of JSON) must fit: a cut one is unreadable JSON
 
 
 class LlmError(AgentError):
