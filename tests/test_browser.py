@@ -297,3 +297,51 @@ def test_the_search_page_finds_filters_sorts_and_flags_a_partial_answer(shop: An
     finally:
         rc.post("/v1/chaos/clear", {})
         reset_deployments(rc, Setup())
+
+
+def test_the_basket_page_offers_delivery_priced_for_the_address_and_the_order_charges_it(shop: Any, page: Any) -> None:
+    """Scenario 10's page: shipping-rates, its stores and the carrier woken on the shared shop (then asleep again);
+    the basket page lists standard and express delivery to the customer's saved address (Glasgow: the mainland
+    zone) at the carrier's prices, the total follows the option chosen, and the order placed charges it."""
+    from playwright.sync_api import expect
+
+    from sockdrill.scenarios.reset import reset_deployments
+    from sockdrill.scenarios.schema import Setup
+    from sockdrill.shop import shipping_tariff as tariff
+
+    expect.set_options(timeout=15_000)
+    rc = shop.client
+    reset_deployments(rc, Setup(replicas={"shipping-rates": 1, "carrier-api": 1, "rates-db": 1, "rates-cache": 1}))
+    try:
+        page.goto(shop.url + "/")
+        page.click("#login-link")
+        page.fill("#login-username", "user")
+        page.fill("#login-password", "password")
+        page.click("#login-dialog button[type=submit]")
+        expect(page.locator("#account")).to_contain_text("Logged in as User Name")
+        page.evaluate("fetch('/cart', {method: 'DELETE', credentials: 'same-origin'})")
+        sock = page.evaluate("fetch('/catalogue?size=100').then(r => r.json())"
+                             ".then(l => l.filter(s => s.price < 40)[0])")
+        page.evaluate("id => fetch('/cart', {method: 'POST', credentials: 'same-origin', headers: "
+                      "{'Content-Type': 'application/json'}, body: JSON.stringify({id})})", sock["id"])
+        page.goto(shop.url + "/basket.html")
+        weight = tariff.parcel_weight_g(1)
+        standard, express = (tariff.price(1, "uk", s, weight) for s in ("standard", "express"))
+        options = page.locator("#delivery-options .delivery-option")
+        expect(options).to_have_count(2)
+        expect(options.nth(0)).to_contain_text(f"${standard:.2f}")
+        expect(options.nth(1)).to_contain_text(f"${express:.2f}")
+        expect(page.locator("#total")).to_have_text(f"${sock['price'] + standard:.2f}")
+        options.nth(1).locator("input").check()
+        total = round(sock["price"] + express, 2)
+        expect(page.locator("#shipping")).to_have_text(f"${express:.2f}")
+        expect(page.locator("#total")).to_have_text(f"${total:.2f}")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "basket-delivery.png"), full_page=True)
+        page.click("#place-order")
+        page.wait_for_url(re.compile(r".*/customer-orders\.html$"))
+        placed = page.evaluate("fetch('/orders').then(r => r.json()).then(l => l.filter(o => o.delivery))")
+        assert any(o["delivery"]["service"] == "express" and o["delivery"]["zone"] == "uk"
+                   and abs(o["total"] - total) < 0.01 for o in placed), placed
+    finally:
+        reset_deployments(rc, Setup())

@@ -298,6 +298,21 @@ class ActRoom(ToolsBase):
         return {"flushed_keys": keys, "changed": bool(keys)}
 
     @tool("act")
+    def run_job(self, service: str, job: str) -> dict[str, Any]:
+        """Run one of a service's maintenance jobs (describe(service) lists them, e.g. a data re-import) on one
+        of its pods, and wait until it is done.
+
+        Args:
+        service: the service deployment
+        job: the job's name
+        """
+        self._own_service(service)
+        if not job or len(job) > 64:
+            raise ToolError(f"job must be a job name (describe({service!r}) lists them), got {job!r}")
+        out = self._post("/v1/job", {"deployment": service, "job": job})
+        return {**out, "changed": True}
+
+    @tool("act")
     def set_route(self, service: str, weights: dict[str, int]) -> dict[str, Any]:
         """Split a service's reads over its subsets by weight, live (the mesh's route; writes always go to the
         first subset). describe(service) shows its subsets, weights and route revision.

@@ -23,7 +23,7 @@ from sockdrill.agents.toolkit import (
     _stream_and_group,
     _streams,
 )
-from sockdrill.errors import ToolError, did_you_mean
+from sockdrill.errors import SockdrillError, ToolError, did_you_mean
 
 
 class ObserveRoom(ToolsBase):
@@ -55,7 +55,17 @@ class ObserveRoom(ToolsBase):
                 out["config"] = cfg.get("config", {})
                 out["config_revision"] = cfg.get("revision", 0)
                 out["config_changed_at"] = cfg.get("changed_at")
+                jobs = self._jobs(service)
+                if jobs:
+                    out["jobs"] = jobs
         return out
+
+    def _jobs(self, service: str) -> dict[str, str]:
+        """The maintenance jobs a service offers (run_job runs one); none when no pod is ready to say."""
+        try:
+            return dict(self.client.post("/v1/job", {"deployment": service}).get("jobs", {}))
+        except SockdrillError:
+            return {}
 
     @tool("observe")
     def pods(self) -> list[dict[str, Any]]:

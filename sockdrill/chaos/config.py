@@ -223,6 +223,25 @@ class ThirdPartyLatency(_ThirdParty):
         return {"latency_ms": float(params["latency_ms"]), "latency_jitter_ms": float(params["jitter_ms"])}
 
 
+class TariffParams(Params):
+    revision: int = Field(2, description="the tariff revision the carrier publishes (each one puts prices up)",
+                          ge=1, le=99)
+
+
+@register
+class ThirdPartyTariff(_ThirdParty):
+    """The carrier publishes a new tariff: the world changed, not the shop. Whatever the shop still prices with the
+    old one (a cache) is now wrong."""
+
+    id = "thirdparty.tariff"
+    summary = "a third-party carrier (carrier-api) publishes a new tariff: its prices change"
+    Params = TariffParams  # type: ignore[assignment]
+    target_help = "a third-party carrier deployment (carrier-api)"
+
+    def knobs(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"tariff_revision": int(params["revision"])}
+
+
 class SkewParams(Params):
     offset: str = Field("-10m", description="signed Go duration, e.g. -10m or 1h")
 

@@ -184,3 +184,109 @@ class AddCheck(PgFaultKind):
         drop = f"ALTER TABLE {_qi(p['table'])} DROP CONSTRAINT IF EXISTS {_qi(p['name'])}"
         return job(spec, opts, "postgres:16", f"{psql} -c {quote(_check_sql(p))}", f"{psql} -c {quote(drop)}",
                    note=f"CHECK ({p['column']} ~ pattern) on {p['table']}, dropped after the duration")
+
+
+class ImportParams(Params):
+    table: SqlName = Field("postcode_areas", description="the table the import rewrote")
+    column: SqlName = Field("zone", description="the column it got wrong")
+    value: str = Field("uk", max_length=200, description="the value it wrote there")
+    where_column: SqlName = Field("zone", description="the column that picks the rows it rewrote")
+    where_values: list[str] = Field(["uk-remote"], min_length=1, max_length=100,
+                                    description="the rows whose where_column has one of these values")
+    key: list[SqlName] = Field(["country", "area"], min_length=1, max_length=8,
+                               description="the table's primary key (the rendered Job restores rows by it; the "
+                                           "local runtime reads it from the store)")
+
+    @field_validator("value", "where_values")
+    @classmethod
+    def _no_nul(cls, v: Any) -> Any:
+        if any("\x00" in x for x in ([v] if isinstance(v, str) else v)):
+            raise ValueError("must not contain a NUL byte")
+        return v
+
+
+MAX_IMPORT_ROWS = 10_000
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@register
+class BadImport(PgFaultKind):
+    """A reference-data import (a vendor's new release) that wrote a wrong value into one column of the rows it
+    touched: every row whose ``where_column`` is in ``where_values`` gets ``column = value``. The rows' values
+    before it are kept in the fault's state (by primary key) and written back on revert."""
+
+    id = "datastore.bad_import"
+    summary = "a data import writes a wrong value into a column of chosen rows (reference data gone wrong)"
+    Params = ImportParams
+    survives_restart = True
+
+    async def inject(self, ctx: Ctx, spec: FaultSpec) -> dict[str, Any]:
+        p = spec.params
+        cols = await _columns(ctx.runtime, spec.target, p["table"])
+        if not cols:
+            raise FaultError(f"params.table: {spec.target} has no table {p['table']!r}")
+        for field in ("column", "where_column"):
+            if p[field] not in cols:
+                raise FaultError(f"params.{field}: {p['table']} has no column {p[field]!r}"
+                                 f"{did_you_mean(p[field], cols)}")
+        conn = await pg_connect(ctx.runtime, spec.target)
+        try:
+            keys = [r["attname"] for r in await conn.fetch(
+                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1::regclass AND i.indisprimary",
+                _qi(p["table"]))]
+            if not keys:
+                raise FaultError(f"params.table: {p['table']} has no primary key to restore its rows by")
+            picked = ", ".join(_qi(k) for k in keys)
+            rows = await conn.fetch(
+                f"SELECT {picked}, {_qi(p['column'])}::text AS old FROM {_qi(p['table'])} "
+                f"WHERE {_qi(p['where_column'])}::text = ANY($1::text[]) LIMIT {MAX_IMPORT_ROWS + 1}",
+                p["where_values"])
+            if len(rows) > MAX_IMPORT_ROWS:
+                raise FaultError(f"params.where_values: more than {MAX_IMPORT_ROWS} rows match; pick fewer")
+            state = {"table": p["table"], "column": p["column"], "keys": keys,
+                     "rows": [{"key": [str(r[k]) for k in keys], "old": r["old"]} for r in rows]}
+            await ctx.checkpoint(state)  # the old values on disk before they change
+            where = " AND ".join(f"{_qi(k)}::text = ${i + 2}" for i, k in enumerate(keys))
+            async with conn.transaction():
+                await conn.execute("SET LOCAL lock_timeout = '5s'")
+                for row in state["rows"]:
+                    await conn.execute(f"UPDATE {_qi(p['table'])} SET {_qi(p['column'])} = $1 WHERE {where}",
+                                       p["value"], *row["key"])
+        finally:
+            await conn.close()
+        return state
+
+    async def revert(self, ctx: Ctx, spec: FaultSpec, state: dict[str, Any]) -> None:
+        if not state.get("rows"):
+            return
+        where = " AND ".join(f"{_qi(k)}::text = ${i + 2}" for i, k in enumerate(state["keys"]))
+        conn = await pg_connect(ctx.runtime, spec.target)
+        try:
+            async with conn.transaction():
+                for row in state["rows"]:
+                    await conn.execute(f"UPDATE {_qi(state['table'])} SET {_qi(state['column'])} = $1 WHERE {where}",
+                                       row["old"], *row["key"])
+        finally:
+            await conn.close()
+
+    def render(self, spec: FaultSpec, opts: RenderOptions) -> list[dict[str, Any]]:
+        p = spec.params
+        if _engine(spec.target, opts) != "postgres":
+            raise FaultError(f"target: {spec.target} is not a PostgreSQL store upstream; bad_import renders for "
+                             "PostgreSQL only")
+        table, column, saved = _qi(p["table"]), _qi(p["column"]), _qi(f"sockdrill_saved_{p['table']}"[:63])
+        values = ", ".join(_literal(v) for v in p["where_values"])
+        keys = ", ".join(_qi(k) for k in p["key"])
+        match = " AND ".join(f"t.{_qi(k)} = s.{_qi(k)}" for k in p["key"])
+        apply_sql = (f"CREATE TABLE {saved} AS SELECT {keys}, {column} FROM {table} "
+                     f"WHERE {_qi(p['where_column'])}::text IN ({values}); "
+                     f"UPDATE {table} SET {column} = {_literal(p['value'])} "
+                     f"WHERE {_qi(p['where_column'])}::text IN ({values});")
+        restore_sql = f"UPDATE {table} t SET {column} = s.{column} FROM {saved} s WHERE {match}; DROP TABLE {saved};"
+        psql = f"psql -h {service_name(spec.target, opts)} -U sockdrill -d sockdrill -v ON_ERROR_STOP=1"
+        return job(spec, opts, "postgres:16", f"{psql} -c {quote(apply_sql)}", f"{psql} -c {quote(restore_sql)}",
+                   note=f"{p['table']}.{p['column']} rewritten for the chosen rows, the old values restored after")

@@ -52,6 +52,7 @@ class ControlAPI:
         r.add_post("/v1/config/reset", self.config_reset)
         r.add_post("/v1/purge", self.purge)
         r.add_post("/v1/reindex", self.reindex)
+        r.add_post("/v1/job", self.job)
         r.add_post("/v1/route", self.route)
         r.add_post("/v1/route/rollback", self.route_rollback)
         r.add_post("/v1/route/reset", self.route_reset)
@@ -211,6 +212,13 @@ class ControlAPI:
         if not isinstance(if_stale, bool):
             return _json({"error": "'if_stale' must be true or false"}, 400)
         return _json(await self.runtime.reindex(self._str(data, "deployment") or "", if_stale=if_stale))
+
+    async def job(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        job = data.get("job")
+        if job is not None and (not isinstance(job, str) or not job or len(job) > 64):
+            return _json({"error": "'job' must be a job name (1 to 64 characters), or absent to list them"}, 400)
+        return _json(await self.runtime.job(self._str(data, "deployment") or "", job))
 
     async def env(self, request: web.Request) -> web.Response:
         data = await self._body(request)

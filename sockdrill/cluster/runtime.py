@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -659,6 +660,29 @@ class Runtime:
                 removed += int(answer.get("removed", 0))
         self.event("purge", deployment=name, keys=keys, prefix=prefix, removed=removed)
         return {"deployment": name, "removed": removed, "pods": [p.name for p in pods]}
+
+    async def job(self, name: str, job: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        """A service's maintenance jobs (``job`` None: what it has, job → what it does), or run one on a ready pod
+        and wait for it: a Kubernetes Job made from the service's image, such as a data re-import."""
+        dep = self.deployment(name)
+        if dep.spec.kind != "service":
+            raise ClusterError(f"'{name}' is a datastore; jobs are a service's")
+        pod = next((p for p in dep.pods.values() if p.ready), None)
+        if pod is None:
+            raise ClusterError(f"'{name}' has no ready pod to run a job on")
+        base = f"http://127.0.0.1:{pod.port}/admin/jobs"
+        if job is None:
+            async with self.http.get(base, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                listed = await resp.json(content_type=None)
+            return {"deployment": name, "jobs": dict(listed.get("jobs", {})) if resp.status == 200 else {}}
+        url = f"{base}/{urllib.parse.quote(job, safe='')}"
+        async with self.http.post(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            answer = await resp.json(content_type=None)
+            if resp.status >= 400:
+                raise ClusterError(str(answer.get("error", answer)) if isinstance(answer, dict) else str(answer))
+        self.event("job", deployment=name, job=job, pod=pod.name)
+        return {"deployment": name, "job": job, "pod": pod.name, "seconds": answer.get("seconds"),
+                "result": answer.get("result", {})}
 
     async def reindex(self, name: str, timeout: float = 100.0, if_stale: bool = False) -> dict[str, Any]:
         """Rebuild a search deployment's index from the catalogue on every ready pod, and wait until it is done

@@ -88,6 +88,9 @@ class LoadConfig:
     # Entry points other than ``host`` (a region's edge cache): simulated user i enters through entries[i % n]
     # (repeat one to weigh it); empty: everyone through ``host``.
     entries: list[str] = field(default_factory=list)
+    # The carrier's public API (seed scenario 10: the shipping-quote journey reads the tariff in force there to know
+    # the true price of a parcel); empty: quotes are checked for their options only.
+    carrier_url: str = ""
 
     @property
     def peak(self) -> int:
@@ -105,6 +108,8 @@ class LoadConfig:
         for entry in self.entries:
             if not re.match(r"^https?://[^/\s]+", entry):
                 raise ValueError(f"an entry must be an http(s) URL like http://127.0.0.1:8079, got {entry!r}")
+        if self.carrier_url and not re.match(r"^https?://[^/\s]+", self.carrier_url):
+            raise ValueError(f"the carrier's URL must be an http(s) URL, got {self.carrier_url!r}")
         if self.shape not in SHAPES:
             raise ValueError(f"unknown shape '{self.shape}'" + did_you_mean(self.shape, SHAPES))
         if not 1 <= self.users <= MAX_USERS:

@@ -33,6 +33,7 @@ from locust import FastHttpUser, task
 from sockdrill.load.choices import Chooser, account_for
 from sockdrill.load.config import LoadConfig
 from sockdrill.load.order_views import views_disagree
+from sockdrill.load.shipping_quotes import DESTINATIONS, PublishedTariff, quote_problem
 from sockdrill.load.sli import Aggregator, step_name
 from sockdrill.shop.data.generate import search_vocabulary
 from sockdrill.shop.data.seed import TAGS
@@ -495,6 +496,39 @@ def order_status(u: ShopUser) -> bool:
                                   check=has_keys("tracking", "status")))
     if "status" in entry and isinstance(detail, dict) and "status" in detail:  # (an upstream orders has none)
         u.judge("consistent", views_disagree(entry, detail, parcel if isinstance(parcel, dict) else None))
+    return False
+
+
+_TARIFFS: dict[str, PublishedTariff] = {}
+
+
+def _tariff_in_force(u: ShopUser) -> set[int]:
+    url = u.config.carrier_url
+    if not url:
+        return set()
+    return _TARIFFS.setdefault(url, PublishedTariff(url)).in_force()
+
+
+@journey("shipping-quote")
+def shipping_quote(u: ShopUser) -> bool:
+    """Scenario 10's customer: a basket of one to three pairs, then the delivery options to one of the probe's test
+    addresses, whose zone the probe knows (the checkout page asks as the address is typed). ``shipping-quote:correct``
+    fails on a missing service or a price the carrier does not charge (shipping_quotes.quote_problem)."""
+    u.ensure_login()
+    u.step("empty", "DELETE", "/cart", expect=(202,))
+    items = [i for i in u.catalogue(size=PAGE_SIZE) if isinstance(i, dict) and "id" in i]
+    if not items:
+        raise StepFailed("shipping-quote: the catalogue is empty")
+    item = u.chooser.pick("item", items, key="id")
+    pairs = u.chooser.randint("pairs", 1, 3)
+    u.step("add", "POST", "/cart", expect=(201,), json={"id": item["id"]})
+    if pairs > 1:
+        u.step("update", "POST", "/cart/update", expect=(202,), json={"id": item["id"], "quantity": pairs})
+    place, country, postcode, zone = u.chooser.pick("destination", DESTINATIONS)
+    answer = body_json(u.step("options", "POST", "/shipping-options",
+                              json={"address": {"country": country, "postcode": postcode}},
+                              check=has_keys("options", "options")))
+    u.judge("correct", quote_problem(answer, place, postcode, zone, pairs, _tariff_in_force(u)))
     return False
 
 

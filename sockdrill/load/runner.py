@@ -97,7 +97,8 @@ def shop_target(data_dir: Path | None = None) -> dict[str, Any]:
     return {"host": url, "recorder_url": rc.record.get("recorder_url"),
             "telemetry_token": rc.record.get("telemetry_token"), "accounts": accounts,
             "data_seed": int(config.get("seed", 1) or 1), "data_dir": str(rc.data_dir),
-            "user_db_url": (rc.record.get("addresses") or {}).get("user-db")}
+            "user_db_url": (rc.record.get("addresses") or {}).get("user-db"),
+            "carrier_url": (rc.record.get("addresses") or {}).get("carrier-api") or ""}
 
 
 def ensure_accounts(user_db_url: str, needed: int) -> int:
@@ -263,6 +264,7 @@ def start_load(
         return_after=return_after, entries=[e.rstrip("/") for e in entries or []],
         recorder_url=recorder_url if recorder_url is not None else target.get("recorder_url"),
         data_seed=data_seed if data_seed is not None else int(target.get("data_seed", 1)),
+        carrier_url=str(target.get("carrier_url") or "").rstrip("/"),
     )
     if mix is not None:
         config.mix = dict(mix)

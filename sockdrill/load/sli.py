@@ -43,7 +43,7 @@ QUANTILES = (0.5, 0.95, 0.99)
 
 # Journey names, in the order tables list them. journeys.py implements exactly these (a test checks).
 JOURNEYS = ("browse", "login", "cart", "checkout", "order-status", "classic", "return-visit", "profile-edit",
-            "checkout-page", "search")
+            "checkout-page", "search", "shipping-quote")
 DEFAULT_MIX = {"browse": 5, "cart": 2, "login": 1, "checkout": 1, "order-status": 1}
 
 

@@ -25,6 +25,7 @@ RUNBOOKS: dict[tuple[str, str], str] = {
     ("freshness", "latency"): "catalogue-stale", ("freshness", "errors"): "catalogue-stale",
     ("search", "latency"): "search-slow", ("search", "errors"): "search-failing",
     ("order-status", "latency"): "orders-inconsistent", ("order-status", "errors"): "orders-inconsistent",
+    ("shipping-quote", "latency"): "delivery-quotes-wrong", ("shipping-quote", "errors"): "delivery-quotes-wrong",
 }
 
 

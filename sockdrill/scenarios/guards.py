@@ -20,6 +20,7 @@ JOURNEY_TARGETS: dict[str, tuple[float, float]] = {
     "profile-edit": (2.0, 0.01),
     "checkout-page": (2.0, 0.01),
     "search": (1.0, 0.01),
+    "shipping-quote": (1.5, 0.01),
 }
 
 

@@ -214,6 +214,7 @@ CUSTOMER_CHECKS = {
     "profile_changes_kept": ("profile changes a customer was told were saved", ("profile-edit:verify",
                                                                                 "profile-edit:verify-other")),
     "order_views_agreed": ("order views a customer compared", ("order-status:consistent",)),
+    "quotes_correct": ("delivery quotes a customer was shown", ("shipping-quote:correct",)),
 }
 
 

@@ -80,6 +80,20 @@ def _cool_carts_cache(url: str) -> int:
     return dropped
 
 
+def _empty_rates_cache(url: str) -> int:
+    """Every run starts with no carrier rates cached: an hour-long entry priced under a tariff a previous run's
+    fault published would otherwise be quoted in the next run."""
+    import redis
+
+    r = redis.Redis.from_url(url, socket_timeout=10)
+    try:
+        keys = int(r.dbsize())
+        r.flushdb()
+    finally:
+        r.close()
+    return keys
+
+
 def reset_deployments(client: RuntimeClient, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
     """Faults and toxics cleared; every deployment back to its manifest (size, config, balancing, limits) unless
     the set-up says otherwise; then ready. Returns what was done and the status read before."""
@@ -145,6 +159,8 @@ def reset_shop(client: RuntimeClient, setup: Setup) -> dict[str, Any]:
             done.setdefault("caches_set", {})[name] = out["settings"]
     if "carts-cache" in client.record["addresses"]:
         done["carts_cache_cooled"] = _cool_carts_cache(client.record["addresses"]["carts-cache"])
+    if any(d["name"] == "rates-cache" for d in awake):
+        done["rates_cache_emptied"] = _empty_rates_cache(client.record["addresses"]["rates-cache"])
     for name, lim in setup.limits.items():
         client.post("/v1/limits", {"deployment": name, "cpu": lim.get("cpu"), "memory": lim.get("memory"),
                                    "clear": True})

@@ -29,6 +29,8 @@ SERVICE_MODULES: dict[str, str] = {
 OPTIONAL_MODULES: dict[str, str] = {
     "edge": "sockdrill.shop.edge",
     "search": "sockdrill.shop.search",
+    "shipping-rates": "sockdrill.shop.shipping_rates",
+    "carrier-api": "sockdrill.shop.carrier_api",
 }
 EDGE_REGIONS = ("us", "eu")
 
@@ -97,6 +99,9 @@ def shop_deployments(
         # Seed scenario 6's search: two shards and the service over them, asleep unless a scenario wakes them.
         store("search-db-a", "postgres", "search shard a", optional=True),
         store("search-db-b", "postgres", "search shard b", optional=True),
+        # Seed scenario 10's delivery pricing: the postcode directory and the carrier's rates cached; asleep.
+        store("rates-db", "postgres", "shipping rates database (postcode directory)", optional=True),
+        store("rates-cache", "redis", "carrier rates cache", optional=True),
         # The queue carries its product events (edge purges, search changes) besides shipments. Its reads may be
         # routed to the previous release too (subsets: all to the primary unless a route says otherwise).
         svc("catalogue", ["catalogue-db", "queue"], "product catalogue",
@@ -115,11 +120,14 @@ def shop_deployments(
         svc("payment", ["payment-gateway", "payment-gateway-b"], "payment authorisation"),
         svc("shipping", ["queue"], "publishes shipments to the queue, shows where they are"),
         svc("queue-master", ["queue"], "consumes shipments, tells orders they are delivered"),
-        svc("orders", ["orders-db", "user", "carts", "payment", "shipping", "queue"],
+        svc("orders", ["orders-db", "user", "carts", "payment", "shipping", "queue", "shipping-rates"],
             "checkout and orders; applies delivery events"),
         svc("search", ["search-db-a", "search-db-b", "queue", "catalogue"], "product search (shards a and b)",
             optional=True),
-        svc("front-end", ["catalogue", "carts", "orders", "user", "shipping", "session-db", "search"],
+        svc("carrier-api", [], "third-party parcel carrier (rating API)", optional=True),
+        svc("shipping-rates", ["rates-db", "rates-cache", "carrier-api"], "delivery options and prices by destination",
+            optional=True),
+        svc("front-end", ["catalogue", "carts", "orders", "user", "shipping", "session-db", "search", "shipping-rates"],
             "web UI and API gateway",
             host_port=front_end_port),
         # Seed scenario 4's regional entry points, each an edge cache in front of the front-end.

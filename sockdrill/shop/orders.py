@@ -20,6 +20,9 @@ Beyond upstream:
 - an optional ``Idempotency-Key`` header: a repeated key returns the first order; if that attempt
   stopped after payment, the repeat resumes at shipping instead of charging again. The key (or the
   order id) is passed to payment as ``Idempotency-Key`` too;
+- an optional ``deliveryService`` in the body (``standard``, ``express``; seed scenario 10): the order's delivery is
+  priced by shipping-rates for its address and items, instead of upstream's flat 4.99, and the order keeps
+  ``delivery: {service, price, zone, tariff}``. shipping-rates down or the service not offered is a 500 or a 406;
 - knobs for the upstream timeouts and for payment retries.
 """
 
@@ -55,6 +58,8 @@ KNOBS: list[Knob] = [
          "(or got 502/503/504)", minimum=0, maximum=10),
     Knob("payment_retry_backoff_s", 0.1, "first back-off between payment retries; doubles each time",
          minimum=0, maximum=30),
+    Knob("delivery_quote_timeout_s", 3.0, "timeout of the call to shipping-rates pricing an order's delivery "
+         "(seconds)", minimum=0.001, maximum=300),
     Knob("shipping_timeout_s", 5.0, "timeout of the call to shipping (seconds)", minimum=0.001, maximum=300),
     Knob("status_apply_interval_s", 0.0, "apply the warehouse's status events in batches this often (seconds; 0: as "
          "they come)", minimum=0, maximum=600),
@@ -113,11 +118,11 @@ def f32_short(x: float) -> float:
     return v
 
 
-def order_total(items: list[dict[str, Any]]) -> float:
+def order_total(items: list[dict[str, Any]], shipping: float = SHIPPING_COST) -> float:
     # Each line is an int × float product in float32; lines add up in double; the sum is stored into a
     # float, then shipping is added in float32.
     lines = sum(f32(int(i["quantity"]) * f32(float(i["unitPrice"]))) for i in items)
-    return f32_short(f32(f32(lines) + f32(SHIPPING_COST)))
+    return f32_short(f32(f32(lines) + f32(shipping)))
 
 
 def order_date(when: dt.datetime) -> str:
@@ -274,8 +279,12 @@ class Orders:
             routes = {name: self._route(name, href) for name, href in hrefs.items()}
         except ValueError as exc:
             raise spring_error(400, str(exc), request.path, NOT_READABLE) from None
+        service = body.get("deliveryService")
+        if service is not None and (not isinstance(service, str) or not 0 < len(service) <= 40):
+            raise spring_error(400, "'deliveryService' must be a delivery service name such as 'standard'",
+                               request.path, NOT_READABLE)
         try:
-            doc, status = await self._checkout(routes, hrefs, key)
+            doc, status = await self._checkout(routes, hrefs, key, service)
         except CheckoutFailed as exc:
             self.checkouts.labels(self.svc.name, exc.outcome).inc()
             raise spring_error(exc.status, exc.message, request.path,
@@ -318,8 +327,28 @@ class Orders:
             raise
         await self._set_status(order_id, "shipped", "paid")
 
-    async def _checkout(self, routes: dict[str, tuple[str, str]], hrefs: dict[str, str], key: str | None
-                        ) -> tuple[dict[str, Any], str]:
+    async def _delivery(self, address: dict[str, Any], lines: list[dict[str, Any]], service: str) -> dict[str, Any]:
+        """The delivery of an order by ``service``, priced by shipping-rates for its address and items."""
+        body = {"address": {"country": address.get("country"), "postcode": address.get("postcode")},
+                "items": [{"quantity": i["quantity"]} for i in lines if i["quantity"] > 0]}
+        try:
+            resp = await self.svc.http.request("shipping-rates", "POST", "/quotes", json_body=body,
+                                               timeout=self.svc.knobs["delivery_quote_timeout_s"])
+        except UpstreamError as exc:
+            raise CheckoutFailed(500, TIMEOUT if exc.kind == "timeout" else IO_ERROR,
+                                 "timeout" if exc.kind == "timeout" else "error") from None
+        quote = resp.json()
+        if resp.status >= 500 or not isinstance(quote, dict):
+            raise CheckoutFailed(500, IO_ERROR, "error")
+        options = {o.get("service"): o for o in quote.get("options") or [] if isinstance(o, dict)}
+        chosen = options.get(service)
+        if resp.status >= 400 or chosen is None or not isinstance(chosen.get("price"), int | float):
+            raise CheckoutFailed(406, f"Delivery by {service!r} is not available to this address", "invalid")
+        zone = (quote.get("destination") or {}).get("zone")
+        return {"service": service, "price": float(chosen["price"]), "zone": zone, "tariff": quote.get("tariff")}
+
+    async def _checkout(self, routes: dict[str, tuple[str, str]], hrefs: dict[str, str], key: str | None,
+                        service: str | None = None) -> tuple[dict[str, Any], str]:
         if key is not None:
             found = await self._existing(key)
             if found is not None:
@@ -347,7 +376,8 @@ class Orders:
         customer_id = match.group(0) if match else ""
         now = dt.datetime.now(dt.UTC)
         order_id = object_id()
-        total = order_total(lines)
+        delivery = await self._delivery(address, lines, service) if service is not None else None
+        total = order_total(lines, delivery["price"]) if delivery else order_total(lines)
         doc: dict[str, Any] = {
             "id": order_id,
             "customerId": customer_id,
@@ -364,6 +394,8 @@ class Orders:
             "date": order_date(now),
             "total": total,
         }
+        if delivery is not None:
+            doc["delivery"] = delivery
         inserted = await self.db.fetchval(
             "INSERT INTO customer_orders (id, customer_id, status, idempotency_key, shipment_id, total, "
             "created_at, doc) VALUES ($1, $2, 'created', $3, $4, $5, $6, $7) "

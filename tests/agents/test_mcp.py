@@ -40,6 +40,7 @@ SAFE_ARGS: dict[str, dict] = {
     "queue_status": {"service": "catalogue"}, "purge_cache": {"service": "catalogue"},
     "cache_stats": {"service": "session-db", "sample": 5}, "db_sessions": {"service": "user-db", "limit": 3},
     "set_route": {"service": "no-such-service", "weights": {"primary": 1}}, "rollback_route": {"service": "nope"},
+    "run_job": {"service": "catalogue", "job": "no-such-job"},
 }
 
 

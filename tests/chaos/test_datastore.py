@@ -144,6 +144,28 @@ def test_a_noisy_tenant_fills_a_redis_and_its_keys_go_on_revert(shop: Shop, chao
         inject(chaos, "datastore.redis_fill", "user-db")
 
 
+def test_a_bad_import_rewrites_the_chosen_rows_and_their_values_come_back(shop: Shop, chaos: Any) -> None:
+    cities = "SELECT id, city FROM addresses ORDER BY id"
+    before = [tuple(r) for r in _sql(shop, cities)[0]]
+    glasgow = {i for i, city in before if city == "Glasgow"}
+    assert glasgow
+    inject(chaos, "datastore.bad_import", "user-db", duration=2, params={
+        "table": "addresses", "column": "city", "value": "Nowhere", "where_column": "city",
+        "where_values": ["Glasgow"], "key": ["id"]})
+    during = dict(tuple(r) for r in _sql(shop, cities)[0])
+    assert {i for i, city in during.items() if city == "Nowhere"} == glasgow
+    assert all(during[i] == city for i, city in before if i not in glasgow)
+    wait_for(lambda: not active(chaos), timeout=6)
+    assert [tuple(r) for r in _sql(shop, cities)[0]] == before
+    with pytest.raises(ClusterError, match=r"params\.where_column: addresses has no column 'cty'"):
+        inject(chaos, "datastore.bad_import", "user-db", params={
+            "table": "addresses", "column": "city", "value": "x", "where_column": "cty", "where_values": ["a"]})
+    with pytest.raises(ClusterError, match=r"params\.table: user-db has no table 'adresses'"):
+        inject(chaos, "datastore.bad_import", "user-db", params={
+            "table": "adresses", "column": "city", "value": "x", "where_column": "city", "where_values": ["a"]})
+    assert active(chaos) == []
+
+
 def test_datastore_errors_name_the_field(shop: Shop, chaos: Any) -> None:
     with pytest.raises(ClusterError, match=r"params.index: public.customers has no index 'customers_usrname_idx' "
                                            r"\(did you mean 'customers_username_idx'"):

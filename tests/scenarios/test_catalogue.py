@@ -30,6 +30,9 @@ def test_catalogue_is_valid_and_complete() -> None:
                                                                          "pool-exhaustion", "slow-validation"}
     assert {v.id for v in cat.scenarios["control-payment"].variants} == {"hair-trigger", "small-pool", "scanning",
                                                                          "two-providers"}
+    assert {v.id for v in cat.scenarios["shipping-calculation"].variants} == {"carrier-outage", "stale-rates",
+                                                                              "directory-import", "services-config"}
+    assert cat.scenarios["shipping-calculation"].seed == 10 and cat.scenarios["control-shipping"].control
     from sockdrill.agents.registry import all_tools
 
     tools = all_tools()

@@ -34,7 +34,7 @@ def _metric_names(query: str) -> set[str]:
 def test_every_fault_variant_of_the_new_seeds_has_a_validation_query() -> None:
     cat = load_catalogue()
     for sid in ("login-latency", "cart-loss", "profile-updates", "catalogue-staleness", "search-degradation",
-                "payment-timeout"):
+                "payment-timeout", "order-inconsistency", "shipping-calculation"):
         assert all(v.validation for v in cat.scenarios[sid].variants), sid
 
 

@@ -44,7 +44,10 @@ SKIPPED = {("catalogue", "POST", "/admin/products"), ("catalogue", "PATCH", "/ad
            ("catalogue", "DELETE", "/admin/products/{id}"),
            # A gateway to the search service, which is asleep in this shop (an optional deployment): a 502 is
            # its right answer here. The service's own routes are fuzzed by tests/shop/test_search.py.
-           ("front-end", "GET", "/search")}
+           ("front-end", "GET", "/search"),
+           # Likewise shipping-rates (seed scenario 10), asleep here; its routes are fuzzed by
+           # tests/shop/test_shipping_rates.py.
+           ("front-end", "POST", "/shipping-options")}
 NO_INPUT = {"/metrics", "/health"}
 
 TEXT = st.one_of(st.text(max_size=40), st.sampled_from(["\x00", "%00", "../admin", "1e308", "-1", "NaN",

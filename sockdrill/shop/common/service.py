@@ -113,6 +113,9 @@ class Service:
         self.app.router.add_get("/admin/config", self._get_config)
         self.app.router.add_route("PUT", "/admin/config", self._put_config)
         self.app.router.add_post("/admin/config", self._put_config)
+        self.jobs: dict[str, tuple[str, Callable[[], Awaitable[dict[str, Any]]]]] = {}
+        self.app.router.add_get("/admin/jobs", self._list_jobs)
+        self.app.router.add_post("/admin/jobs/{job}", self._run_job)
         self.app.on_startup.append(self._start_http)
         self.app.on_cleanup.append(self._stop_http)
         self.knobs.on_change(self._apply_common)
@@ -126,6 +129,11 @@ class Service:
 
     def add_health(self, name: str, check: HealthCheck) -> None:
         self.health_checks[name] = check
+
+    def add_job(self, name: str, description: str, run: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        """A maintenance job an operator may start (a Kubernetes Job made from the service's image: a data
+        re-import, say); the runtime's ``/v1/job`` runs it on one pod and passes on what it returns."""
+        self.jobs[name] = (description, run)
 
     # ---- built-in endpoints -----------------------------------------------------------------
     async def _start_http(self, _app: web.Application) -> None:
@@ -193,6 +201,23 @@ class Service:
             raise bad_request(str(exc)) from None
         return json_response({"service": self.name, "pod": self.pod, "changed": changes,
                               "values": self.knobs.snapshot()})
+
+    async def _list_jobs(self, request: web.Request) -> web.Response:
+        self._check_admin(request)
+        return json_response({"service": self.name, "jobs": {n: d for n, (d, _run) in self.jobs.items()}})
+
+    async def _run_job(self, request: web.Request) -> web.Response:
+        self._check_admin(request)
+        name = request.match_info["job"]
+        if name not in self.jobs:
+            raise bad_request(f"{self.name} has no job {name!r} (its jobs: {', '.join(sorted(self.jobs)) or 'none'})",
+                              404)
+        started = time.time()
+        self.log.info("job %s started", name, extra={"fields": {"kind": "job", "job": name}})
+        result = await self.jobs[name][1]()
+        self.log.info("job %s done", name, extra={"fields": {"kind": "job", "job": name, **result}})
+        return json_response({"service": self.name, "pod": self.pod, "job": name, "seconds": round(time.time() -
+                              started, 3), "result": result})
 
     # ---- middlewares ----------------------------------------------------------------------
     @web.middleware

@@ -37,10 +37,15 @@ Deliberate choices (where we differ from upstream, or pick one of its behaviours
 - ``/admin/*`` is ours: the staff admin panel (``admin.py``, page ``admin.html``).
 - ``GET /search`` is ours: product search, passed to the search service (asleep unless a scenario wakes it:
   then a 502) with its status and body. The page is ``search.html`` (a partial answer shows a banner).
+- ``POST /shipping-options`` is ours (seed scenario 10): the delivery options and prices for the basket, to the
+  body's ``address`` (``{country, postcode}``) or else the customer's first saved one, from shipping-rates
+  (asleep unless a scenario wakes it: then a 502). Its 4xx answers are passed on; its 5xx become a 503 naming it.
 - ``GET /profile``, ``PUT``/``PATCH /profile`` are ours (no upstream route): the logged-in customer's profile
   (user's ``/customers/{id}/profile``), its version in the body or ``If-Match``; user's 400/409/500 answers
   are passed on with their bodies. The page is ``profile.html``.
 - ``GET /orders`` rewrites each order's ``_links`` hrefs ``http://<host>/orders/...`` → ``/orders/...``.
+- ``POST /orders`` may carry ``{"deliveryService": "standard"|"express"}`` (ours): orders prices the delivery with
+  shipping-rates instead of the flat 4.99. Without a body it is upstream's checkout.
 - ``POST /orders`` waits up to ``checkout_timeout_s`` for orders (which itself makes several calls);
   upstream had no timeout.
 - Path ids are URL-encoded before they are put in backend URLs. An HTML page starts the session (sets
@@ -415,6 +420,7 @@ class FrontEnd:
 
     async def create_order(self, request: web.Request, session: Session) -> web.StreamResponse:
         cid = self.logged_in(request, session)
+        service = await self.delivery_choice(request)
         up = await self.http.request("user", "GET", f"/customers/{seg(cid)}")
         customer = up.json()
         try:
@@ -436,12 +442,63 @@ class FrontEnd:
                                              first_link(cards_href, "card"))
         order = {"customer": customer_href, "address": address, "card": card,
                  "items": SHIPPING_ITEMS.format(cid=cid)}
+        if service is not None:
+            order["deliveryService"] = service
         placed = await self.http.request("orders", "POST", "/orders", json_body=order,
                                          headers={"Accept": "application/json"},
                                          timeout=self.svc.knobs["checkout_timeout_s"])
         if self.svc.knobs["orders_cache_invalidation"]:
             self.history.invalidate(cid)  # this customer's history has a new order (or may have, on a timeout)
         return untyped(placed.body, placed.status)
+
+    @staticmethod
+    async def delivery_choice(request: web.Request) -> str | None:
+        """Ours: the delivery chosen on the checkout page, ``{"deliveryService": ...}``. Upstream's clients send no
+        body, or one it ignored: anything that is not such an object is ignored too."""
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except (ValueError, UnicodeDecodeError):
+            return None
+        service = body.get("deliveryService") if isinstance(body, dict) else None
+        if service is None:
+            return None
+        if not isinstance(service, str) or not 0 < len(service) <= 40:
+            raise ApiError(400, '"deliveryService" must be a delivery service such as "standard"')
+        return service
+
+    async def shipping_options(self, request: web.Request, session: Session) -> web.StreamResponse:
+        """Ours: what delivering the basket would cost, per service (shipping-rates prices it)."""
+        body = await self.body_object(request) if (await request.read()).strip() else {}
+        address = body.get("address")
+        cid = self.customer_id(request, session)
+        if address is None:
+            if cid == session.sid:
+                raise ApiError(400, 'give "address" ({country, postcode}) or log in to use your saved address')
+            up = await self.http.request("user", "GET", f"/customers/{seg(cid)}/addresses")
+            try:
+                saved = up.json()["_embedded"]["address"][0]
+            except (KeyError, IndexError, TypeError):
+                raise ApiError(400, "you have no saved address: give one as \"address\"") from None
+            address = {"country": saved.get("country"), "postcode": saved.get("postcode")}
+        if not isinstance(address, dict):
+            raise ApiError(400, '"address" must be an object with country and postcode')
+        cart = await self.http.request("carts", "GET", f"/carts/{seg(cid)}/items")
+        lines = cart.json()
+        if cart.status != 200 or not isinstance(lines, list):
+            raise ApiError(502, f"Unable to read the basket. Status code: {cart.status}")
+        items = [{"quantity": int(x["quantity"])} for x in lines
+                 if isinstance(x, dict) and isinstance(x.get("quantity"), int) and x["quantity"] > 0]
+        if not items:
+            raise ApiError(400, "the basket is empty: nothing to deliver")
+        up = await self.http.request("shipping-rates", "POST", "/quotes",
+                                     json_body={"address": {"country": address.get("country"),
+                                                            "postcode": address.get("postcode")}, "items": items})
+        data = up.json()
+        if up.status >= 500 or not isinstance(data, dict):
+            message = data.get("error") if isinstance(data, dict) else None
+            raise ApiError(503, f"shipping-rates answered {up.status}: {message or 'no delivery options'}")
+        return web.json_response(data, status=up.status)
 
     # ---- customers, addresses, cards ------------------------------------------------------------
     async def get_customer(self, request: web.Request, session: Session) -> web.StreamResponse:
@@ -686,6 +743,7 @@ def build(svc: Service) -> None:
     r.add_post("/orders", api(fe.create_order))
     r.add_get("/orders/{tail:.+}", api(fe.get_order))
     r.add_get("/tracking/{id}", api(fe.tracking))
+    r.add_post("/shipping-options", api(fe.shipping_options))
     r.add_get("/customers", api(fe.user_get))
     r.add_post("/customers", api(fe.post_customer))
     r.add_get("/customers/{id}", api(fe.get_customer))

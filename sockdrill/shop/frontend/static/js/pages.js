@@ -211,13 +211,22 @@
     const placeButton = document.getElementById("place-order");
     const updateButton = document.getElementById("update-basket");
     let lines = [];
+    // Delivery options priced for the saved address (shipping-rates); null where the shop prices delivery flat.
+    let delivery = null;
+    let chosen = null;
+
+    function shippingCost() {
+      if (!delivery) return Shop.SHIPPING;
+      const option = delivery.options.find((o) => o.service === chosen);
+      return option ? Number(option.price) : 0;
+    }
 
     function totals() {
       const subtotal = lines.reduce((sum, l) => sum + l.quantity * l.unitPrice, 0);
       document.getElementById("subtotal").textContent = money(subtotal);
-      document.getElementById("shipping").textContent = money(Shop.SHIPPING);
-      document.getElementById("total").textContent = money(subtotal + Shop.SHIPPING);
-      placeButton.disabled = lines.length === 0;
+      document.getElementById("shipping").textContent = delivery && !chosen ? "—" : money(shippingCost());
+      document.getElementById("total").textContent = money(subtotal + shippingCost());
+      placeButton.disabled = lines.length === 0 || (delivery !== null && !chosen);
       updateButton.disabled = lines.length === 0;
     }
 
@@ -300,6 +309,26 @@
       } else {
         nodes.push(detailBox("Deliver to", addressForm()));
       }
+      const options = lines.length && a && typeof a === "object" && a.street !== undefined
+        ? await api("POST", "/shipping-options") : null;
+      delivery = null;
+      chosen = null;
+      if (options && options.status === 200 && options.data && Array.isArray(options.data.options)) {
+        delivery = options.data;
+        chosen = delivery.options.length ? delivery.options[0].service : null;
+        nodes.push(detailBox("Delivery", delivery.options.length
+          ? el("div", { id: "delivery-options" }, delivery.options.map((o) => el("label", { class: "delivery-option" },
+            el("input", { type: "radio", name: "delivery", value: o.service, checked: o.service === chosen,
+              onchange: () => { chosen = o.service; totals(); } }),
+            ` ${o.service} (${o.days} day${o.days === 1 ? "" : "s"}) ${money(Number(o.price))}`)))
+          : el("p", { id: "delivery-options" }, "No delivery option to this address.")));
+      } else if (options && options.status >= 400 && options.status !== 502) {
+        // (502: this shop prices delivery flat, no rating service runs.) Anything else: no option can be chosen.
+        delivery = { options: [] };
+        nodes.push(detailBox("Delivery", el("p", { id: "delivery-options" }, "Delivery prices are unavailable: "
+          + Shop.errorText(options.data, "error " + options.status))));
+      }
+      totals();
       const c = card.data;
       if (c && typeof c === "object" && c.number) {
         nodes.push(detailBox("Pay with", el("div", { id: "payment-card" }, "Card ending in " + c.number)));
@@ -347,7 +376,7 @@
       }
       placeButton.disabled = true;
       placeButton.textContent = "Placing order…";
-      const res = await api("POST", "/orders");
+      const res = await api("POST", "/orders", delivery && chosen ? { deliveryService: chosen } : undefined);
       if (res.status === 201) {
         await api("DELETE", "/cart");
         location.href = "customer-orders.html";
@@ -359,8 +388,10 @@
       orderError.hidden = false;
     });
 
-    document.addEventListener("shop:account", () => { loadLines(); loadDetails(); });
-    await Promise.all([loadLines(), loadDetails()]);
+    // The delivery options are priced for the basket: the lines first.
+    document.addEventListener("shop:account", async () => { await loadLines(); await loadDetails(); });
+    await loadLines();
+    await loadDetails();
   }
 
   /* ---- my orders --------------------------------------------------------------------------- */
@@ -445,7 +476,8 @@
             el("td", { class: "num" }, money((Number(i.quantity) || 0) * (Number(i.unitPrice) || 0))))))),
           el("dl", { class: "totals", style: "margin-top:1rem" },
             el("dt", {}, "Subtotal"), el("dd", {}, money(subtotal)),
-            el("dt", {}, "Shipping"), el("dd", {}, money(Shop.SHIPPING)),
+            el("dt", {}, o.delivery ? `Shipping (${o.delivery.service})` : "Shipping"),
+            el("dd", {}, money(o.delivery ? Number(o.delivery.price) : Shop.SHIPPING)),
             el("dt", { class: "grand" }, "Total"), el("dd", { class: "grand" }, money(o.total)))),
         el("aside", { class: "card-panel" },
           el("div", { class: "detail-box" }, el("h4", {}, "Customer"), `${c.firstName || ""} ${c.lastName || ""}`.trim()),
