@@ -74,13 +74,19 @@ KINDS: dict[str, dict[str, object]] = {
                                                                    "column": "name"}},
     "queue.poison": {"target": "queue", "params": {"queue": "cdn-purge.iso", "body": "PURGE /catalogue/x"}},
     "mesh.route": {"target": "catalogue", "params": {"weights": {"primary": 63, "v1": 37}}},
+    "datastore.bad_import": {"target": "user-db", "params": {"table": "addresses", "column": "city",
+                                                             "value": "Ruritania", "where_column": "city",
+                                                             "where_values": ["Aberdare"], "key": ["id"]}},
+    "thirdparty.tariff": {"target": "carrier-api", "params": {"revision": 37}},
 }
+# Kinds whose target sleeps in this shop (an optional deployment): woken for the test, asleep again after.
+WAKE = {"thirdparty.tariff": ["carrier-api"]}
 # What an agent would search for: the fault machinery, each kind and parameter name, the knob a third-party
 # fault sets (never shown), and every scenario, variant and runbook-as-answer identifier of the catalogue.
 SCENARIO_IDS = sorted({sc.id for sc in load_catalogue().scenarios.values()} |
                       {v.id for sc in load_catalogue().scenarios.values() for v in sc.variants} - {"steady"})
 NEEDLES = ["toxic", "toxics", "chaos", "injected", "ground_truth", "remediation", "fault", "faults",
-           "latency_ms", "jitter_ms", "transient_error_rate", "query_storm", "redis_config",
+           "latency_ms", "jitter_ms", "transient_error_rate", "tariff_revision", "query_storm", "redis_config",
            "thirdparty", *KINDS, *SCENARIO_IDS]
 
 
@@ -93,6 +99,9 @@ def test_every_injectable_kind_is_searched() -> None:
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_no_tool_output_reveals_the_fault(shop: Shop, tools: Tools, kind: str) -> None:
     observe = {n for n, s in all_tools().items() if s.kind == "observe"}
+    for name in WAKE.get(kind, []):
+        shop.post("/v1/scale", {"deployment": name, "replicas": 1})
+    wait_for(lambda: shop.status()["ready"], timeout=60)
     fault = shop.post("/v1/chaos/inject", {"kind": kind, "duration": "2m", **KINDS[kind]})
     try:
         for _ in range(5):  # traffic through the faulty part, so every tool has something to show
@@ -104,6 +113,8 @@ def test_no_tool_output_reveals_the_fault(shop: Shop, tools: Tools, kind: str) -
     finally:
         # A kill is done at onset (nothing to revert): clear whatever is left instead of that id.
         shop.post("/v1/chaos/clear", {} if kind == "pod.kill" else {"id": fault["id"]})
+        for name in WAKE.get(kind, []):
+            shop.post("/v1/scale", {"deployment": name, "replicas": 0})
         wait_for(lambda: shop.status()["ready"], timeout=60)  # a killed or failed pod is back for the next test
     covered = {k.split("#")[0].split(":")[0] for k in outputs}
     assert observe - covered - {"read_runbook"} == set(), "every observe tool is searched"
