@@ -28,13 +28,10 @@ def page() -> Iterator[Any]:
         yield pg
 
 
-def shop_journey(pg: Any, base: str) -> None:
-    """What a shopper does; ``base`` is the front-end URL."""
+def log_in(pg: Any, base: str) -> None:
+    """The home page, then the seeded customer ``user`` logs in through the dialog."""
     from playwright.sync_api import expect
 
-    # Waits are for the page to get there, not timing goals: a busy CI machine may take seconds per call.
-    expect.set_options(timeout=15_000)
-    # Home page and log in through the dialog.
     pg.goto(base + "/")
     expect(pg.locator("#featured .tile").first).to_be_visible()
     pg.click("#login-link")
@@ -42,6 +39,16 @@ def shop_journey(pg: Any, base: str) -> None:
     pg.fill("#login-password", "password")
     pg.click("#login-dialog button[type=submit]")
     expect(pg.locator("#account")).to_contain_text("Logged in as User Name")
+
+
+def shop_journey(pg: Any, base: str) -> None:
+    """What a shopper does; ``base`` is the front-end URL."""
+    from playwright.sync_api import expect
+
+    # Waits are for the page to get there, not timing goals: a busy CI machine may take seconds per call.
+    expect.set_options(timeout=15_000)
+    # Home page and log in through the dialog.
+    log_in(pg, base)
 
     # Start from an empty basket (the shop is shared with other tests) and count the orders so far.
     pg.evaluate("fetch('/cart', {method: 'DELETE', credentials: 'same-origin'})")
@@ -313,12 +320,7 @@ def test_the_basket_page_offers_delivery_priced_for_the_address_and_the_order_ch
     rc = shop.client
     reset_deployments(rc, Setup(replicas={"shipping-rates": 1, "carrier-api": 1, "rates-db": 1, "rates-cache": 1}))
     try:
-        page.goto(shop.url + "/")
-        page.click("#login-link")
-        page.fill("#login-username", "user")
-        page.fill("#login-password", "password")
-        page.click("#login-dialog button[type=submit]")
-        expect(page.locator("#account")).to_contain_text("Logged in as User Name")
+        log_in(page, shop.url)
         page.evaluate("fetch('/cart', {method: 'DELETE', credentials: 'same-origin'})")
         sock = page.evaluate("fetch('/catalogue?size=100').then(r => r.json())"
                              ".then(l => l.filter(s => s.price < 40)[0])")

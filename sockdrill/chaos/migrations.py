@@ -39,6 +39,16 @@ from sockdrill.errors import FaultError, did_you_mean
 LOCK_MODES = {"share": "SHARE", "exclusive": "EXCLUSIVE", "access_exclusive": "ACCESS EXCLUSIVE"}
 
 
+async def _require_columns(rt: Any, target: str, table: str, columns: dict[str, str]) -> None:
+    """FaultError naming the parameter when ``table`` or one of ``columns`` (param name → column) is not there."""
+    cols = await _columns(rt, target, table)
+    if not cols:
+        raise FaultError(f"params.table: {target} has no table {table!r}")
+    for field, column in columns.items():
+        if column not in cols:
+            raise FaultError(f"params.{field}: {table} has no column {column!r}{did_you_mean(column, cols)}")
+
+
 async def _columns(rt: Any, name: str, table: str) -> set[str]:
     conn = await pg_connect(rt, name)
     try:
@@ -140,12 +150,7 @@ class AddCheck(PgFaultKind):
 
     async def inject(self, ctx: Ctx, spec: FaultSpec) -> dict[str, Any]:
         p = spec.params
-        cols = await _columns(ctx.runtime, spec.target, p["table"])
-        if not cols:
-            raise FaultError(f"params.table: {spec.target} has no table {p['table']!r}")
-        if p["column"] not in cols:
-            raise FaultError(f"params.column: {p['table']} has no column {p['column']!r}"
-                             f"{did_you_mean(p['column'], cols)}")
+        await _require_columns(ctx.runtime, spec.target, p["table"], {"column": p["column"]})
         state = {"table": p["table"], "name": p["name"]}
         await ctx.checkpoint(state)  # on disk before the change, so a crash still reverts it
         conn = await pg_connect(ctx.runtime, spec.target)
@@ -225,13 +230,8 @@ class BadImport(PgFaultKind):
 
     async def inject(self, ctx: Ctx, spec: FaultSpec) -> dict[str, Any]:
         p = spec.params
-        cols = await _columns(ctx.runtime, spec.target, p["table"])
-        if not cols:
-            raise FaultError(f"params.table: {spec.target} has no table {p['table']!r}")
-        for field in ("column", "where_column"):
-            if p[field] not in cols:
-                raise FaultError(f"params.{field}: {p['table']} has no column {p[field]!r}"
-                                 f"{did_you_mean(p[field], cols)}")
+        await _require_columns(ctx.runtime, spec.target, p["table"],
+                               {"column": p["column"], "where_column": p["where_column"]})
         conn = await pg_connect(ctx.runtime, spec.target)
         try:
             keys = [r["attname"] for r in await conn.fetch(
