@@ -45,13 +45,23 @@ ORACLE_IN_BENCH_ONLY = {
     "payment-timeout/pool-exhaustion": "set_config on payment and reset_gateway, as payment-timeout/breaker-tripping; "
                                        "its surge of 80 shoppers on 2 cores sometimes kept checkout p95 over 3 s after "
                                        "the fix (a fresh 0755 clone, 2026-12-06): bench scenarios measures it",
+    "login-latency/traffic-surge": "set_limits as login-latency/user-db-cpu, scale (tests/cluster/test_runtime); its "
+                                   "surge of 80 shoppers on 2 cores kept login failing after the fix in CI (stop 30, "
+                                   "2026-12-06: 157 failed requests, 26 s of violation): bench scenarios measures it",
     "shipping-calculation/carrier-outage": "thirdparty.errors as order-failure/no-retry; stale rates allowed "
                                            "(tests/shop/test_shipping_rates)",
     "shipping-calculation/services-config": "a knob undone by rollback_config, as cart-loss/merge-timeout; express "
                                             "missing (tests/shop/test_shipping_rates)",
     "shipping-calculation/stale-rates": "a third party's knob as thirdparty.errors; the stale tariff and flushing "
                                         "rates-cache (tests/shop/test_shipping_rates)",
-    # For time (the suite took 28 min 48 s from a fresh 0700 clone on 2026-12-06):
+    # For time (the suite took 28 min 48 s from a fresh 0700 clone on 2026-12-06, 29 min 09 s in CI, stop 30):
+    "profile-updates/lost-updates": "a release knob undone by rollback_config on user, as profile-updates/"
+                                    "validation-skip; two devices' lost edits (tests/load/test_load)",
+    "profile-updates/phone-constraint": "datastore.add_check undone by drop_constraint, as order-inconsistency/"
+                                        "refused-transition",
+    "order-failure/payment-timeout-config": "a knob undone by rollback_config as cart-loss/merge-timeout, "
+                                            "reconcile_payments as order-failure/payment-partition; the baseline "
+                                            "finds it (tests/agents/test_baseline)",
     "catalogue-staleness/mesh-routing": "mesh.route recorded (tests/agents/test_isolation) and routes set and undone "
                                         "(tests/cluster/test_mesh, test_replica)",
     "catalogue-staleness/replica-lag": "the stalled replica link and set_route, end to end (tests/cluster/"
@@ -120,8 +130,8 @@ def test_restart_all_fixes_by_accident_and_still_scores_low(shop: Shop, tmp_path
 
 # Scoring a control is the same for every journey; each control's SLO and traffic are those of its scenario, whose
 # every oracle run checks first that they hold on a healthy shop. control-catalogue: a probe's journey.
-CONTROL_RUNS = [("control-checkout/steady", "noop"), ("control-checkout/steady", "restart-all"),
-                ("control-catalogue/steady", "noop")]
+# (noop on control-checkout: `sockdrill bench scenarios`; the baseline's control run: tests/agents/test_baseline.)
+CONTROL_RUNS = [("control-checkout/steady", "restart-all"), ("control-catalogue/steady", "noop")]
 
 
 @pytest.mark.parametrize(("ref", "agent"), CONTROL_RUNS)
