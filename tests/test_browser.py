@@ -347,3 +347,42 @@ def test_the_basket_page_offers_delivery_priced_for_the_address_and_the_order_ch
                    and abs(o["total"] - total) < 0.01 for o in placed), placed
     finally:
         reset_deployments(rc, Setup())
+
+
+def test_the_checkout_page_makes_the_calls_its_journey_times_and_says_when_the_gateway_cuts_them(
+        shop: Any, page: Any) -> None:
+    """Scenario 7's SLI is the checkout (basket) page as a browser loads it: the calls Chromium makes for it must be
+    the ones the checkout-page journey sends (load/journeys.py), or the SLI would time another page. Then the
+    gateway-timeouts fault (front-end's upstream timeout at 3 ms): the page says the basket could not be loaded,
+    it does not sit blank."""
+    from urllib.parse import urlsplit
+
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
+    rc = shop.client
+    log_in(page, shop.url)
+    page.evaluate("fetch('/cart', {method: 'DELETE', credentials: 'same-origin'})")
+    sock = page.evaluate("fetch('/catalogue?size=100').then(r => r.json()).then(l => l.filter(s => s.price < 40)[0])")
+    page.evaluate("id => fetch('/cart', {method: 'POST', credentials: 'same-origin', headers: "
+                  "{'Content-Type': 'application/json'}, body: JSON.stringify({id})})", sock["id"])
+    calls: list[str] = []
+    page.on("request", lambda r: calls.append(urlsplit(r.url).path)
+            if r.resource_type in ("fetch", "xhr") else None)
+    page.goto(shop.url + "/basket.html")
+    expect(page.locator("#basket-lines tbody tr")).to_have_count(1)
+    expect(page.locator("#payment-card")).to_contain_text("Card ending in")
+    # The journey's calls: the basket, each sock in it, the address and the card (the HTML is its first step).
+    journey = {"/cart", f"/catalogue/{sock['id']}", "/address", "/card"}
+    assert journey <= set(calls), calls
+    # Anything else the page asks for is the page's chrome (who is logged in, the basket count), not the checkout.
+    extra = set(calls) - journey
+    assert all(p in ("/customers", "/login") or p.startswith("/customers/") for p in extra), extra
+    try:
+        rc.post("/v1/config", {"deployment": "front-end", "knobs": {"http_timeout_s": 0.003}})
+        page.goto(shop.url + "/basket.html")
+        expect(page.locator("#basket-lines")).to_contain_text("could not be loaded")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "checkout-page-gateway-timeouts.png"), full_page=True)
+    finally:
+        rc.post("/v1/config/reset", {"deployment": "front-end"})

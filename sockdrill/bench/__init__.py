@@ -295,6 +295,8 @@ def run_benches(names: list[str], duration: float, console: Console | None) -> d
 
 
 def _print(console: Console, name: str, data: dict[str, Any]) -> None:
+    data = dict(data)
+    text = data.pop("markdown", None)  # a table already (bench scenarios): printed as it is, after the figures
     table = Table(title=f"bench {name}")
     table.add_column("figure")
     table.add_column("value")
@@ -308,3 +310,5 @@ def _print(console: Console, name: str, data: dict[str, Any]) -> None:
 
     walk("", data)
     console.print(table)
+    if isinstance(text, str):
+        console.print(text, markup=False, highlight=False, soft_wrap=True)

@@ -75,8 +75,9 @@ variants:
                    propagation: [catalogue-db, catalogue, front-end]}
     remediation: [{tool: set_limits, args: {service: catalogue-db, clear: true}, wait_s: 2}]
 """,
-    # Kinds the catalogue never uses (HTTP aborts, CPU stress, a frozen pod), on yet other targets. Only
-    # their symptoms were checked to appear (the fault must hurt); no agent was ever tuned on them.
+    # Kinds the catalogue never uses (HTTP aborts, a frozen pod; CPU stress only since seed 7's runaway process
+    # in the front-end's pods, 2026-12-06), on yet other targets. Only their symptoms were checked to appear (the
+    # fault must hurt); no agent was ever tuned on them.
     """
 id: held-carts-aborts
 version: 1

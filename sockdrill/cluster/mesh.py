@@ -524,6 +524,8 @@ class _Conn:
             return
         if not rt.hits(self.backend.pod):
             return
+        if new and rt.toxic.params.get("established_only"):
+            return  # only the connections that were open when it was installed
         if kind == "reset":
             self.edge._error("reset")
             self.abort(rst=True)

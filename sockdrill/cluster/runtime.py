@@ -438,7 +438,8 @@ class Runtime:
         return {"deployment": name, "balancing": policy, "before": before}
 
     async def restart(self, name: str, pod_name: str | None = None) -> dict[str, Any]:
-        """Replace one pod, or every pod of a deployment one at a time (rolling)."""
+        """Replace one pod (deleted, then its replacement started), or every pod of a deployment one at a time
+        (a rollout: a service's new pod first, a datastore's old pod first, as a StatefulSet does)."""
         dep = self.deployment(name)
         if dep.external:
             raise ClusterError(f"'{name}' is external ({dep.spec.external_url}); it has no pods to restart")
@@ -448,6 +449,17 @@ class Runtime:
                                                                if not p.stopping or p.status == "Error"]
         replaced = []
         for old in targets:
+            if not dep.spec.is_store and not pod_name and old.status != "Error":
+                # A Deployment's rollout (kubectl rollout restart) surges: with Kubernetes' defaults (maxSurge 25 %
+                # rounded up, maxUnavailable 25 % rounded down) a deployment of up to 3 pods starts each new pod
+                # and waits for it to be ready before the old one goes, so a restart costs no capacity.
+                new = dep.new_pod()
+                new.launch()
+                await self._wait_pod_ready(new, 30)
+                await old.stop()
+                dep.pods.pop(old.name, None)
+                replaced.append(old.name)
+                continue
             await old.stop()
             dep.pods.pop(old.name, None)
             if dep.spec.is_store:

@@ -132,7 +132,10 @@ TOXIC_KINDS: dict[str, ToxicKind] = {
         ),
         ToxicKind(
             "stall",
-            "data stops flowing, the connection stays open; held data is delivered when removed",
+            "data stops flowing, the connection stays open; held data is delivered when removed. "
+            "established_only: only connections open when it is installed (a firewall or NAT between the pods "
+            "forgot them); new ones pass, so a client that reconnects gets through",
+            (Param("established_only", bool, False, "stall only the connections open at install"),),
             default_direction="both",
             chaos_mesh="NetworkChaos loss (100 %)",
         ),

@@ -17,7 +17,7 @@ from sockdrill.slo.slo import SLO, Profile
 RUNBOOKS: dict[tuple[str, str], str] = {
     ("login", "latency"): "login-slow", ("login", "errors"): "login-failing",
     ("checkout", "latency"): "checkout-slow", ("checkout", "errors"): "checkout-failing",
-    ("checkout-page", "latency"): "checkout-slow", ("checkout-page", "errors"): "checkout-failing",
+    ("checkout-page", "latency"): "checkout-page-slow", ("checkout-page", "errors"): "checkout-page-failing",
     ("cart", "latency"): "cart-degraded", ("cart", "errors"): "cart-degraded",
     ("return-visit", "latency"): "cart-degraded", ("return-visit", "errors"): "cart-degraded",
     ("browse", "latency"): "browse-degraded", ("browse", "errors"): "browse-degraded",

@@ -286,6 +286,7 @@ class Run:
 
         assert self.client is not None
         record = self.client.record
+        load = load.for_profile(self.opts.profile)
         entries = [record["front_end_url"] if e == "front-end" else record["addresses"][e] for e in load.entry_list()]
         return start_load(
             self.client.record["front_end_url"], journeys=dict(load.journeys), users=load.users,

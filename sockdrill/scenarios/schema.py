@@ -78,6 +78,16 @@ class Symptom(Strict):
         return v
 
 
+class StandardLoad(Strict):
+    """The load at the standard (game-day) profile where it differs from the fast one: more shoppers at a
+    shopper's pace, e.g. scenario 7's 1000 concurrent shoppers thinking 20-40 s, the same page rate the fast
+    profile gets from a dozen thinking under a second."""
+
+    users: int = Field(ge=1, le=5000)
+    spawn_rate: float | None = Field(default=None, gt=0)
+    think_s: tuple[float, float] | None = None
+
+
 class Load(Strict):
     journeys: dict[str, int] = Field(default_factory=lambda: {"browse": 3, "login": 1, "cart": 1,
                                                               "checkout": 1})
@@ -88,6 +98,16 @@ class Load(Strict):
     think_s: tuple[float, float] = (0.2, 0.6)
     # Where shoppers come in: entry deployment → weight (a region's edge cache; default: the front-end).
     entry: dict[str, int] = Field(default_factory=lambda: {"front-end": 1})
+    standard: StandardLoad | None = None  # the standard profile's shoppers, where they differ
+
+    def for_profile(self, profile: str) -> Load:
+        """This load as the profile runs it (``standard`` applies its own users, spawn rate and think time)."""
+        if profile != "standard" or self.standard is None:
+            return self
+        own = self.standard
+        return self.model_copy(update={
+            "users": own.users, "spawn_rate": own.spawn_rate or self.spawn_rate,
+            "think_s": own.think_s or self.think_s, "standard": None})
 
     @field_validator("journeys")
     @classmethod
@@ -101,6 +121,13 @@ class Load(Strict):
     def _entries(cls, v: dict[str, int]) -> dict[str, int]:
         if not v or any(not 0 <= w <= 100 for w in v.values()) or sum(v.values()) == 0:
             raise ValueError("entry must map deployments to weights from 0 to 100, at least one > 0")
+        return v
+
+    @field_validator("think_s")
+    @classmethod
+    def _think(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] < 0 or v[1] < v[0]:
+            raise ValueError(f"think_s {list(v)} must be [min, max] seconds with 0 <= min <= max")
         return v
 
     def entry_list(self) -> list[str]:

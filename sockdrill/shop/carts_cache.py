@@ -42,7 +42,7 @@ from redis.exceptions import RedisError, WatchError
 from sockdrill.shop import carts_db
 from sockdrill.shop.carts_db import Line
 from sockdrill.shop.common.db import UNREACHABLE
-from sockdrill.shop.common.redisconn import stale_connection_retry
+from sockdrill.shop.common.redisconn import pooled_redis
 from sockdrill.shop.common.tasks import cancel_and_wait
 from sockdrill.telemetry import tracing
 
@@ -100,9 +100,8 @@ class CartCache:
     def client(self) -> aioredis.Redis:
         if self._redis is None:
             timeout = self.svc.knobs["cache_timeout_s"]
-            self._redis = aioredis.from_url(self.url, decode_responses=True, socket_timeout=timeout,
-                                            socket_connect_timeout=timeout, health_check_interval=30,
-                                            **stale_connection_retry())
+            self._redis = pooled_redis(self.url, timeout, decode_responses=True, socket_connect_timeout=timeout,
+                                       health_check_interval=30)
         return self._redis
 
     async def _start(self, _app: Any) -> None:

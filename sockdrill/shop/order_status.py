@@ -8,6 +8,10 @@ state it may leave that way, or there is no such order) is acked and counted as 
 seed's "inconsistent-state events". An event that could not be applied (the database refused or is away) stays
 pending and is tried again, ``status_retry_s`` later: nothing is lost, the order only lags.
 
+``status_read_timeout_s`` bounds each read: past it the connection is given up and made again, so a connection the
+network silently dropped costs that long; at 0 a read waits for ever, and such a connection stops the pod's
+updates until it restarts (seed 8's "service communication failures").
+
 ``status_apply_interval_s`` (0: apply as they come) batches: events are read and applied every that many seconds,
 a load-shedding setting that leaves orders' views behind the warehouse's for as long.
 
@@ -30,7 +34,10 @@ from sockdrill.shop.common.redisconn import redis_store
 from sockdrill.shop.common.tasks import cancel_and_wait
 
 BATCH = 100
-CLAIM_IDLE_S = 30.0
+# A pod's own pending events are re-read (and so kept from going idle) every status_retry_s while it lives; a
+# consumer whose events lie idle this long is gone or stuck, and a rollout's new pod takes them over. Applying twice
+# is harmless (a duplicate).
+CLAIM_IDLE_S = 10.0
 RESULTS = ("applied", "duplicate", "rejected", "unknown", "failed", "malformed")
 
 
@@ -40,6 +47,7 @@ class OrderStatusUpdater:
         self.db = db
         self.status_changes = status_changes
         self._redis: Any = None
+        self._read_timeout = 0.0
         self._task: asyncio.Task[None] | None = None
         reg = svc.metrics.registry
         self.events = Counter("orders_status_events_total", "Order status events from the warehouse, by result.",
@@ -57,8 +65,12 @@ class OrderStatusUpdater:
         svc.on_cleanup(self._stop)
 
     # ---- life cycle ------------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        self._read_timeout = float(self.svc.knobs["status_read_timeout_s"])
+        return redis_store(optional_upstream_url("queue"), timeout=self._read_timeout or None)
+
     async def _start(self, _app: Any) -> None:
-        self._redis = redis_store(optional_upstream_url("queue"))
+        self._redis = self._connect()
         if self._redis is None:
             return  # no Redis queue: nothing tells orders of deliveries (orders stay 'shipped')
         self._task = asyncio.ensure_future(self._run())
@@ -87,6 +99,11 @@ class OrderStatusUpdater:
         last_claim, last_round = 0.0, time.monotonic()
         while True:
             try:
+                if float(self.svc.knobs["status_read_timeout_s"]) != self._read_timeout:
+                    # A new read timeout: a new client from the next read. (A read already waiting on a dead
+                    # connection with no timeout never gets here: only a restart frees it.)
+                    old, self._redis = self._redis, self._connect()
+                    await old.aclose()
                 if not ready:
                     await self._ensure_group()
                     ready = True

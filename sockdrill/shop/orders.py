@@ -65,6 +65,9 @@ KNOBS: list[Knob] = [
          "they come)", minimum=0, maximum=600),
     Knob("status_retry_s", 1.0, "wait before trying again a status event that could not be applied (seconds)",
          minimum=0.05, maximum=300),
+    Knob("status_read_timeout_s", 5.0, "how long a read of the status events may wait for the queue store's answer "
+         "before the connection is given up and made again (seconds; 0: wait as long as it takes). A change applies "
+         "from the next read", minimum=0, maximum=300),
 ]
 
 SCHEMA = """

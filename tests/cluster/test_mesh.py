@@ -359,6 +359,28 @@ async def test_stall_holds_data_and_releases_it_on_removal(mesh: Mesh) -> None:
     await srv.stop()
 
 
+async def test_a_stall_of_established_connections_only_lets_a_new_connection_through(mesh: Mesh) -> None:
+    """Seed 8's dropped connection: the connections open at install stall (a firewall forgot them) for as long as
+    the toxic stays; one made after it passes, so only a client that never reconnects is stuck."""
+    srv = await TcpServer("db-0").start()
+    edge = await tcp_edge(mesh, srv)
+    reader, writer = await open_conn(edge)
+    await roundtrip(reader, writer, b"warm")
+    tid = edge.add_toxic("stall", established_only=True)
+    writer.write(b"held")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(reader.readexactly(4), 0.5)
+    fresh_reader, fresh_writer = await open_conn(edge)
+    await asyncio.wait_for(roundtrip(fresh_reader, fresh_writer, b"fresh"), 5)
+    with pytest.raises(TimeoutError):  # the old one still held, the new one notwithstanding
+        await asyncio.wait_for(reader.readexactly(4), 0.3)
+    edge.remove_toxic(tid)
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == b"held"
+    for w in (writer, fresh_writer):
+        w.close()
+    await srv.stop()
+
+
 async def test_bandwidth_limits_throughput(mesh: Mesh) -> None:
     srv = await TcpServer("db-0").start()
     edge = await tcp_edge(mesh, srv)

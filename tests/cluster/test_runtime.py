@@ -347,3 +347,34 @@ def test_down_after_sigkill_of_supervisor_leaves_nothing() -> None:
 
 def test_down_when_nothing_runs_is_fine(tmp_path: Path) -> None:
     assert client.down(tmp_path) == []
+
+
+def test_a_service_restart_is_a_rollout_that_never_leaves_it_without_a_ready_pod(shop: Shop) -> None:
+    """restart(service) is `kubectl rollout restart` with Kubernetes' defaults: a one-pod Deployment gets its new
+    pod ready before the old one goes, so catalogue answers every request of a burst sent meanwhile (a datastore,
+    a StatefulSet, goes old pod first: test_restarted_datastores_keep_their_data)."""
+    before = pod_of(shop, "catalogue")
+    statuses: list[int] = []
+
+    async def burst(done: asyncio.Event) -> None:
+        async with aiohttp.ClientSession() as s:
+            while not done.is_set():
+                async with s.get(f"{shop.url}/catalogue?size=3") as r:
+                    statuses.append(r.status)
+                    await r.read()
+
+    async def main() -> dict[str, Any]:
+        done = asyncio.Event()
+        task = asyncio.ensure_future(burst(done))
+        await asyncio.sleep(0.3)
+        out = await asyncio.to_thread(shop.post, "/v1/restart", {"deployment": "catalogue"})
+        await asyncio.sleep(0.3)
+        done.set()
+        await task
+        return out
+
+    out = asyncio.run(main())
+    assert out["restarted"] == [before["name"]]
+    after = pod_of(shop, "catalogue")
+    assert after["name"] != before["name"] and after["ready"]
+    assert len(statuses) > 10 and set(statuses) == {200}, sorted(set(statuses))

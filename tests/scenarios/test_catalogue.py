@@ -16,7 +16,7 @@ def test_catalogue_is_valid_and_complete() -> None:
     assert {"login-latency", "order-failure", "cart-loss", "profile-updates", "control-login", "control-checkout",
             "control-cart", "control-profile", "order-inconsistency", "control-orders"} <= set(cat.scenarios)
     assert {v.id for v in cat.scenarios["order-inconsistency"].variants} == {"consistency-lag", "stale-history",
-                                                                      "refused-transition"}
+                                                                      "refused-transition", "dropped-connection"}
     login = cat.scenarios["login-latency"]
     assert {v.id for v in login.variants} == {"traffic-surge", "user-db-cpu", "frontend-user-delay", "missing-index"}
     order = cat.scenarios["order-failure"]
@@ -33,6 +33,11 @@ def test_catalogue_is_valid_and_complete() -> None:
     assert {v.id for v in cat.scenarios["shipping-calculation"].variants} == {"carrier-outage", "stale-rates",
                                                                               "directory-import", "services-config"}
     assert cat.scenarios["shipping-calculation"].seed == 10 and cat.scenarios["control-shipping"].control
+    assert {v.id for v in cat.scenarios["checkout-page"].variants} == {"front-end-overload", "gateway-timeouts",
+                                                                       "backend-degradation", "resource-exhaustion"}
+    assert cat.scenarios["checkout-page"].seed == 7 and cat.scenarios["control-checkout-page"].control
+    # Every seed scenario of ../shared/seed is in the catalogue.
+    assert {sc.seed for sc in cat.scenarios.values() if sc.seed} == set(range(1, 11))
     from sockdrill.agents.registry import all_tools
 
     tools = all_tools()
@@ -58,25 +63,6 @@ def test_every_fault_scenario_has_a_control_drawn_like_it() -> None:
         assert twins, f"{sc.id}: no control run for journey {sc.journey} with its report"
         twin = twins[0]
         assert twin.slo == sc.slo and twin.load == sc.load, (sc.id, twin.id)
-
-
-def test_draft_scenarios_stay_valid_against_the_tools_and_faults() -> None:
-    """Seed scenario 7 is a draft until calibrated (docs/drafts/): it must still load, every remediation must name
-    a tool with arguments it takes, and it says which seed scenario it is."""
-    from sockdrill.agents.registry import all_tools
-
-    drafts = sorted((Path(__file__).resolve().parents[2] / "docs" / "drafts").glob("*.yaml"))
-    assert [p.name for p in drafts] == ["checkout-page.yaml"]
-    tools = all_tools()
-    seeds = {}
-    for path in drafts:
-        sc = load_scenario_file(path)
-        seeds[path.name] = (sc.seed, len(sc.variants))
-        for v in sc.variants:
-            for step in v.remediation:
-                assert step.tool in tools, (path.name, v.id, step.tool)
-                assert set(step.args) <= set(tools[step.tool].parameters["properties"]), (path.name, v.id, step.args)
-    assert seeds == {"checkout-page.yaml": (7, 4)}
 
 
 def test_refs_and_suggestions() -> None:
@@ -187,3 +173,31 @@ def test_a_set_up_sizes_only_what_may_be_sized(change: tuple[str, str], needle: 
     with pytest.raises(ScenarioError) as err:
         load_scenario_text(SETUP_DOC.replace(*change), "x.yaml")
     assert needle in str(err.value), str(err.value)
+
+
+def test_the_standard_profile_runs_its_own_crowd() -> None:
+    """Scenario 7's standard profile reaches 1000 concurrent shoppers (1600 in the surge) at a shopper's pace; the
+    fast profile keeps the dozen the CI machine runs. A load without a standard block is the same in both."""
+    sc = load_catalogue().scenarios["checkout-page"]
+    overload = sc.variant("front-end-overload")
+    fast, standard = sc.load_for(overload).for_profile("fast"), sc.load_for(overload).for_profile("standard")
+    assert (fast.users, standard.users) == (12, 1000)
+    assert standard.think_s == (20, 40) and standard.journeys == fast.journeys and standard.standard is None
+    assert overload.surge is not None
+    assert overload.surge.for_profile("standard").users + standard.users >= 1600
+    plain = load_catalogue().scenarios["login-latency"].load
+    assert plain.for_profile("standard") == plain
+
+
+@pytest.mark.parametrize(("load", "needle"), [
+    ("{users: 5, think_s: [2, 1]}", "think_s [2.0, 1.0] must be [min, max]"),
+    ("{users: 5, standard: {users: 0}}", "greater than or equal to 1"),
+    ("{users: 5, standard: {users: 10, crowd: 3}}", "crowd"),
+])
+def test_a_bad_load_is_refused_with_its_field(load: str, needle: str) -> None:
+    text = (f"id: x\ntitle: t\njourney: login\nimpact: i\nslo: [{{journey: login, sli: error_rate, below: 0.1}}]\n"
+            f"symptom: {{any: [{{journey: login, sli: error_rate, above: 0.2}}]}}\nload: {load}\n"
+            "variants: [{id: v, title: t, cause: c, ground_truth: {root_cause: [user], category: misconfiguration}}]\n")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario_text(text, "bad.yaml")
+    assert needle in str(err.value) and "load" in str(err.value)

@@ -68,6 +68,16 @@ ORACLE_IN_BENCH_ONLY = {
                                        "test_replica)",
     "payment-timeout/gateway-latency": "thirdparty.latency (tests/chaos/test_config) and failover_gateway "
                                        "(tests/agents/test_tools)",
+    "order-failure/no-retry": "thirdparty.errors undone by set_config on payment, as payment-timeout/"
+                              "breaker-tripping (for time, 2026-12-06: seeds 7 and 8's new variants came in)",
+    # Seed scenario 7: backend-degradation's oracle run is here (an HTTP path fault on one pod, undone by a rollout).
+    "checkout-page/front-end-overload": "a surge on a small CPU limit undone by set_limits and scale, as "
+                                        "login-latency/traffic-surge",
+    "checkout-page/gateway-timeouts": "a front-end knob undone by rollback_config, as cart-loss/session-ttl; the "
+                                      "page in Chromium under it (tests/test_browser)",
+    "checkout-page/resource-exhaustion": "stress.cpu in a pod's cgroup (tests/chaos/test_stress) and the rollout "
+                                         "restart (tests/cluster/test_runtime); its oracle pays a collateral penalty "
+                                         "(browse slow while the pods are replaced): bench scenarios measures it",
 }
 # Where a fault could fade by itself (a pool that settles, a storm that stops, a lock that ends): the
 # suite's room is for these; `sockdrill bench validity` runs noop on every variant. (A mesh delay cannot fade:

@@ -26,7 +26,7 @@ from urllib.parse import unquote
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from sockdrill.shop.common.redisconn import stale_connection_retry
+from sockdrill.shop.common.redisconn import pooled_redis
 from sockdrill.telemetry import tracing
 
 COOKIE = "md.sid"
@@ -109,11 +109,8 @@ class SessionStore:
 
     def _client(self) -> aioredis.Redis:
         if self._redis is None:
-            self._redis = aioredis.from_url(
-                self.url, decode_responses=True, socket_timeout=self.timeout_s,
-                socket_connect_timeout=self.timeout_s, health_check_interval=30,
-                **stale_connection_retry(),
-            )
+            self._redis = pooled_redis(self.url, self.timeout_s, decode_responses=True,
+                                       socket_connect_timeout=self.timeout_s, health_check_interval=30)
         return self._redis
 
     async def reconnect(self, timeout_s: float) -> None:
