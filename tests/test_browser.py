@@ -372,17 +372,33 @@ def test_the_checkout_page_makes_the_calls_its_journey_times_and_says_when_the_g
     page.goto(shop.url + "/basket.html")
     expect(page.locator("#basket-lines tbody tr")).to_have_count(1)
     expect(page.locator("#payment-card")).to_contain_text("Card ending in")
-    # The journey's calls: the basket, each sock in it, the address and the card (the HTML is its first step).
-    journey = {"/cart", f"/catalogue/{sock['id']}", "/address", "/card"}
-    assert journey <= set(calls), calls
-    # Anything else the page asks for is the page's chrome (who is logged in, the basket count), not the checkout.
-    extra = set(calls) - journey
-    assert all(p in ("/customers", "/login") or p.startswith("/customers/") for p in extra), extra
+    # The journey's calls (the HTML is its first step): who is logged in, the basket, each sock in it, the address,
+    # the card, the delivery options.
+    who = next(c["value"] for c in page.context.cookies() if c["name"] == "logged_in")
+    journey = {f"/customers/{who}", "/cart", f"/catalogue/{sock['id']}", "/address", "/card", "/shipping-options"}
+    assert set(calls) == journey, calls
+    statuses: dict[str, int] = {}
+    page.on("response", lambda r: statuses.__setitem__(urlsplit(r.url).path, r.status)
+            if r.request.resource_type in ("fetch", "xhr") else None)
     try:
         rc.post("/v1/config", {"deployment": "front-end", "knobs": {"http_timeout_s": 0.003}})
-        page.goto(shop.url + "/basket.html")
-        expect(page.locator("#basket-lines")).to_contain_text("could not be loaded")
+        # Which calls the gateway cuts depends on each backend's time (a fast call can beat 3 ms: half the page loads
+        # of the calibration lost one); the page shows the ones it lost (a sock by its id, the address or card form,
+        # "could not be loaded") and the shopper's browser gets 504s. Up to 20 loads, for one that lost a call.
+        for _ in range(20):
+            statuses.clear()
+            page.goto(shop.url + "/basket.html")
+            page.wait_for_load_state("networkidle")
+            if 504 in statuses.values():
+                break
+        assert 504 in statuses.values(), statuses
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "checkout-page-gateway-timeouts.png"), full_page=True)
     finally:
         rc.post("/v1/config/reset", {"deployment": "front-end"})
+    statuses.clear()
+    page.goto(shop.url + "/basket.html")
+    expect(page.locator("#payment-card")).to_contain_text("Card ending in")
+    expect(page.locator("#basket-lines tbody tr").first).to_contain_text(sock["name"])
+    page.wait_for_load_state("networkidle")
+    assert 504 not in statuses.values(), statuses

@@ -454,13 +454,36 @@ def checkout(u: ShopUser) -> bool:
     return declined
 
 
+def _cookie(u: ShopUser, name: str) -> str | None:
+    for c in getattr(u.client, "cookiejar", None) or []:
+        if c.name == name:
+            return str(c.value)
+    return None
+
+
+def _delivery_options(resp: Any) -> str | None:
+    # 502: no rating service runs (the shop prices delivery flat), which the page shows as such; 400 "the basket is
+    # empty": the customer's other device (another shopper on the same account) just emptied it, not the shop's
+    # failure. Any other error leaves the shopper unable to choose a delivery, as the page says.
+    if resp.status_code == 502 or (resp.status_code == 200 and isinstance(body_json(resp), dict)):
+        return None
+    data = body_json(resp)
+    if resp.status_code == 400 and isinstance(data, dict) and "basket is empty" in str(data.get("error", "")):
+        return None
+    return f"shipping-options: status {resp.status_code}"
+
+
 @journey("checkout-page")
 def checkout_page(u: ShopUser) -> bool:
     """Scenario 7's page load: the checkout (basket) page as a browser loads it, its HTML and every API call its
-    script makes (the cart, each sock in it, the delivery address, the card). A shopper with an empty basket
-    first puts a sock in it."""
+    script makes (tests/test_browser.py checks Chromium makes these and no others): who is logged in, the cart,
+    each sock in it, the delivery address, the card, then the delivery options for that address. One at a time
+    where the page makes some at once (the address and the card). A shopper with an empty basket first puts a
+    sock in it."""
     u.ensure_login()
     u.step("html", "GET", "/basket.html")
+    who = _cookie(u, "logged_in")
+    u.step("account", "GET", "/customers/" + quote(who, safe="") if who else "/customers/me")
     lines = body_json(u.step("cart", "GET", "/cart", check=is_list("cart")))
     if not lines:
         items = _cheap(u.catalogue(step="pick"))
@@ -472,6 +495,7 @@ def checkout_page(u: ShopUser) -> bool:
         u.step("sock", "GET", "/catalogue/" + quote(item, safe=""), check=has_keys("sock", "id", "price"))
     u.step("address", "GET", "/address", check=has_keys("address", "id"))
     u.step("card", "GET", "/card", check=has_keys("card", "number"))
+    u.step("delivery", "POST", "/shipping-options", expect=(200, 400, 502), check=_delivery_options)
     return False
 
 
