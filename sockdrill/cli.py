@@ -389,7 +389,8 @@ def demo(
 @app.command()
 def bench(
     what: Annotated[str, typer.Argument(help="runtime | shop | load | chaos | recorder | tracing | agents | "
-                                        "autopilot | scenarios | validity | soak | all | rcaeval")] = "all",
+                                        "autopilot | scenarios | validity | soak | headroom | scale | all | "
+                                        "rcaeval")] = "all",
     runs: Annotated[list[Path] | None, typer.Argument(help="rcaeval: the run directories to rank")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     duration: Annotated[float, typer.Option(help="seconds per measurement", min=1, max=600)] = 5.0,

@@ -41,3 +41,17 @@ def test_idle_report_names_its_biggest_spenders(shop: Shop) -> None:
     assert abs(report["cores"] - sum(report["by_owner_cores"].values())) < 0.01  # rounding only
     assert set(report["by_owner_cores"]) - {"others"} <= set(rates)
     assert len(report["by_owner_cores"]) <= 9
+
+
+def test_scale_rows_come_from_the_replicas_asked_for(shop: Shop) -> None:
+    """``bench scale`` on the shared shop: front-end and catalogue really run 2 pods for the measured row, the
+    browse load is served without error, and its CPU is read from the shop's processes."""
+    from sockdrill.bench.scale import SCALED, _browse_urls, measure
+
+    urls = _browse_urls(shop.url)
+    row = measure(shop.client, shop.data_dir, 2, urls, concurrency=4, duration=2.0)
+    pods = {d["name"]: d["pods"] for d in shop.status()["deployments"]}
+    assert all(len(pods[name]) == 2 for name in SCALED), pods
+    assert row["replicas"] == 2 and row["errors"] == 0 and row["rps"] > 10, row
+    assert row["shop_cores"] > 0 and row["requests_per_core_s"] > 0, row
+    assert row["p50_ms"] <= row["p99_ms"], row

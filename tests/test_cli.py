@@ -49,6 +49,16 @@ def test_bad_flags(tmp_path: Path, args: tuple[str, ...], needle: str | None) ->
     assert_clean_error(res, *([needle] if needle else []))
 
 
+def test_bench_help_names_every_benchmark() -> None:
+    from sockdrill.bench import BENCHES
+
+    res = run("bench", "--help")
+    assert res.returncode == 0, res.stderr
+    listed = {w.strip() for w in res.stdout.replace("\n", " ").split("|")}
+    missing = [name for name in BENCHES if not any(name in w.split() for w in listed)]
+    assert not missing, res.stdout
+
+
 def test_busy_port_is_refused(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -3,7 +3,8 @@
 A package above every other layer (it starts shops, loads, faults and agent runs), so that nothing below
 imports it: ``mesh`` (one hop's cost), ``locust`` (the load generator's ceiling), ``chaos`` (fault
 accuracy), ``recorder`` and ``tracing`` (telemetry's cost), ``soak``, ``scenarios``, ``validity``,
-``agents``, ``headroom`` (the whole platform's CPU, idle and per checkout); this module runs them and
+``agents``, ``headroom`` (the whole platform's CPU, idle and per checkout), ``scale`` (throughput at 1, 2, 4
+replicas); this module runs them and
 measures the runtime and the shop itself:
 
 - ``runtime``: cold ``up`` to all-ready (every datastore included), and the mesh proxy's cost per hop.
@@ -59,10 +60,15 @@ async def _loadgen(urls: list[str], concurrency: int, duration: float) -> dict[s
     errors = 0
     stop_at = time.perf_counter() + duration
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async def worker(i: int) -> None:
-            nonlocal errors
-            n = i
+
+    async def worker(i: int) -> None:
+        nonlocal errors
+        n = i
+        # Each worker is one visitor keeping its cookies, as a browser does (aiohttp refuses cookies from an IP
+        # address unless told): without this every request was a new visitor and the front-end wrote a new
+        # session for each, a cost no shopper causes.
+        async with aiohttp.ClientSession(connector=connector, connector_owner=False,
+                                         cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
             while time.perf_counter() < stop_at:
                 url = urls[n % len(urls)]
                 n += 1
@@ -78,6 +84,7 @@ async def _loadgen(urls: list[str], concurrency: int, duration: float) -> dict[s
                     continue
                 lat.append(time.perf_counter() - t0)
 
+    async with connector:
         started = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - started
@@ -222,7 +229,14 @@ BENCHES: dict[str, Callable[[float], dict[str, Any]]] = {"runtime": bench_runtim
                                                                    "scenarios": lambda d: _bench_scenarios(d),
                                                                    "validity": lambda d: _bench_validity(d),
                                                                    "soak": lambda d: _bench_soak(d),
-                                                                   "headroom": lambda d: _bench_headroom(d)}
+                                                                   "headroom": lambda d: _bench_headroom(d),
+                                                                   "scale": lambda d: _bench_scale(d)}
+
+
+def _bench_scale(duration: float) -> dict[str, Any]:
+    from sockdrill.bench.scale import bench_scale
+
+    return bench_scale(duration)
 
 
 def _bench_headroom(duration: float) -> dict[str, Any]:

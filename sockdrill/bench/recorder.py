@@ -167,11 +167,15 @@ def bench_recorder(duration: float = 60.0, interval: float = 5.0, concurrency: i
             stop_recorder(proc)
         elapsed = t1 - t0
         stats = health["stats"]
+        rps = counts["requests"] / duration
+        per_minute = (size1 - size0) / elapsed * 60
         return {
             "interval_s": interval, "duration_s": round(elapsed, 1), "targets": health["targets"],
-            "requests_per_s": round(counts["requests"] / duration, 1),
+            "requests_per_s": round(rps, 1),
             "recorder_cpu_share_of_one_core": round((cpu1 - cpu0) / elapsed, 4),
-            "storage_bytes_per_minute": int((size1 - size0) / elapsed * 60),
+            "storage_bytes_per_minute": int(per_minute),
+            # How storage grows with traffic (issue 19): spans and log lines scale with requests, samples do not.
+            "storage_mb_per_minute_per_100_rps": round(per_minute / 1e6 / rps * 100, 2) if rps else None,
             "samples_per_scrape": round(stats["samples"] / max(1, stats["scrapes"]) * health["targets"]),
             "log_lines": stats["log_lines"], "spans": stats["spans"],
         }

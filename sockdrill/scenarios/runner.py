@@ -11,6 +11,7 @@ every fault → run the data-integrity checks → stop the load → score → wr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import shutil
@@ -476,6 +477,9 @@ class Run:
             self.notes.append(f"the symptom did not appear within {self.symptom_timeout_s():g}s of the first "
                               "onset; the fault was reverted and injected again")
             self.revert()
+            if self.surge_run is not None:
+                with contextlib.suppress(SockdrillError):
+                    self.surge_run.wait()  # reaped, its temporary folder removed; a new surge comes with the fault
             self.surge_run = None
             ok, _failing, _ = self.settle()
             if not ok:
@@ -568,12 +572,16 @@ class Run:
         finally:
             self.revert_quietly()
             self.stop_script()
-            if self.load_run is not None:
-                self.load_run.stop()
+            # Both loads are waited for: wait() reaps the Locust process and removes its temporary folder
+            # (a surge that was only stopped left a /tmp/sockdrill-load-* folder behind every run).
+            for name, run in (("load", self.load_run), ("surge", self.surge_run)):
+                if run is None:
+                    continue
+                run.stop()
                 try:
-                    self.load_run.wait()
+                    run.wait()
                 except SockdrillError as exc:
-                    self.notes.append(f"load: {exc}")
+                    self.notes.append(f"{name}: {exc}")
             j.add_samples(self.samples())
             j.mark("end", time.time())
             self.save_telemetry()

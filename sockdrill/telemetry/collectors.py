@@ -344,8 +344,10 @@ class PostgresExporter:
         import asyncpg
 
         if self._conn is None or self._conn.is_closed():
+            # The same nine statements every scrape: prepared once, they cost the server half the CPU (2.8 vs 5.8 ms
+            # a scrape, measured on an idle store; issue 19). asyncpg re-prepares one a server restart invalidated.
             self._conn = await asyncpg.connect(self.url(), timeout=self.timeout, command_timeout=self.timeout,
-                                               statement_cache_size=0,
+                                               statement_cache_size=32,
                                                server_settings={"application_name": "sockdrill-exporter"})
         return self._conn
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +92,12 @@ def run(shop: Shop, ref: str, agent: str, tmp_path: Path, agent_budget_s: float 
     sc, variants = CATALOGUE.get(ref)
     opts = RunOptions(agent=agent, profile="fast", seed=7, out=tmp_path, data_dir=shop.data_dir,
                       agent_budget_s=agent_budget_s)
+    before = set(Path(tempfile.gettempdir()).glob("sockdrill-load-*"))
     result = run_variant(sc, variants[0], opts, list(CATALOGUE.scenarios.values()))
     for name in ("result.json", "journal.json", "report.md", "report.html", "load.jsonl"):
         assert (Path(result["run_dir"]) / name).exists(), name
+    # Every Locust the run started (its load, a surge) was reaped and its temporary folder removed.
+    assert set(Path(tempfile.gettempdir()).glob("sockdrill-load-*")) <= before
     return result
 
 

@@ -389,6 +389,11 @@ def test_one_checkout_is_one_trace_across_every_hop(shop: Shop, traces: TraceSou
     tail = (shop.data_dir / "logs" / f"{pod_name(shop, 'front-end')}.log").read_text().splitlines()[-20:]
     ids = [json.loads(line)["trace_id"] for line in tail if '"/catalogue"' in line]
     assert ids and all(len(i) == 32 and int(i, 16) for i in ids)
+    # The runtime's probes (every second since the shop started) and the recorder's scrapes leave no access line.
+    log = (shop.data_dir / "logs" / f"{pod_name(shop, 'front-end')}.log").read_text().splitlines()
+    routes = {json.loads(line).get("fields", {}).get("route") for line in log
+              if line.startswith("{") and '"access"' in line}
+    assert "/catalogue" in routes and not routes & {"/health", "/metrics"}, routes
 
 
 # ---- the recorder's life cycle --------------------------------------------------------------------
