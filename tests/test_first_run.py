@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from sockdrill.errors import ScenarioError
+from sockdrill.load.runner import LoadError
 from tests.conftest import Shop
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -144,3 +145,6 @@ def test_a_dead_load_generator_is_a_run_error_with_its_log(shop: Shop, tmp_path:
             run.wait_until(2.0)
     finally:
         run.load_run.stop()
+        with pytest.raises(LoadError, match="without a summary"):
+            run.load_run.wait()  # a killed Locust wrote none; the wait still reaps it and removes its folder
+    assert not run.load_run.workdir.exists()
