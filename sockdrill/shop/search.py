@@ -434,7 +434,12 @@ class Search:
                 try:
                     await ensure_group(r, CHANGES_STREAM, GROUP)  # before the rebuild: no change made during it is lost
                     if not built:
-                        await self.reindex()
+                        # The first rebuild is a tracked one like an admin's: until it has finished (and set
+                        # last_reindex), /admin/index-status says reindexing and ?if=stale waits for it. Untracked,
+                        # an index that already answered every product could be rebuilt a second time by a reset.
+                        if self.reindexing is None or self.reindexing.done():
+                            self.reindexing = asyncio.create_task(self.reindex())
+                        await asyncio.shield(self.reindexing)
                         built = True
                     for entry_id, fields in await next_in_order(r, CHANGES_STREAM, GROUP, GROUP, 64):
                         try:
@@ -482,9 +487,10 @@ class Search:
             self._tasks.append(asyncio.create_task(self._follow(url)))
 
     async def _stop(self, _app: web.Application) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self.reindexing] if self.reindexing is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for shard in self.shards:
             await shard.reset_pool()
 
