@@ -60,6 +60,7 @@ def state_dir(folder: Path, user: str | None) -> Path:
 
 def command(module: str, user: str | None, cache_dir: Path) -> tuple[list[str], dict[str, str]]:
     """(argv, extra environment) that start ``python -m sockdrill.shop MODULE`` as ``user``."""
+    pycopy.compile_checkout()
     if user is None:
         return [sys.executable, "-m", "sockdrill.shop", module], {}
     exe, env = pycopy.python_for(user, cache_dir)

@@ -316,7 +316,7 @@ class Runtime:
 
     # ---- the environment a pod gets --------------------------------------------------------
     def pod_env(self, dep: Deployment, pod: Pod) -> dict[str, str]:
-        from sockdrill.cluster.spec import url_env_name
+        from sockdrill.cluster.envnames import url_env_name
 
         env = dict(self.extra_env)
         env.update(dep.spec.env)

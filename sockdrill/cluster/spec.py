@@ -113,6 +113,3 @@ def parse_quantity_memory(text: str) -> int:
     return value
 
 
-def url_env_name(destination: str) -> str:
-    """``catalogue-db`` → ``SOCKDRILL_URL_CATALOGUE_DB``: the variable a pod finds a destination's URL in."""
-    return "SOCKDRILL_URL_" + destination.upper().replace("-", "_")

@@ -47,6 +47,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -94,16 +95,20 @@ def system_user(name: str, purpose: str) -> str | None:
     """None when not root (everything runs as us); else the system user ``name``, created if missing."""
     if os.geteuid() != 0:
         return None
-    try:
-        pwd.getpwnam(name)
+    with _USERADD_LOCK:  # the stores start in threads at once: one creates the user, the others wait for it
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            pass
+        res = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                             capture_output=True, text=True)
+        if res.returncode != 0 and "already exists" not in res.stderr:
+            raise ClusterError(f"cannot create system user '{name}' for {purpose}: {res.stderr.strip()}")
         return name
-    except KeyError:
-        pass
-    res = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                         capture_output=True, text=True)
-    if res.returncode != 0 and "already exists" not in res.stderr:
-        raise ClusterError(f"cannot create system user '{name}' for {purpose}: {res.stderr.strip()}")
-    return name
+
+
+_USERADD_LOCK = threading.Lock()
 
 
 def os_user_for_postgres() -> str | None:

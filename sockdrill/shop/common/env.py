@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from sockdrill.cluster.spec import url_env_name
+from sockdrill.cluster.envnames import url_env_name
 from sockdrill.errors import ShopError
 
 
