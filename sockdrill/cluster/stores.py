@@ -234,12 +234,19 @@ def pg_bin(cache_dir: Path | None = None) -> Path:
     return bin_dir
 
 
+# Every new store is a copy of the template: 1 MB WAL segments instead of 16 make it 37 MB instead of 46
+# (copying four at a cold ``up`` was 0.4 s of CPU each). The layout names the template, so a cache made
+# before keeps serving the stores that came from it and a new one is made beside it.
+PG_WAL_SEGMENT_MB = 1
+PG_TEMPLATE_LAYOUT = f"wal{PG_WAL_SEGMENT_MB}m"
+
+
 def pg_template(cache_dir: Path) -> Path:
     """The initialised template data directory (created once, under a lock; safe against concurrent
     creators in one process or many)."""
     bin_dir = pg_bin(cache_dir)
     version = _pg_version(bin_dir)
-    target = cache_dir / f"pg-template-{version}"
+    target = cache_dir / f"pg-template-{version}-{PG_TEMPLATE_LAYOUT}"
     if (target / "PG_VERSION").exists() and (target / ".sockdrill-ready").exists():
         return target
     user = os_user_for_postgres()
@@ -262,7 +269,7 @@ def pg_template(cache_dir: Path) -> Path:
                 run_kw["user"] = user
             res = subprocess.run(
                 [str(bin_dir / "initdb"), "-D", str(tmp), "-U", PG_USER, "--auth=trust", "-E", "UTF8",
-                 "--no-sync", "--locale=C"], **run_kw,
+                 "--no-sync", "--locale=C", f"--wal-segsize={PG_WAL_SEGMENT_MB}"], **run_kw,
             )
             if res.returncode != 0:
                 raise ClusterError(f"initdb failed: {res.stderr.strip()[-500:]}")

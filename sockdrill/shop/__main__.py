@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from sockdrill.shop.manifest import OPTIONAL_MODULES, SERVICE_MODULES
+from sockdrill.shop.modules import OPTIONAL_MODULES, SERVICE_MODULES
 
 MODULES = {**SERVICE_MODULES, **OPTIONAL_MODULES}
 

@@ -9,29 +9,10 @@ carts' write-behind cache (``carts-cache``).
 from __future__ import annotations
 
 from sockdrill.cluster.spec import DeploymentSpec
+from sockdrill.shop.modules import OPTIONAL_MODULES, SERVICE_MODULES
 
-# service name → module whose ``main()`` runs it (``python -m sockdrill.shop NAME``).
-SERVICE_MODULES: dict[str, str] = {
-    "front-end": "sockdrill.shop.frontend.app",
-    "catalogue": "sockdrill.shop.catalogue",
-    "carts": "sockdrill.shop.carts",
-    "orders": "sockdrill.shop.orders",
-    "payment": "sockdrill.shop.payment",
-    "payment-gateway": "sockdrill.shop.payment_gateway",
-    "shipping": "sockdrill.shop.shipping",
-    "queue-master": "sockdrill.shop.queue_master",
-    "user": "sockdrill.shop.user",
-}
+__all__ = ["EDGE_REGIONS", "FRONT_END_PORT", "OPTIONAL_MODULES", "SERVICE_MODULES", "service_names", "shop_deployments"]
 
-# Modules of optional deployments: components only some scenarios wake (DeploymentSpec.optional: 0 pods in the
-# manifest, so that every other run pays nothing for them). Several deployments may run one module (the regions'
-# edges). ``python -m sockdrill.shop edge`` runs one by hand.
-OPTIONAL_MODULES: dict[str, str] = {
-    "edge": "sockdrill.shop.edge",
-    "search": "sockdrill.shop.search",
-    "shipping-rates": "sockdrill.shop.shipping_rates",
-    "carrier-api": "sockdrill.shop.carrier_api",
-}
 EDGE_REGIONS = ("us", "eu")
 
 FRONT_END_PORT = 8079
