@@ -178,9 +178,7 @@ def bench_shop(duration: float, concurrency: int = 32) -> dict[str, Any]:
     try:
         rc, _ = client.up(shop_deployments(front_end_port=free_port()), data_dir=data_dir, timeout=120)
         url = rc.record["front_end_url"]
-        ids = [s["id"] for s in json.loads(_fetch(url + "/catalogue"))]
-        urls = [url + "/catalogue"] + [f"{url}/catalogue/{i}" for i in ids]
-        shop = load(urls, concurrency, duration)
+        shop = load(browse_urls(url), concurrency, duration)
         # The reference: a trivial backend answering the same catalogue JSON, behind a bare ASGI relay.
         body = _fetch(url + "/catalogue")
         backend_port, relay_port = free_port(), free_port()
@@ -217,6 +215,12 @@ def _fetch(url: str) -> bytes:
 
     with urllib.request.urlopen(url, timeout=10) as resp:
         return resp.read()
+
+
+def browse_urls(front_end: str) -> list[str]:
+    """What ``bench shop`` and ``bench scale`` browse: the catalogue's first page and each product on it."""
+    ids = [s["id"] for s in json.loads(_fetch(front_end + "/catalogue"))]
+    return [front_end + "/catalogue"] + [f"{front_end}/catalogue/{i}" for i in ids]
 
 
 BENCHES: dict[str, Callable[[float], dict[str, Any]]] = {"runtime": bench_runtime, "shop": bench_shop,

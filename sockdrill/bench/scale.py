@@ -14,7 +14,6 @@ Environment: ``SOCKDRILL_SCALE_REPLICAS`` (comma list, default ``1,2,4``), ``SOC
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -37,13 +36,6 @@ def _wait_ready(rc: client.RuntimeClient, timeout: float = 60.0) -> None:
             return
         time.sleep(0.2)
     raise RuntimeError(f"the shop was not ready {timeout:.0f} s after scaling {', '.join(SCALED)}")
-
-
-def _browse_urls(front_end: str) -> list[str]:
-    from sockdrill.bench import _fetch
-
-    ids = [s["id"] for s in json.loads(_fetch(front_end + "/catalogue"))]
-    return [front_end + "/catalogue"] + [f"{front_end}/catalogue/{i}" for i in ids]
 
 
 def measure(rc: client.RuntimeClient, data_dir: Path, replicas: int, urls: list[str], concurrency: int,
@@ -73,7 +65,9 @@ def bench_scale(duration: float) -> dict[str, Any]:
     data_dir.chmod(0o711)
     try:
         rc, _ = client.up(shop_deployments(front_end_port=free_port()), data_dir=data_dir, timeout=180)
-        urls = _browse_urls(rc.record["front_end_url"])
+        from sockdrill.bench import browse_urls
+
+        urls = browse_urls(rc.record["front_end_url"])
         rows = [measure(rc, data_dir, n, urls, concurrency, duration) for n in counts]
         return {"scaled": "+".join(SCALED), "concurrency": concurrency, "duration_s": duration,
                 "by_replicas": {str(r["replicas"]): {k: v for k, v in r.items() if k != "replicas"} for r in rows},
