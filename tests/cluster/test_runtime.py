@@ -120,6 +120,8 @@ def test_restarted_datastores_keep_their_data(shop: Shop) -> None:
     async def pg_read(url: str) -> list[str]:
         conn = await asyncpg.connect(url)
         rows = await conn.fetch("SELECT v FROM persist_check")
+        # A copy of the template of 1 MB WAL segments (stores.PG_TEMPLATE_LAYOUT: less to copy per new store)
+        assert await conn.fetchval("SHOW wal_segment_size") == "1MB"
         await conn.close()
         return [r["v"] for r in rows]
 
