@@ -46,9 +46,10 @@ def test_idle_report_names_its_biggest_spenders(shop: Shop) -> None:
 def test_scale_rows_come_from_the_replicas_asked_for(shop: Shop) -> None:
     """``bench scale`` on the shared shop: front-end and catalogue really run 2 pods for the measured row, the
     browse load is served without error, and its CPU is read from the shop's processes."""
-    from sockdrill.bench.scale import SCALED, _browse_urls, measure
+    from sockdrill.bench import browse_urls
+    from sockdrill.bench.scale import SCALED, measure
 
-    urls = _browse_urls(shop.url)
+    urls = browse_urls(shop.url)
     row = measure(shop.client, shop.data_dir, 2, urls, concurrency=4, duration=2.0)
     pods = {d["name"]: d["pods"] for d in shop.status()["deployments"]}
     assert all(len(pods[name]) == 2 for name in SCALED), pods
