@@ -94,7 +94,7 @@ def cpu_by_owner(data_dir: Path) -> dict[str, float]:
     return dict(totals)
 
 
-def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {k: max(0.0, after.get(k, 0.0) - before.get(k, 0.0)) for k in set(before) | set(after)}
 
 
@@ -112,7 +112,7 @@ def measure_idle(data_dir: Path, seconds: float) -> tuple[dict[str, Any], dict[s
     """The report, and each owner's idle rate (cores) for :func:`measure_checkouts` to subtract."""
     t0, before = time.monotonic(), cpu_by_owner(data_dir)
     time.sleep(seconds)
-    spent = _delta(before, cpu_by_owner(data_dir))
+    spent = cpu_delta(before, cpu_by_owner(data_dir))
     elapsed = time.monotonic() - t0
     report = {"seconds": round(elapsed, 1), "cores": round(sum(spent.values()) / elapsed, 4),
               "by_owner_cores": _shares(spent, elapsed), "goal": "<= 0.05 cores"}
@@ -125,7 +125,7 @@ def measure_checkouts(data_dir: Path, seconds: float, idle_cores: dict[str, floa
     run = start_load(None, {"checkout": 1}, users=users, spawn_rate=users, duration=seconds, seed=7,
                      data_dir=data_dir, think=(0.0, 0.0))
     summary = run.wait()
-    spent = _delta(before, cpu_by_owner(data_dir))
+    spent = cpu_delta(before, cpu_by_owner(data_dir))
     elapsed = time.monotonic() - t0
     journey = summary.journeys.get("checkout", {})
     done = int(journey.get("count", 0)) - int(journey.get("failures", 0))

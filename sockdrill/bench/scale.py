@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sockdrill.bench.headroom import cpu_by_owner
 from sockdrill.cluster import client
 from sockdrill.cluster.ports import free_port
 
@@ -40,20 +39,18 @@ def _wait_ready(rc: client.RuntimeClient, timeout: float = 60.0) -> None:
 
 def measure(rc: client.RuntimeClient, data_dir: Path, replicas: int, urls: list[str], concurrency: int,
             duration: float) -> dict[str, Any]:
-    from sockdrill.bench import load
+    from sockdrill.bench import load, load_with_cpu
 
     for name in SCALED:
         rc.post("/v1/scale", {"deployment": name, "replicas": replicas})
     _wait_ready(rc)
     load(urls, concurrency, WARM_UP_S)
-    t0, before = time.monotonic(), sum(cpu_by_owner(data_dir).values())
-    figures = load(urls, concurrency, duration)
-    elapsed = time.monotonic() - t0
-    cores = (sum(cpu_by_owner(data_dir).values()) - before) / elapsed
-    served = figures["requests"] / elapsed
+    figures = load_with_cpu(data_dir, urls, concurrency, duration)
+    us = figures["cpu"]["shop_us_per_request"]
     return {"replicas": replicas, "rps": round(figures["rps"], 1), "p50_ms": round(figures["p50_ms"], 1),
-            "p99_ms": round(figures["p99_ms"], 1), "errors": figures["errors"], "shop_cores": round(cores, 3),
-            "requests_per_core_s": round(served / cores, 1) if cores else None}
+            "p99_ms": round(figures["p99_ms"], 1), "errors": figures["errors"],
+            "shop_cores": figures["cpu"]["shop_cores"], "requests_per_core_s": round(1e6 / us, 1) if us else None,
+            "by_owner_us_per_request": figures["cpu"]["by_owner_us_per_request"]}
 
 
 def bench_scale(duration: float) -> dict[str, Any]:
